@@ -1,0 +1,144 @@
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { mkdir } from 'node:fs/promises';
+import type { Server as GrpcServer } from '@grpc/grpc-js';
+import { loadConfig, reloadableChanges, type LoadOptions } from './config/load.js';
+import type { BerthConfig } from './config/schema.js';
+import { createLogger, type Logger } from './log.js';
+import { bindUnix, createGrpcServer } from './server/grpc-server.js';
+import { RpcMetrics } from './server/metrics.js';
+import { prepareSocketPath, restrictSocket } from './server/socket.js';
+import type { ServerContext } from './server/context.js';
+import type { ImageImpl, RuntimeImpl } from './server/rpc.js';
+import { versionRpcs } from './server/version.js';
+import { statusRpcs } from './server/status.js';
+import { runtimeConfigRpcs } from './server/runtime-config.js';
+import { detectCgroupDriver } from './oci/cgroup-driver.js';
+
+/** The running daemon: configuration, subsystems and servers. */
+export class Daemon {
+  private grpc?: GrpcServer;
+  private metricsServer?: HttpServer;
+  private current: BerthConfig;
+  private stopping?: Promise<void>;
+
+  private constructor(
+    private readonly loadOptions: LoadOptions,
+    config: BerthConfig,
+    readonly ctx: ServerContext,
+    readonly log: Logger,
+    private readonly metrics: RpcMetrics,
+  ) {
+    this.current = config;
+  }
+
+  static async create(loadOptions: LoadOptions, logDestination?: NodeJS.WritableStream): Promise<Daemon> {
+    const { config, files } = await loadConfig(loadOptions);
+    const log = createLogger(config.log_level, logDestination);
+    const cgroupDriver =
+      config.runtime.cgroup_driver === 'auto' ? await detectCgroupDriver() : config.runtime.cgroup_driver;
+    const holder: { daemon?: Daemon } = {};
+    const ctx: ServerContext = {
+      config: () => holder.daemon!.current,
+      log,
+      cgroupDriver,
+      configFiles: files,
+    };
+    holder.daemon = new Daemon(loadOptions, config, ctx, log, new RpcMetrics());
+    return holder.daemon;
+  }
+
+  get config(): BerthConfig {
+    return this.current;
+  }
+
+  private handlers(): { runtime: RuntimeImpl; image: ImageImpl } {
+    const runtime: RuntimeImpl = {
+      ...versionRpcs(),
+      ...statusRpcs(this.ctx),
+      ...runtimeConfigRpcs(this.ctx),
+    };
+    const image: ImageImpl = {};
+    return { runtime, image };
+  }
+
+  /** Starts serving; resolves once the socket accepts connections. */
+  async start(): Promise<void> {
+    const config = this.current;
+    await mkdir(config.root, { recursive: true, mode: 0o711 });
+    await mkdir(config.run_root, { recursive: true, mode: 0o711 });
+    await prepareSocketPath(config.server.socket);
+    this.grpc = createGrpcServer(this.handlers(), {
+      log: this.log,
+      maxMessageBytes: config.server.max_message_bytes,
+      metrics: this.metrics,
+    });
+    await bindUnix(this.grpc, config.server.socket);
+    await restrictSocket(config.server.socket);
+    if (config.server.metrics_address) await this.startMetrics(config.server.metrics_address);
+    this.log.info(
+      {
+        socket: config.server.socket,
+        cgroupDriver: this.ctx.cgroupDriver,
+        configFiles: this.ctx.configFiles,
+      },
+      'berth is serving',
+    );
+  }
+
+  private async startMetrics(address: string): Promise<void> {
+    const colon = address.lastIndexOf(':');
+    const host = address.slice(0, colon) || '127.0.0.1';
+    const port = Number(address.slice(colon + 1));
+    const server = createHttpServer((req, res) => {
+      if (req.url !== '/metrics') {
+        res.writeHead(404).end();
+        return;
+      }
+      this.metrics.registry.metrics().then(
+        (body) => res.writeHead(200, { 'content-type': this.metrics.registry.contentType }).end(body),
+        (err: unknown) => res.writeHead(500).end(String(err)),
+      );
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host.replace(/^\[|\]$/g, ''), () => resolve());
+    });
+    this.metricsServer = server;
+  }
+
+  /** SIGHUP: re-reads the config and applies what can change without a restart. */
+  async reload(): Promise<string[]> {
+    const { config } = await loadConfig(this.loadOptions);
+    const changed = reloadableChanges(this.current, config);
+    // Only reloadable keys take effect; everything else keeps its start-up value.
+    const next: BerthConfig = structuredClone(this.current);
+    next.log_level = config.log_level;
+    next.image.unqualified_search_registries = config.image.unqualified_search_registries;
+    next.image.pull_progress_timeout_seconds = config.image.pull_progress_timeout_seconds;
+    next.image.pinned_images = config.image.pinned_images;
+    next.image.registries = config.image.registries;
+    this.current = next;
+    this.log.level = next.log_level;
+    this.log.info(
+      { changed },
+      changed.length ? 'configuration reloaded' : 'configuration reloaded; nothing changed',
+    );
+    return changed;
+  }
+
+  /** Stops accepting calls, lets in-flight calls finish, then closes. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      const grpc = this.grpc;
+      if (grpc) {
+        await new Promise<void>((resolve) => grpc.tryShutdown(() => resolve()));
+      }
+      if (this.metricsServer) {
+        await new Promise<void>((resolve) => this.metricsServer!.close(() => resolve()));
+      }
+      this.log.info('berth stopped');
+      this.log.flush();
+    })();
+    return this.stopping;
+  }
+}

@@ -1,0 +1,16 @@
+import type { BerthConfig } from '../config/schema.js';
+import type { Logger } from '../log.js';
+
+/**
+ * What RPC handlers share. Subsystems (images, sandboxes, containers,
+ * streaming) add their managers here; the daemon wires them.
+ */
+export interface ServerContext {
+  /** The current configuration; SIGHUP may replace reloadable parts. */
+  config(): BerthConfig;
+  log: Logger;
+  /** Effective cgroup driver after detection. */
+  cgroupDriver: 'cgroupfs' | 'systemd';
+  /** Path of the file(s) the config was loaded from, for Status verbose. */
+  configFiles: string[];
+}

@@ -1,0 +1,66 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { stat } from 'node:fs/promises';
+import { status } from '@grpc/grpc-js';
+import { startBerth, BERTH_MAIN, type RunningBerth } from '../helpers/berth-process.js';
+import { CgroupDriver } from '../../src/generated/api.js';
+
+let berth: RunningBerth;
+before(async () => {
+  berth = await startBerth();
+});
+after(async () => {
+  await berth.cleanup();
+});
+
+test('Version names berth and the v1 API', async () => {
+  const res = await berth.cri.runtime.version({ version: '' });
+  assert.equal(res.runtimeName, 'berth');
+  assert.equal(res.runtimeApiVersion, 'v1');
+  assert.equal(res.version, '0.1.0');
+  assert.match(res.runtimeVersion, /^\d+\.\d+\.\d+/);
+});
+
+test('socket is mode 0660', async () => {
+  const info = await stat(berth.socket);
+  assert.equal(info.mode & 0o777, 0o660);
+});
+
+test('Status: runtime ready, network not ready without CNI config', async () => {
+  const res = await berth.cri.runtime.status({ verbose: true });
+  const runtime = res.status!.conditions.find((c) => c.type === 'RuntimeReady');
+  const network = res.status!.conditions.find((c) => c.type === 'NetworkReady');
+  assert.equal(runtime?.status, true);
+  assert.equal(network?.status, false);
+  assert.equal(network?.reason, 'NetworkPluginNotReady');
+  assert.match(network!.message, /no CNI network config/);
+  assert.match(res.info.config, /\[server\]/);
+});
+
+test('RuntimeConfig reports the detected cgroup driver', async () => {
+  const res = await berth.cri.runtime.runtimeConfig({});
+  assert.ok([CgroupDriver.CGROUPFS, CgroupDriver.SYSTEMD].includes(res.linux!.cgroupDriver));
+});
+
+test('a second berth on the same socket is refused with a clear message', async () => {
+  const child = spawn(process.execPath, [BERTH_MAIN, 'serve', '--config', berth.configFile], {
+    stdio: 'pipe',
+  });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  assert.equal(code, 1);
+  assert.match(stderr, /already listening on .*berth\.sock/);
+});
+
+test('unknown RPCs answer UNIMPLEMENTED naming the RPC', async () => {
+  await assert.rejects(
+    berth.cri.runtime.checkpointContainer({ containerId: 'x', location: '', timeout: 0n }),
+    (err: { code: number; details: string }) => {
+      assert.equal(err.code, status.UNIMPLEMENTED);
+      assert.match(err.details, /CheckpointContainer/);
+      return true;
+    },
+  );
+});
