@@ -1,5 +1,6 @@
 // Runs every compiled test file under node's test runner. Optional arguments
-// are substrings that select test files (npm test -- image).
+// are substrings that select test files (npm test -- image). BERTH_DIST names
+// another build directory (tsc --outDir dist-foo) so parallel builds don't race.
 import { spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -20,7 +21,8 @@ function collect(dir, out) {
 }
 
 const filters = process.argv.slice(2);
-const files = ['dist/src', 'dist/test', 'dist/conmon']
+const dist = process.env.BERTH_DIST ?? 'dist';
+const files = [`${dist}/src`, `${dist}/test`, `${dist}/conmon`]
   .flatMap((dir) => collect(dir, []))
   .filter((file) => filters.length === 0 || filters.some((f) => file.includes(f)))
   .sort();
