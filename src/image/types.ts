@@ -81,7 +81,12 @@ export interface BlobSink {
    * Streams a blob in, verifying size and digest while it flows. Nothing is
    * visible under the digest unless both match.
    */
-  putBlob(digest: Digest, expectedSize: number | undefined, body: Readable, signal?: AbortSignal): Promise<void>;
+  putBlob(
+    digest: Digest,
+    expectedSize: number | undefined,
+    body: Readable,
+    signal?: AbortSignal,
+  ): Promise<void>;
   readBlob(digest: Digest): Promise<Uint8Array>;
   /** Unpacks a stored layer blob once (idempotent); returns its directory. */
   unpackLayer(layer: Omit<LayerRecord, 'chainId'>, parentChainId: Digest | undefined): Promise<string>;
