@@ -150,9 +150,36 @@ function fillMapEntries(spec: SectionSpec, raw: Raw): void {
   }
 }
 
+/**
+ * Splits a dotted key path; a segment may be double-quoted to contain dots,
+ * as in TOML: image.registries."gcr.io".insecure.
+ */
+export function splitDottedPath(path: string): string[] | undefined {
+  const segments: string[] = [];
+  let i = 0;
+  while (i <= path.length) {
+    if (path[i] === '"') {
+      const close = path.indexOf('"', i + 1);
+      if (close === -1) return undefined;
+      segments.push(path.slice(i + 1, close));
+      i = close + 1;
+    } else {
+      const dot = path.indexOf('.', i);
+      const end = dot === -1 ? path.length : dot;
+      segments.push(path.slice(i, end));
+      i = end;
+    }
+    if (i === path.length) break;
+    if (path[i] !== '.') return undefined;
+    i++;
+  }
+  return segments.every((s) => s !== '') ? segments : undefined;
+}
+
 /** Finds the schema entry for a dotted flag path such as runtime.handlers.kata.path. */
 export function leafForPath(path: string): { spec: LeafSpec; segments: string[] } | undefined {
-  const segments = path.split('.');
+  const segments = splitDottedPath(path);
+  if (!segments) return undefined;
   let current: Spec = SCHEMA;
   for (let i = 0; i < segments.length; i++) {
     if (current.kind === 'section') {
