@@ -12,6 +12,7 @@ import type { ImageImpl, RuntimeImpl } from './server/rpc.js';
 import { versionRpcs } from './server/version.js';
 import { statusRpcs } from './server/status.js';
 import { runtimeConfigRpcs } from './server/runtime-config.js';
+import { deriveListStreams } from './server/list-streams.js';
 import { detectCgroupDriver } from './oci/cgroup-driver.js';
 
 /** The running daemon: configuration, subsystems and servers. */
@@ -58,6 +59,7 @@ export class Daemon {
       ...runtimeConfigRpcs(this.ctx),
     };
     const image: ImageImpl = {};
+    deriveListStreams(runtime, image, this.current.server.max_message_bytes);
     return { runtime, image };
   }
 

@@ -19,7 +19,7 @@ export type StreamImpl<Req, Res> = (
 ) => Promise<void>;
 
 type ImplOf<Def> = {
-  [K in keyof Def]?: Def[K] extends {
+  -readonly [K in keyof Def]?: Def[K] extends {
     responseStream: true;
     requestDeserialize: (b: Buffer) => infer Q;
     responseSerialize: (r: infer R) => Buffer;
