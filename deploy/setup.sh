@@ -20,6 +20,7 @@ packages=(
   containernetworking-plugins iptables iproute2
   protobuf-compiler
   docker-registry skopeo umoci busybox apache2-utils zstd
+  attr
 )
 export DEBIAN_FRONTEND=noninteractive
 missing=()
