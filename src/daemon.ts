@@ -43,6 +43,7 @@ export class Daemon {
       log,
       cgroupDriver,
       configFiles: files,
+      podCidrs: [],
     };
     holder.daemon = new Daemon(loadOptions, config, ctx, log, new RpcMetrics());
     return holder.daemon;

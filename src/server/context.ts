@@ -13,4 +13,6 @@ export interface ServerContext {
   cgroupDriver: 'cgroupfs' | 'systemd';
   /** Path of the file(s) the config was loaded from, for Status verbose. */
   configFiles: string[];
+  /** Pod CIDRs last given by kubelet through UpdateRuntimeConfig. */
+  podCidrs: string[];
 }

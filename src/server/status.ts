@@ -20,6 +20,7 @@ export function statusRpcs(ctx: ServerContext): RuntimeImpl {
         info.config = renderConfig(config);
         info.configFiles = JSON.stringify(ctx.configFiles);
         info.cgroupDriver = ctx.cgroupDriver;
+        info.podCidrs = JSON.stringify(ctx.podCidrs);
         if (network.ok)
           info.network = JSON.stringify({ name: network.network.name, file: network.network.file });
       }

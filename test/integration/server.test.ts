@@ -64,3 +64,19 @@ test('unknown RPCs answer UNIMPLEMENTED naming the RPC', async () => {
     },
   );
 });
+
+test('UpdateRuntimeConfig records a valid pod CIDR and refuses a malformed one', async () => {
+  await berth.cri.runtime.updateRuntimeConfig({
+    runtimeConfig: { networkConfig: { podCidr: '10.244.0.0/24,fd00::/64' } },
+  });
+  const res = await berth.cri.runtime.status({ verbose: true });
+  assert.deepEqual(JSON.parse(res.info.podCidrs), ['10.244.0.0/24', 'fd00::/64']);
+  await assert.rejects(
+    berth.cri.runtime.updateRuntimeConfig({ runtimeConfig: { networkConfig: { podCidr: '10.244.0.0/33' } } }),
+    (err: { code: number; details: string }) => {
+      assert.equal(err.code, status.INVALID_ARGUMENT);
+      assert.match(err.details, /pod CIDR "10\.244\.0\.0\/33"/);
+      return true;
+    },
+  );
+});
