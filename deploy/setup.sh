@@ -21,6 +21,7 @@ packages=(
   protobuf-compiler
   docker-registry skopeo umoci busybox apache2-utils zstd
   attr
+  socat
 )
 export DEBIAN_FRONTEND=noninteractive
 missing=()

@@ -12,6 +12,11 @@ export interface RuntimeHandler {
   /** --root state directory of the runtime. */
   root: string;
   type: 'oci' | 'vm';
+  /**
+   * Extra global flags given to the runtime before the verb (after --root),
+   * e.g. runsc's `--ignore-cgroups`. From runtime.handlers.NAME.runtime_args.
+   */
+  runtimeArgs?: string[];
 }
 
 /** The OCI runtime spec (config.json); typed loosely beyond what berth writes. */
@@ -77,6 +82,13 @@ export interface ExecRequest {
   /** Process fields overriding the container's (env, cwd, user). */
   env?: string[];
   cwd?: string;
+  /** uid/gid (and extra gids) of the process; the container's own user when absent. */
+  user?: { uid: number; gid: number; additionalGids?: number[] };
+  /**
+   * Kill the process (SIGKILL) after this long; `exited` then resolves with
+   * timedOut. 0 or absent: no limit (ExecSync passes its timeout here).
+   */
+  timeoutMs?: number;
 }
 
 /** A running exec: stdio pipes (or the tty), resize and a promise of its exit code. */
@@ -86,7 +98,8 @@ export interface ExecProcess {
   stderr: NodeJS.ReadableStream | null;
   resize(cols: number, rows: number): void;
   kill(signal: NodeJS.Signals): void;
-  exited: Promise<{ exitCode: number; signal: NodeJS.Signals | null }>;
+  /** exitCode follows the shell convention: 128+N when killed by signal N. */
+  exited: Promise<{ exitCode: number; signal: NodeJS.Signals | null; timedOut?: boolean }>;
   child: ChildProcess;
 }
 

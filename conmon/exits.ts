@@ -1,0 +1,150 @@
+/**
+ * Container exits as conmon records them: `<exit_dir>/<id>` holds the exit
+ * code (conmon writes it atomically), its mtime is the finish time, and an
+ * `oom` file in the persist dir marks an OOM kill. One fs.watch on the exit
+ * dir wakes waiters; a slow poll covers events fs.watch can miss.
+ */
+import { watch, type FSWatcher } from 'node:fs';
+import { access, mkdir, readFile, stat } from 'node:fs/promises';
+import { errnoCode } from '../src/errors.js';
+import type { ExitInfo } from '../src/oci/types.js';
+import { exitFile, oomFile, type ConmonLayout } from './layout.js';
+
+const POLL_MS = 1000;
+
+/** Reads a recorded exit; undefined while the container has not exited. */
+export async function readExit(layout: ConmonLayout, id: string): Promise<ExitInfo | undefined> {
+  const path = exitFile(layout, id);
+  let text: string;
+  let mtimeNs: bigint;
+  try {
+    const [content, info] = await Promise.all([readFile(path, 'utf8'), stat(path, { bigint: true })]);
+    text = content;
+    mtimeNs = info.mtimeNs;
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return undefined;
+    throw err;
+  }
+  const code = Number.parseInt(text.trim(), 10);
+  let oomKilled = false;
+  try {
+    await access(oomFile(layout, id));
+    oomKilled = true;
+  } catch {
+    // no OOM recorded
+  }
+  // conmon writes -1 when it could not learn the status (e.g. timed out exec).
+  return { exitCode: Number.isInteger(code) ? code : -1, finishedAtNs: mtimeNs, oomKilled };
+}
+
+/** Waits for exit files, sharing one directory watch among all waiters. */
+export class ExitWatcher {
+  private watcher?: FSWatcher;
+  private poller?: NodeJS.Timeout;
+  private readonly waiters = new Map<string, Set<() => void>>();
+
+  constructor(private readonly layout: ConmonLayout) {}
+
+  async wait(id: string, signal?: AbortSignal): Promise<ExitInfo> {
+    await mkdir(this.layout.exitDir, { recursive: true });
+    signal?.throwIfAborted();
+    return new Promise<ExitInfo>((resolve, reject) => {
+      let checking = false;
+      let again = false;
+      const check = () => {
+        if (checking) {
+          again = true;
+          return;
+        }
+        checking = true;
+        readExit(this.layout, id).then(
+          (info) => {
+            checking = false;
+            if (info) {
+              done();
+              resolve(info);
+            } else if (again) {
+              again = false;
+              check();
+            }
+          },
+          (err: unknown) => {
+            checking = false;
+            done();
+            reject(err instanceof Error ? err : new Error(String(err)));
+          },
+        );
+      };
+      const onAbort = () => {
+        done();
+        reject(signal?.reason instanceof Error ? signal.reason : new Error('wait for exit aborted'));
+      };
+      const done = () => {
+        signal?.removeEventListener('abort', onAbort);
+        this.remove(id, check);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.add(id, check);
+      check();
+    });
+  }
+
+  private add(id: string, callback: () => void): void {
+    let set = this.waiters.get(id);
+    if (!set) this.waiters.set(id, (set = new Set()));
+    set.add(callback);
+    this.ensureWatching();
+  }
+
+  private remove(id: string, callback: () => void): void {
+    const set = this.waiters.get(id);
+    set?.delete(callback);
+    if (set?.size === 0) this.waiters.delete(id);
+    if (this.waiters.size === 0) this.stopWatching();
+  }
+
+  private notify(id: string | undefined): void {
+    if (id !== undefined) {
+      for (const callback of this.waiters.get(id) ?? []) callback();
+      return;
+    }
+    for (const set of this.waiters.values()) for (const callback of set) callback();
+  }
+
+  private ensureWatching(): void {
+    if (!this.watcher) {
+      try {
+        this.watcher = watch(this.layout.exitDir, { persistent: false }, (_event, filename) => {
+          // conmon writes <id> through a temp file and a rename; both name the file.
+          const name = filename?.toString();
+          this.notify(name && this.waiters.has(name) ? name : name ? '' : undefined);
+        });
+        this.watcher.on('error', () => this.restartWatch());
+      } catch {
+        this.watcher = undefined; // the poll still covers us
+      }
+    }
+    if (!this.poller) {
+      // Kept referenced: a pending wait is work in progress.
+      this.poller = setInterval(() => this.notify(undefined), POLL_MS);
+    }
+  }
+
+  private restartWatch(): void {
+    this.watcher?.close();
+    this.watcher = undefined;
+    if (this.waiters.size > 0) this.ensureWatching();
+  }
+
+  private stopWatching(): void {
+    this.watcher?.close();
+    this.watcher = undefined;
+    if (this.poller) clearInterval(this.poller);
+    this.poller = undefined;
+  }
+
+  close(): void {
+    this.waiters.clear();
+    this.stopWatching();
+  }
+}
