@@ -113,6 +113,11 @@ export const SCHEMA: SectionSpec = {
             ),
             type: leaf('string', 'oci', 'Runtime type.', { oneOf: ['oci', 'vm'] }),
             monitor_cgroup: leaf('string', '', 'cgroup for conmon; empty uses the pod cgroup parent.'),
+            runtime_args: leaf(
+              'string[]',
+              [],
+              'Extra global flags for the runtime, after --root (e.g. runsc --ignore-cgroups).',
+            ),
             privileged_without_host_devices: leaf(
               'boolean',
               false,
@@ -177,6 +182,7 @@ export interface HandlerConfig {
   type: 'oci' | 'vm';
   monitor_cgroup: string;
   privileged_without_host_devices: boolean;
+  runtime_args: string[];
 }
 
 export interface RegistryConfig {
