@@ -1,0 +1,83 @@
+/**
+ * Layer decompression: gzip, zstd or none, chosen by the stream's magic bytes
+ * (media types lie often enough, e.g. docker's ".tar.gzip" for plain tars).
+ */
+import { PassThrough, Transform, type Readable } from 'node:stream';
+import { createGunzip, createZstdDecompress } from 'node:zlib';
+import { createHash } from 'node:crypto';
+
+export type Compression = 'gzip' | 'zstd' | 'none';
+
+const GZIP_MAGIC = [0x1f, 0x8b];
+const ZSTD_MAGIC = [0x28, 0xb5, 0x2f, 0xfd];
+
+export function sniffCompression(head: Uint8Array): Compression {
+  const starts = (magic: number[]) => magic.every((b, i) => head[i] === b);
+  if (starts(GZIP_MAGIC)) return 'gzip';
+  if (starts(ZSTD_MAGIC)) return 'zstd';
+  return 'none';
+}
+
+/** Compression a media type announces, if it announces one. */
+export function compressionOfMediaType(mediaType: string): Compression | undefined {
+  if (/gzip$/.test(mediaType)) return 'gzip';
+  if (/zstd$/.test(mediaType)) return 'zstd';
+  if (/\.tar$/.test(mediaType)) return 'none';
+  return undefined;
+}
+
+/** Reads up to `n` bytes without consuming them (they are unshifted back). */
+export function peek(stream: Readable, n: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let length = 0;
+    const finish = () => {
+      stream.off('readable', onReadable);
+      stream.off('end', finish);
+      stream.off('error', onError);
+      const all = Buffer.concat(chunks);
+      if (all.length > 0) stream.unshift(all);
+      resolve(all.subarray(0, n));
+    };
+    const onError = (err: Error) => {
+      stream.off('readable', onReadable);
+      stream.off('end', finish);
+      reject(err);
+    };
+    const onReadable = () => {
+      let chunk: Buffer | null;
+      while (length < n && (chunk = stream.read() as Buffer | null) !== null) {
+        chunks.push(chunk);
+        length += chunk.length;
+      }
+      if (length >= n) finish();
+    };
+    stream.on('readable', onReadable);
+    stream.once('end', finish);
+    stream.once('error', onError);
+    onReadable();
+  });
+}
+
+/** A decompressing transform for the sniffed compression. */
+export function decompressor(compression: Compression): Transform {
+  if (compression === 'gzip') return createGunzip();
+  if (compression === 'zstd') return createZstdDecompress();
+  return new PassThrough();
+}
+
+/** Pass-through that hashes (sha256) and counts what flows. */
+export class DigestingStream extends Transform {
+  private readonly hash = createHash('sha256');
+  bytes = 0;
+  override _transform(chunk: Buffer, _enc: BufferEncoding, callback: () => void): void {
+    this.hash.update(chunk);
+    this.bytes += chunk.length;
+    this.push(chunk);
+    callback();
+  }
+  /** "sha256:<hex>" of everything that passed; call once, after the end. */
+  digest(): string {
+    return `sha256:${this.hash.digest('hex')}`;
+  }
+}

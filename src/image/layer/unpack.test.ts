@@ -1,0 +1,173 @@
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { run } from '../../util/run.js';
+import {
+  compress,
+  dir,
+  file,
+  hardlink,
+  opaque,
+  sha256,
+  symlink,
+  tarEntries,
+  whiteout,
+  type Compression,
+  type TarEntry,
+} from '../../../test/helpers/image-builder.js';
+import { ContentMismatchError, LayerRejectedError, unpackLayerStream } from './unpack.js';
+
+const dirs: string[] = [];
+after(async () => {
+  for (const d of dirs) await rm(d, { recursive: true, force: true });
+});
+
+async function unpack(entries: TarEntry[], compression: Compression = 'none', expectedDiffId?: string) {
+  const work = await mkdtemp(join(tmpdir(), 'berth-unpack-'));
+  dirs.push(work);
+  const target = join(work, 'diff');
+  const scratch = join(work, 'scratch');
+  await mkdir(target);
+  await mkdir(scratch);
+  const raw = await tarEntries(entries);
+  const data = await compress(raw, compression);
+  const result = await unpackLayerStream(Readable.from([data]), {
+    target,
+    scratch,
+    name: 'test-layer',
+    expectedDiffId,
+  });
+  assert.equal(result.diffId, sha256(raw));
+  return { target, scratch, work };
+}
+
+async function xattr(path: string, name: string): Promise<string | undefined> {
+  const res = await run('/usr/bin/getfattr', ['-h', '--only-values', '-n', name, '--', path]);
+  return res.code === 0 ? res.stdout : undefined;
+}
+
+const mtime = new Date('2020-02-02T02:02:02Z');
+
+for (const compression of ['none', 'gzip', 'zstd'] as const) {
+  test(`unpack (${compression}): files, modes, owners, mtimes, symlinks, hardlinks`, async () => {
+    const { target } = await unpack(
+      [
+        dir('etc', { mode: 0o750, uid: 1000, gid: 1001, mtime }),
+        file('etc/conf', 'hello', { mode: 0o640, uid: 7, gid: 8, mtime }),
+        file('bin/tool', '#!/bin/sh\n', { mode: 0o4755, uid: 0, gid: 0 }),
+        symlink('etc/link', 'conf', { uid: 5, gid: 6 }),
+        hardlink('etc/hard', 'etc/conf'),
+      ],
+      compression,
+    );
+    const etc = await lstat(join(target, 'etc'));
+    assert.equal(etc.mode & 0o7777, 0o750);
+    assert.equal(etc.uid, 1000);
+    assert.equal(etc.gid, 1001);
+    assert.equal(etc.mtime.getTime(), mtime.getTime());
+    const conf = await lstat(join(target, 'etc/conf'));
+    assert.equal(conf.mode & 0o7777, 0o640);
+    assert.deepEqual([conf.uid, conf.gid], [7, 8]);
+    assert.equal(conf.mtime.getTime(), mtime.getTime());
+    assert.equal(await readFile(join(target, 'etc/conf'), 'utf8'), 'hello');
+    assert.equal((await lstat(join(target, 'bin/tool'))).mode & 0o7777, 0o4755);
+    assert.equal(await readlink(join(target, 'etc/link')), 'conf');
+    assert.equal((await lstat(join(target, 'etc/link'))).uid, 5);
+    const hard = await lstat(join(target, 'etc/hard'));
+    assert.equal(hard.ino, conf.ino);
+    assert.equal(hard.nlink, 2);
+  });
+}
+
+test('unpack: whiteouts become 0/0 character devices, opaque markers the overlay xattr', async () => {
+  const { target, scratch } = await unpack([
+    whiteout('etc/gone'),
+    dir('var/cache'),
+    opaque('var/cache'),
+    file('var/cache/kept', 'x'),
+    whiteout('top'),
+  ]);
+  for (const p of ['etc/gone', 'top']) {
+    const info = await lstat(join(target, p));
+    assert.ok(info.isCharacterDevice(), `${p} is a character device`);
+    assert.equal(info.rdev, 0);
+  }
+  assert.equal(await xattr(join(target, 'var/cache'), 'trusted.overlay.opaque'), 'y');
+  assert.deepEqual(await readdir(join(target, 'var/cache')), ['kept']);
+  assert.deepEqual(await readdir(scratch), [], 'the whiteout template is gone');
+  assert.ok(!(await readdir(join(target, 'etc'))).some((n) => n.startsWith('.wh.')));
+});
+
+test('unpack: a whiteout does not hide what the same layer put there', async () => {
+  const { target } = await unpack([file('a', 'mine'), whiteout('a')]);
+  assert.equal(await readFile(join(target, 'a'), 'utf8'), 'mine');
+});
+
+test('unpack: device nodes, fifos and xattrs from PAX headers', async () => {
+  const { target } = await unpack([
+    dir('dev'),
+    { path: 'dev/null', type: 'character-device', devmajor: 1, devminor: 3, mode: 0o666 },
+    { path: 'dev/loop9', type: 'block-device', devmajor: 7, devminor: 9, mode: 0o660, gid: 6 },
+    { path: 'fifo', type: 'fifo', mode: 0o600 },
+    file('caps', 'x', { xattrs: { 'user.note': 'hello world', 'trusted.overlay.opaque': 'y' } }),
+  ]);
+  const devNull = await lstat(join(target, 'dev/null'));
+  assert.ok(devNull.isCharacterDevice());
+  assert.equal(devNull.rdev, (1 << 8) | 3);
+  assert.equal(devNull.mode & 0o777, 0o666);
+  const loop = await lstat(join(target, 'dev/loop9'));
+  assert.ok(loop.isBlockDevice());
+  assert.equal(loop.gid, 6);
+  assert.ok((await lstat(join(target, 'fifo'))).isFIFO());
+  assert.equal(await xattr(join(target, 'caps'), 'user.note'), 'hello world');
+  assert.equal(
+    await xattr(join(target, 'caps'), 'trusted.overlay.opaque'),
+    undefined,
+    'tar cannot forge overlay xattrs',
+  );
+});
+
+const escapes: [string, TarEntry[]][] = [
+  ['an absolute path', [file('/etc/evil', 'x')]],
+  ['a .. component', [file('a/../../evil', 'x')]],
+  ['a symlink with an absolute target', [symlink('l', '/tmp'), file('l/evil', 'x')]],
+  ['a symlink climbing out', [dir('d'), symlink('d/up', '../..'), file('d/up/evil', 'x')]],
+  ['a hardlink to a path outside', [hardlink('h', '../../etc/passwd')]],
+  ['a hardlink through an escaping symlink', [symlink('l', '/etc'), hardlink('h', 'l/passwd')]],
+  ['a hardlink to something not in the layer', [hardlink('h', 'nope')]],
+];
+for (const [what, entries] of escapes) {
+  test(`unpack: rejects ${what}`, async () => {
+    await assert.rejects(unpack(entries), (err: unknown) => {
+      assert.ok(err instanceof LayerRejectedError, String(err));
+      assert.match(err.message, /test-layer/);
+      return true;
+    });
+  });
+}
+
+test('unpack: a symlink that stays inside the layer is followed', async () => {
+  const { target } = await unpack([dir('usr/lib'), symlink('lib', 'usr/lib'), file('lib/x', 'x')]);
+  assert.equal(await readFile(join(target, 'usr/lib/x'), 'utf8'), 'x');
+});
+
+test('unpack: diff ID mismatch is DATA_LOSS', async () => {
+  await assert.rejects(unpack([file('a', 'a')], 'gzip', `sha256:${'0'.repeat(64)}`), ContentMismatchError);
+});
+
+test('unpack: garbage is rejected, not a crash', async () => {
+  const work = await mkdtemp(join(tmpdir(), 'berth-unpack-'));
+  dirs.push(work);
+  await mkdir(join(work, 'd'));
+  await assert.rejects(
+    unpackLayerStream(Readable.from([Buffer.from([0x1f, 0x8b, 1, 2, 3, 4, 5])]), {
+      target: join(work, 'd'),
+      scratch: work,
+      name: 'garbage',
+    }),
+    LayerRejectedError,
+  );
+});

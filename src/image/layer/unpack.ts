@@ -1,0 +1,477 @@
+/**
+ * Streams a layer tar (gzip, zstd or plain) into a directory laid out as an
+ * overlayfs lower layer: OCI whiteouts become 0/0 character devices, opaque
+ * markers the `trusted.overlay.opaque=y` xattr; modes, owners, mtimes,
+ * symlinks, hardlinks, device nodes and PAX `SCHILY.xattr.*` are kept.
+ *
+ * Any entry that would land outside the target (absolute path, `..`, or a
+ * parent that is a symlink leading out) rejects the whole layer; the caller
+ * unpacks into a temp dir and deletes it on failure, so nothing is left.
+ */
+import { constants } from 'node:fs';
+import {
+  link,
+  lchown,
+  lstat,
+  lutimes,
+  mkdir,
+  open,
+  readlink,
+  rm,
+  symlink,
+  unlink,
+  chmod,
+} from 'node:fs/promises';
+import { posix } from 'node:path';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import tar from 'tar-stream';
+import { status as GrpcStatus } from '@grpc/grpc-js';
+import { BerthError, errnoCode, errorMessage } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { runChecked, run } from '../../util/run.js';
+import { DigestingStream, decompressor, peek, sniffCompression } from './decompress.js';
+
+const MKNOD = '/usr/bin/mknod';
+const SETFATTR = '/usr/bin/setfattr';
+const MAX_LINKS = 40;
+const WHITEOUT_PREFIX = '.wh.';
+const OPAQUE_MARKER = '.wh..wh..opq';
+
+/** A layer whose content berth refuses (unsafe or malformed): INVALID_ARGUMENT. */
+export class LayerRejectedError extends BerthError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(GrpcStatus.INVALID_ARGUMENT, message, options);
+  }
+}
+
+/** Content whose digest or size differs from what was announced: DATA_LOSS. */
+export class ContentMismatchError extends BerthError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(GrpcStatus.DATA_LOSS, message, options);
+  }
+}
+
+export interface UnpackOptions {
+  /** An empty directory that receives the layer. */
+  target: string;
+  /** A scratch directory on the same filesystem, outside target. */
+  scratch: string;
+  /** Names the layer in errors and logs (e.g. its blob digest). */
+  name: string;
+  /** When given, the uncompressed stream must hash to it. */
+  expectedDiffId?: string;
+  signal?: AbortSignal;
+  log?: Logger;
+}
+
+export interface UnpackResult {
+  /** sha256 of the uncompressed tar. */
+  diffId: string;
+  /** Bytes of the uncompressed tar. */
+  tarBytes: number;
+  entries: number;
+}
+
+interface PendingXattr {
+  /** Path relative to the target, symlink-free when recorded. */
+  rel: string;
+  name: string;
+  value: Buffer;
+}
+
+type Header = tar.Header;
+
+/** getfattr's quoting for "# file:" lines and names: octal escapes for unsafe bytes. */
+function quote(text: string): string {
+  let out = '';
+  for (const byte of Buffer.from(text, 'utf8')) {
+    out +=
+      byte <= 0x20 || byte >= 0x7f || byte === 0x5c || byte === 0x3d || byte === 0x22
+        ? '\\' + byte.toString(8).padStart(3, '0')
+        : String.fromCharCode(byte);
+  }
+  return out;
+}
+
+class LayerWriter {
+  private whiteoutTemplate?: string;
+  private readonly dirTimes: { rel: string; mtime: Date }[] = [];
+  private readonly xattrs: PendingXattr[] = [];
+  private readonly opaques: string[] = [];
+  entries = 0;
+
+  constructor(
+    private readonly root: string,
+    private readonly scratch: string,
+    private readonly name: string,
+    private readonly log?: Logger,
+  ) {}
+
+  private reject(entry: string, why: string): LayerRejectedError {
+    return new LayerRejectedError(`layer ${this.name} rejected: entry ${JSON.stringify(entry)} ${why}`);
+  }
+
+  private abs(rel: string): string {
+    return rel === '' ? this.root : posix.join(this.root, rel);
+  }
+
+  /** Entry name → path components, rejecting absolute paths and `..`. */
+  private components(entry: string, raw: string): string[] {
+    if (raw.includes('\0')) throw this.reject(entry, 'contains a NUL byte');
+    if (raw.startsWith('/')) throw this.reject(entry, 'is an absolute path');
+    const parts = raw.split('/').filter((p) => p !== '' && p !== '.');
+    if (parts.includes('..')) throw this.reject(entry, "has a '..' component");
+    return parts;
+  }
+
+  /**
+   * Resolves a directory path inside the layer, following symlinks the
+   * layer created as a plain extraction would, and refusing any that would
+   * lead outside. Missing directories are created when `create` is set.
+   * Returns the symlink-free relative path.
+   */
+  private async resolveDir(entry: string, parts: readonly string[], create: boolean): Promise<string> {
+    const resolved: string[] = [];
+    const pending = [...parts];
+    let links = 0;
+    while (pending.length > 0) {
+      const part = pending.shift()!;
+      if (part === '' || part === '.') continue;
+      if (part === '..') {
+        if (resolved.length === 0) throw this.reject(entry, 'leads outside the layer through a symlink');
+        resolved.pop();
+        continue;
+      }
+      const path = posix.join(this.root, ...resolved, part);
+      let info;
+      try {
+        info = await lstat(path);
+      } catch (err) {
+        if (errnoCode(err) !== 'ENOENT') throw err;
+        if (!create)
+          throw this.reject(entry, `refers to ${[...resolved, part].join('/')}, which does not exist`);
+        await mkdir(path, { mode: 0o755 });
+        resolved.push(part);
+        continue;
+      }
+      if (info.isSymbolicLink()) {
+        if (++links > MAX_LINKS) throw this.reject(entry, 'passes through too many symlinks');
+        const target = await readlink(path);
+        if (posix.isAbsolute(target)) {
+          throw this.reject(
+            entry,
+            `passes through symlink ${[...resolved, part].join('/')} -> ${target}, which leads outside the layer`,
+          );
+        }
+        pending.unshift(...target.split('/'));
+        continue;
+      }
+      if (!info.isDirectory())
+        throw this.reject(
+          entry,
+          `has ${[...resolved, part].join('/')} as a parent, which is not a directory`,
+        );
+      resolved.push(part);
+    }
+    return resolved.join('/');
+  }
+
+  /** Removes whatever is at `path` unless it is a directory and `keepDir`. Returns true if a directory was kept. */
+  private async clear(path: string, keepDir: boolean): Promise<boolean> {
+    let info;
+    try {
+      info = await lstat(path);
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return false;
+      throw err;
+    }
+    if (info.isDirectory()) {
+      if (keepDir) return true;
+      await rm(path, { recursive: true, force: true });
+    } else {
+      await unlink(path);
+    }
+    return false;
+  }
+
+  private async exists(path: string): Promise<boolean> {
+    try {
+      await lstat(path);
+      return true;
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return false;
+      throw err;
+    }
+  }
+
+  private async mknod(
+    path: string,
+    mode: number,
+    kind: 'c' | 'b' | 'p',
+    major = 0,
+    minor = 0,
+  ): Promise<void> {
+    const args = ['-m', (mode & 0o7777).toString(8), '--', path, kind];
+    if (kind !== 'p') args.push(String(major), String(minor));
+    await runChecked(MKNOD, args, { timeoutMs: 30_000 });
+  }
+
+  private async whiteout(entry: string, parentRel: string, target: string): Promise<void> {
+    if (target === '' || target === '.' || target === '..' || target.includes('/')) {
+      throw this.reject(entry, 'is a whiteout for an invalid name');
+    }
+    const path = this.abs(parentRel ? `${parentRel}/${target}` : target);
+    // A whiteout hides lower layers only; what this layer itself put there stays.
+    if (await this.exists(path)) return;
+    if (!this.whiteoutTemplate) {
+      this.whiteoutTemplate = posix.join(this.scratch, 'whiteout');
+      await this.mknod(this.whiteoutTemplate, 0, 'c', 0, 0);
+    }
+    // Hardlinks of one 0/0 device: overlayfs checks only type and rdev, and a
+    // link costs no process spawn per whiteout.
+    await link(this.whiteoutTemplate, path);
+  }
+
+  async entry(header: Header, body: AsyncIterable<Buffer>): Promise<void> {
+    this.entries++;
+    const entry = header.name;
+    const parts = this.components(entry, entry);
+    const type = header.type ?? 'file';
+    const mode = header.mode ?? 0o644;
+    const uid = header.uid ?? 0;
+    const gid = header.gid ?? 0;
+    const mtime = header.mtime ?? new Date(0);
+    if (parts.length === 0) {
+      // "./": the layer root itself.
+      if (type !== 'directory') throw this.reject(entry, 'names the layer root but is not a directory');
+      await lchown(this.root, uid, gid);
+      await chmod(this.root, mode & 0o7777);
+      this.dirTimes.push({ rel: '', mtime });
+      this.collectXattrs(header, '');
+      return;
+    }
+    const base = parts.at(-1)!;
+    const parentRel = await this.resolveDir(entry, parts.slice(0, -1), true);
+    const rel = parentRel ? `${parentRel}/${base}` : base;
+    const path = this.abs(rel);
+
+    if (base === OPAQUE_MARKER) {
+      this.opaques.push(parentRel);
+      return;
+    }
+    if (base.startsWith(WHITEOUT_PREFIX + WHITEOUT_PREFIX)) return; // other aufs metadata
+    if (base.startsWith(WHITEOUT_PREFIX)) {
+      await this.whiteout(entry, parentRel, base.slice(WHITEOUT_PREFIX.length));
+      return;
+    }
+
+    switch (type) {
+      case 'directory': {
+        if (!(await this.clear(path, true))) await mkdir(path, { mode: 0o700 });
+        await lchown(path, uid, gid);
+        await chmod(path, mode & 0o7777);
+        this.dirTimes.push({ rel, mtime });
+        break;
+      }
+      case 'file':
+      case 'contiguous-file': {
+        await this.clear(path, false);
+        const handle = await open(
+          path,
+          constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+          0o600,
+        );
+        try {
+          // Plain writes: the entry is a streamx stream, which node's pipeline cannot end.
+          for await (const chunk of body) {
+            for (let off = 0; off < chunk.length;) {
+              off += (await handle.write(chunk, off, chunk.length - off)).bytesWritten;
+            }
+          }
+          await handle.chown(uid, gid);
+          // After chown, which clears set-id bits.
+          await handle.chmod(mode & 0o7777);
+          await handle.utimes(mtime, mtime);
+        } finally {
+          await handle.close();
+        }
+        break;
+      }
+      case 'symlink': {
+        await this.clear(path, false);
+        await symlink(header.linkname ?? '', path);
+        await lchown(path, uid, gid);
+        await lutimes(path, mtime, mtime);
+        break;
+      }
+      case 'link': {
+        const targetParts = this.components(entry, header.linkname ?? '');
+        if (targetParts.length === 0) throw this.reject(entry, 'is a hardlink to the layer root');
+        const targetParent = await this.resolveDir(entry, targetParts.slice(0, -1), false);
+        const targetRel = targetParent ? `${targetParent}/${targetParts.at(-1)!}` : targetParts.at(-1)!;
+        let targetInfo;
+        try {
+          targetInfo = await lstat(this.abs(targetRel));
+        } catch (err) {
+          if (errnoCode(err) !== 'ENOENT') throw err;
+          throw this.reject(entry, `is a hardlink to ${header.linkname}, which is not in this layer`);
+        }
+        if (targetInfo.isDirectory()) throw this.reject(entry, 'is a hardlink to a directory');
+        if (targetRel === rel) return;
+        await this.clear(path, false);
+        await link(this.abs(targetRel), path);
+        break;
+      }
+      case 'character-device':
+      case 'block-device':
+      case 'fifo': {
+        await this.clear(path, false);
+        const kind = type === 'fifo' ? 'p' : type === 'character-device' ? 'c' : 'b';
+        await this.mknod(path, mode, kind, header.devmajor ?? 0, header.devminor ?? 0);
+        await lchown(path, uid, gid);
+        if (mode & 0o7000) await chmod(path, mode & 0o7777);
+        await lutimes(path, mtime, mtime);
+        break;
+      }
+      default:
+        this.log?.warn({ layer: this.name, entry, type }, 'skipping a tar entry of an unsupported type');
+        return;
+    }
+    this.collectXattrs(header, rel);
+  }
+
+  private collectXattrs(header: Header, rel: string): void {
+    for (const [key, value] of Object.entries((header.pax ?? {}) as Record<string, string>)) {
+      if (typeof value !== 'string') continue;
+      if (!key.startsWith('SCHILY.xattr.')) continue;
+      const name = key.slice('SCHILY.xattr.'.length);
+      // The opaque marker is berth's to set (from .wh..wh..opq), never the tar's.
+      if (name.startsWith('trusted.overlay.')) continue;
+      this.xattrs.push({ rel, name, value: Buffer.from(value, 'utf8') });
+    }
+  }
+
+  /** Refuses to touch a path whose parents became symlinks after it was recorded. */
+  private async assertNoSymlinkParents(rel: string): Promise<void> {
+    const parts = rel.split('/').filter(Boolean);
+    for (let i = 1; i < parts.length; i++) {
+      const info = await lstat(this.abs(parts.slice(0, i).join('/')));
+      if (!info.isDirectory()) {
+        throw this.reject(
+          rel,
+          `has ${parts.slice(0, i).join('/')} as a parent, which is no longer a directory`,
+        );
+      }
+    }
+  }
+
+  private async setxattrs(items: PendingXattr[], required: boolean): Promise<void> {
+    if (items.length === 0) return;
+    let dump = '';
+    for (const x of items) {
+      await this.assertNoSymlinkParents(x.rel);
+      dump += `# file: ${quote(x.rel === '' ? '.' : x.rel)}\n${quote(x.name)}=0s${x.value.toString('base64')}\n\n`;
+    }
+    // One setfattr for the whole layer; -h so a symlink itself is the target.
+    const res = await run(SETFATTR, ['-h', '--restore=-'], {
+      cwd: this.root,
+      input: dump,
+      timeoutMs: 120_000,
+    });
+    if (res.code !== 0) {
+      if (required) {
+        throw new BerthError(
+          GrpcStatus.INTERNAL,
+          `layer ${this.name}: cannot set overlay xattrs: ${res.stderr.trim() || `setfattr exited with ${res.code}`}`,
+        );
+      }
+      this.log?.warn(
+        { layer: this.name, stderr: res.stderr.slice(0, 2000) },
+        'some layer xattrs could not be set',
+      );
+    }
+  }
+
+  async finish(): Promise<void> {
+    const opaque = [...new Set(this.opaques)].map((rel) => ({
+      rel,
+      name: 'trusted.overlay.opaque',
+      value: Buffer.from('y'),
+    }));
+    await this.setxattrs(opaque, true);
+    await this.setxattrs(this.xattrs, false);
+    if (this.whiteoutTemplate) await unlink(this.whiteoutTemplate);
+    // Deepest first, after every child exists, so creating children does not move them.
+    const times = [...this.dirTimes].sort((a, b) => b.rel.split('/').length - a.rel.split('/').length);
+    for (const { rel, mtime } of times) {
+      try {
+        await lutimes(this.abs(rel), mtime, mtime);
+      } catch (err) {
+        // A directory a later entry replaced is gone: nothing to date.
+        if (errnoCode(err) !== 'ENOENT') throw err;
+      }
+    }
+  }
+}
+
+/**
+ * Unpacks `source` (a layer blob stream) into `options.target`. On failure
+ * the target holds partial content: callers unpack into a temp dir and
+ * remove it.
+ */
+export async function unpackLayerStream(source: Readable, options: UnpackOptions): Promise<UnpackResult> {
+  const writer = new LayerWriter(options.target, options.scratch, options.name, options.log);
+  const head = await peek(source, 4);
+  const digesting = new DigestingStream();
+  const extract = tar.extract();
+  // tar-stream's streams are streamx, not node streams: feed the extractor by hand.
+  const feeding = pipeline(
+    source,
+    decompressor(sniffCompression(head)),
+    digesting,
+    async (chunks: AsyncIterable<Buffer>) => {
+      for await (const chunk of chunks) {
+        if (!extract.write(chunk)) await drained(extract);
+      }
+      (extract as unknown as { end(): void }).end();
+    },
+    { signal: options.signal },
+  );
+  // A failed feed (bad compression, source error, abort) ends the entry loop below.
+  feeding.catch((err: unknown) => extract.destroy(err instanceof Error ? err : new Error(String(err))));
+  try {
+    for await (const entry of extract) {
+      await writer.entry(entry.header, entry as unknown as AsyncIterable<Buffer>);
+      entry.resume();
+    }
+    await feeding;
+  } catch (err) {
+    extract.destroy(err instanceof Error ? err : new Error(String(err)));
+    source.destroy();
+    await feeding.catch(() => undefined);
+    if (options.signal?.aborted) throw options.signal.reason;
+    if (err instanceof BerthError) throw err;
+    const code = errnoCode(err);
+    // Local filesystem trouble is berth's, not the layer's fault.
+    if (code !== undefined && /^E[A-Z]+$/.test(code)) throw err;
+    throw new LayerRejectedError(`layer ${options.name}: cannot unpack: ${errorMessage(err)}`, {
+      cause: err,
+    });
+  }
+  const diffId = digesting.digest();
+  if (options.expectedDiffId !== undefined && diffId !== options.expectedDiffId) {
+    throw new ContentMismatchError(
+      `layer ${options.name}: uncompressed content has digest ${diffId}, but the image config says ${options.expectedDiffId}`,
+    );
+  }
+  await writer.finish();
+  return { diffId, tarBytes: digesting.bytes, entries: writer.entries };
+}
+
+function drained(stream: { once(event: string, fn: () => void): unknown }): Promise<void> {
+  return new Promise((resolve) => {
+    stream.once('drain', resolve);
+    stream.once('close', resolve);
+  });
+}

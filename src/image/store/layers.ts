@@ -1,0 +1,150 @@
+/**
+ * Unpacked layers under `<dir>/<chainId hex>/diff`, each ready to be an
+ * overlayfs lower directory. A layer is unpacked into a temp dir beside its
+ * final place and renamed when complete, so a layer directory that exists is
+ * whole; two requests for the same layer share one unpack.
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import { errnoCode } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { fsyncDir } from '../../util/atomic-file.js';
+import { unpackLayerStream } from '../layer/unpack.js';
+import type { Digest, LayerRecord } from '../types.js';
+import { digestHex } from './blobs.js';
+import { leftBehind, tempName } from './temp.js';
+
+/** chainID per the OCI image spec. */
+export function chainIdOf(parent: Digest | undefined, diffId: Digest): Digest {
+  if (parent === undefined) return diffId;
+  return `sha256:${createHash('sha256').update(`${parent} ${diffId}`).digest('hex')}`;
+}
+
+/** chainIDs of a layer list, lowest first. */
+export function chainIds(diffIds: readonly Digest[]): Digest[] {
+  const out: Digest[] = [];
+  for (const d of diffIds) out.push(chainIdOf(out.at(-1), d));
+  return out;
+}
+
+export class LayerStore {
+  private readonly inflight = new Map<Digest, Promise<string>>();
+
+  constructor(
+    readonly dir: string,
+    private readonly log: Logger,
+  ) {}
+
+  async init(): Promise<void> {
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    // Half-unpacked or half-removed layers of dead processes.
+    for (const name of await readdir(this.dir)) {
+      if (name.startsWith('.') && leftBehind(name)) {
+        this.log.info({ dir: name }, 'removing an incomplete layer directory left by an earlier run');
+        await rm(join(this.dir, name), { recursive: true, force: true });
+      }
+    }
+  }
+
+  /** The overlay lower directory of a layer. */
+  diffDir(chainId: Digest): string {
+    return join(this.dir, digestHex(chainId), 'diff');
+  }
+
+  async has(chainId: Digest): Promise<boolean> {
+    try {
+      return (await stat(this.diffDir(chainId))).isDirectory();
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return false;
+      throw err;
+    }
+  }
+
+  /**
+   * Ensures the layer is unpacked; `open` supplies the blob stream when it
+   * must be. Resolves to the diff directory.
+   */
+  unpack(
+    layer: Omit<LayerRecord, 'chainId'>,
+    chainId: Digest,
+    open: () => Readable,
+    signal?: AbortSignal,
+  ): Promise<string> {
+    let pending = this.inflight.get(chainId);
+    if (!pending) {
+      pending = this.doUnpack(layer, chainId, open, signal).finally(() => this.inflight.delete(chainId));
+      this.inflight.set(chainId, pending);
+    }
+    return pending;
+  }
+
+  private async doUnpack(
+    layer: Omit<LayerRecord, 'chainId'>,
+    chainId: Digest,
+    open: () => Readable,
+    signal?: AbortSignal,
+  ): Promise<string> {
+    const hex = digestHex(chainId);
+    const final = join(this.dir, hex);
+    if (await this.has(chainId)) return this.diffDir(chainId);
+    const temp = join(this.dir, `.${tempName(hex.slice(0, 16))}`);
+    await mkdir(join(temp, 'diff'), { recursive: true, mode: 0o755 });
+    await mkdir(join(temp, 'scratch'), { mode: 0o700 });
+    const started = Date.now();
+    try {
+      const result = await unpackLayerStream(open(), {
+        target: join(temp, 'diff'),
+        scratch: join(temp, 'scratch'),
+        name: layer.blobDigest,
+        expectedDiffId: layer.diffId,
+        signal,
+        log: this.log,
+      });
+      await rm(join(temp, 'scratch'), { recursive: true, force: true });
+      await writeFile(
+        join(temp, 'layer.json'),
+        JSON.stringify({
+          chainId,
+          diffId: layer.diffId,
+          blobDigest: layer.blobDigest,
+          tarBytes: result.tarBytes,
+        }),
+      );
+      try {
+        await rename(temp, final);
+      } catch (err) {
+        // Another process finished the same layer first: theirs is as good.
+        if (errnoCode(err) !== 'ENOTEMPTY' && errnoCode(err) !== 'EEXIST') throw err;
+        await rm(temp, { recursive: true, force: true });
+      }
+      await fsyncDir(this.dir);
+      this.log.debug(
+        { chainId, blob: layer.blobDigest, entries: result.entries, ms: Date.now() - started },
+        'layer unpacked',
+      );
+      return this.diffDir(chainId);
+    } catch (err) {
+      await rm(temp, { recursive: true, force: true });
+      throw err;
+    }
+  }
+
+  /** Removes a layer: renamed away first, so a half-removed layer never looks whole. */
+  async remove(chainId: Digest): Promise<void> {
+    const final = join(this.dir, digestHex(chainId));
+    const doomed = join(this.dir, `.${tempName(`rm-${digestHex(chainId).slice(0, 16)}`)}`);
+    try {
+      await rename(final, doomed);
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return;
+      throw err;
+    }
+    await rm(doomed, { recursive: true, force: true });
+  }
+
+  async list(): Promise<Digest[]> {
+    return (await readdir(this.dir)).filter((n) => /^[a-f0-9]{64}$/.test(n)).map((n) => `sha256:${n}`);
+  }
+}

@@ -1,0 +1,387 @@
+/**
+ * The local image store: blobs, unpacked layers and the image index, under
+ * `<root>/images`. Implements BlobSink for pulls and imports.
+ *
+ * Crash safety: blobs and layers appear only by rename of complete content;
+ * an image appears only when `commitImage` rewrites the index atomically,
+ * after every blob and layer it needs is in place. A process killed at any
+ * instant leaves at most temp files (removed at the next start) and complete
+ * blobs/layers that the next pull reuses.
+ *
+ * Several processes may use one store (the daemon, `berth image import`):
+ * the index is read-modify-written under a lock file, and readers reload it
+ * when its inode or mtime changes.
+ */
+import { readdir, readFile, rm, stat, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Readable } from 'node:stream';
+import {
+  InvalidArgumentError,
+  NotFoundError,
+  UnavailableError,
+  errnoCode,
+  errorMessage,
+} from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { writeJsonAtomic } from '../../util/atomic-file.js';
+import type { BlobSink, Digest, ImageCommit, ImageConfigFile, ImageRecord, LayerRecord } from '../types.js';
+import { BlobStore, digestHex } from './blobs.js';
+import { LayerStore, chainIdOf } from './layers.js';
+import { FileLock } from './lock.js';
+
+/** An image as written in index.json (the config lives in the blob store). */
+type StoredImage = Omit<ImageRecord, 'config'>;
+
+interface IndexFile {
+  version: 1;
+  images: StoredImage[];
+}
+
+/** How long an uncommitted blob or layer is protected from garbage collection. */
+const TOUCH_TTL_MS = 60 * 60 * 1000;
+
+export class ImageStore implements BlobSink {
+  readonly imagesDir: string;
+  readonly blobs: BlobStore;
+  readonly layers: LayerStore;
+  private readonly indexPath: string;
+  private readonly lock: FileLock;
+  private records = new Map<Digest, ImageRecord>();
+  private stamp = '';
+  /** Blobs and layers that uncommitted pulls/imports of this process rely on. */
+  private readonly touched = new Map<string, number>();
+
+  private constructor(
+    root: string,
+    private readonly log: Logger,
+  ) {
+    this.imagesDir = join(root, 'images');
+    this.blobs = new BlobStore(this.imagesDir);
+    this.layers = new LayerStore(join(this.imagesDir, 'layers'), log);
+    this.indexPath = join(this.imagesDir, 'index.json');
+    this.lock = new FileLock(join(this.imagesDir, 'index.lock'));
+  }
+
+  /** Opens (creating) the store under `<root>/images` and reconciles it. */
+  static async open(root: string, log: Logger): Promise<ImageStore> {
+    const store = new ImageStore(root, log);
+    await mkdir(store.imagesDir, { recursive: true, mode: 0o700 });
+    await store.blobs.init();
+    await store.layers.init();
+    await store.reconcile();
+    return store;
+  }
+
+  // ---- BlobSink ----
+
+  async hasBlob(digest: Digest): Promise<boolean> {
+    const has = await this.blobs.has(digest);
+    if (has) this.touch(digest);
+    return has;
+  }
+
+  async putBlob(
+    digest: Digest,
+    expectedSize: number | undefined,
+    body: Readable,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    this.touch(digest);
+    if (await this.blobs.has(digest)) {
+      body.destroy();
+      return;
+    }
+    await this.blobs.put(digest, expectedSize, body, signal);
+  }
+
+  readBlob(digest: Digest): Promise<Uint8Array> {
+    return this.blobs.read(digest);
+  }
+
+  async unpackLayer(layer: Omit<LayerRecord, 'chainId'>, parentChainId: Digest | undefined): Promise<string> {
+    const chainId = chainIdOf(parentChainId, layer.diffId);
+    this.touch(layer.blobDigest);
+    this.touch(chainId);
+    if (!(await this.blobs.has(layer.blobDigest))) {
+      throw new NotFoundError(
+        `layer blob ${layer.blobDigest} is not in the image store; it must be stored first`,
+      );
+    }
+    return this.layers.unpack(layer, chainId, () => this.blobs.open(layer.blobDigest));
+  }
+
+  async commitImage(commit: ImageCommit): Promise<ImageRecord> {
+    const config = await this.readConfig(commit.configDigest);
+    const diffIds = config.rootfs?.diff_ids ?? [];
+    if (diffIds.length !== commit.layers.length) {
+      throw new InvalidArgumentError(
+        `image ${commit.configDigest}: the config lists ${diffIds.length} layers, the manifest ${commit.layers.length}`,
+      );
+    }
+    const layers: LayerRecord[] = [];
+    for (const [i, layer] of commit.layers.entries()) {
+      if (layer.diffId !== diffIds[i]) {
+        throw new InvalidArgumentError(
+          `image ${commit.configDigest}: layer ${i} has diff ID ${layer.diffId}, the config says ${diffIds[i]}`,
+        );
+      }
+      const chainId = chainIdOf(layers.at(-1)?.chainId, layer.diffId);
+      layers.push({ ...layer, chainId });
+    }
+    await this.blobs.putBytes(commit.manifestDigest, commit.manifest);
+    this.touch(commit.manifestDigest);
+    this.touch(commit.configDigest);
+    // Unpack what is missing (an import stores blobs only; a pull has done it).
+    for (const [i, layer] of layers.entries()) {
+      await this.unpackLayer(layer, layers[i - 1]?.chainId);
+    }
+    const configSize = await this.blobs.size(commit.configDigest);
+    const record = await this.update(async (images) => {
+      // Re-check under the lock: a concurrent removal may have collected them.
+      for (const d of [commit.configDigest, commit.manifestDigest, ...layers.map((l) => l.blobDigest)]) {
+        if (!(await this.blobs.has(d))) {
+          throw new UnavailableError(
+            `image ${commit.configDigest}: blob ${d} was removed meanwhile; pull again`,
+          );
+        }
+      }
+      for (const l of layers) {
+        if (!(await this.layers.has(l.chainId))) {
+          throw new UnavailableError(
+            `image ${commit.configDigest}: layer ${l.chainId} was removed meanwhile; pull again`,
+          );
+        }
+      }
+      const existing = images.get(commit.configDigest);
+      const repoDigest = commit.repository ? `${commit.repository}@${commit.manifestDigest}` : undefined;
+      for (const other of images.values()) {
+        if (other.id === commit.configDigest) continue;
+        if (commit.tag) other.repoTags = other.repoTags.filter((t) => t !== commit.tag);
+      }
+      const stored: StoredImage = existing ?? {
+        id: commit.configDigest,
+        repoTags: [],
+        repoDigests: [],
+        manifestDigest: commit.manifestDigest,
+        manifestMediaType: commit.manifestMediaType,
+        size: configSize + layers.reduce((sum, l) => sum + l.size, 0),
+        layers,
+        createdAtNs: (BigInt(Date.now()) * 1_000_000n).toString(),
+      };
+      if (commit.tag && !stored.repoTags.includes(commit.tag)) stored.repoTags.push(commit.tag);
+      if (repoDigest && !stored.repoDigests.includes(repoDigest)) stored.repoDigests.push(repoDigest);
+      images.set(stored.id, stored);
+      return stored;
+    });
+    for (const d of [
+      commit.configDigest,
+      commit.manifestDigest,
+      ...layers.flatMap((l) => [l.blobDigest, l.chainId]),
+    ]) {
+      this.touched.delete(d);
+    }
+    this.log.info({ image: record.id, tags: record.repoTags }, 'image committed');
+    return { ...record, config };
+  }
+
+  // ---- queries ----
+
+  /** Every complete image, re-reading the index if another process changed it. */
+  async list(): Promise<ImageRecord[]> {
+    await this.refresh();
+    return [...this.records.values()];
+  }
+
+  async get(id: Digest): Promise<ImageRecord | undefined> {
+    await this.refresh();
+    return this.records.get(id);
+  }
+
+  /** The overlay lower directories of an image, lowest first. */
+  layerDirs(record: ImageRecord): string[] {
+    return record.layers.map((l) => this.layers.diffDir(l.chainId));
+  }
+
+  // ---- mutations ----
+
+  /** Removes tags and repo digests from an image, keeping the image. */
+  async untag(id: Digest, names: readonly string[]): Promise<void> {
+    await this.update(async (images) => {
+      const image = images.get(id);
+      if (!image) return;
+      image.repoTags = image.repoTags.filter((t) => !names.includes(t));
+      image.repoDigests = image.repoDigests.filter((t) => !names.includes(t));
+    });
+  }
+
+  /**
+   * Deletes an image and the blobs and layers no other image uses (nor an
+   * uncommitted pull of this process). Idempotent.
+   */
+  async deleteImage(id: Digest): Promise<boolean> {
+    const doomedLayers: Digest[] = [];
+    const removed = await this.update(async (images) => {
+      const image = images.get(id);
+      if (!image) return false;
+      images.delete(id);
+      const keepBlobs = new Set<string>();
+      const keepLayers = new Set<string>();
+      for (const other of images.values()) {
+        keepBlobs.add(other.id);
+        keepBlobs.add(other.manifestDigest);
+        for (const l of other.layers) {
+          keepBlobs.add(l.blobDigest);
+          keepLayers.add(l.chainId);
+        }
+      }
+      const blobs = [image.id, image.manifestDigest, ...image.layers.map((l) => l.blobDigest)];
+      for (const b of blobs) if (!keepBlobs.has(b) && !this.isTouched(b)) await this.blobs.remove(b);
+      for (const l of image.layers) {
+        if (!keepLayers.has(l.chainId) && !this.isTouched(l.chainId)) doomedLayers.push(l.chainId);
+      }
+      return true;
+    });
+    // Layer trees can be large; they are removed after the index no longer names them.
+    for (const chainId of doomedLayers) await this.layers.remove(chainId);
+    if (removed) this.log.info({ image: id, layersRemoved: doomedLayers.length }, 'image removed');
+    return removed;
+  }
+
+  // ---- internals ----
+
+  private touch(key: string): void {
+    this.touched.set(key, Date.now());
+  }
+
+  private isTouched(key: string): boolean {
+    const at = this.touched.get(key);
+    if (at === undefined) return false;
+    if (Date.now() - at > TOUCH_TTL_MS) {
+      this.touched.delete(key);
+      return false;
+    }
+    return true;
+  }
+
+  private async readConfig(digest: Digest): Promise<ImageConfigFile> {
+    digestHex(digest);
+    const data = await this.blobs.read(digest);
+    let config: ImageConfigFile;
+    try {
+      config = JSON.parse(data.toString('utf8')) as ImageConfigFile;
+    } catch (err) {
+      throw new InvalidArgumentError(`image config ${digest} is not valid JSON: ${errorMessage(err)}`);
+    }
+    if (typeof config !== 'object' || config === null || !Array.isArray(config.rootfs?.diff_ids)) {
+      throw new InvalidArgumentError(`image config ${digest} has no rootfs.diff_ids`);
+    }
+    return config;
+  }
+
+  private async indexStamp(): Promise<string> {
+    try {
+      const info = await stat(this.indexPath);
+      return `${info.ino}:${info.mtimeMs}:${info.size}`;
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return 'none';
+      throw err;
+    }
+  }
+
+  private async readIndex(): Promise<StoredImage[]> {
+    try {
+      const parsed = JSON.parse(await readFile(this.indexPath, 'utf8')) as IndexFile;
+      if (parsed.version !== 1 || !Array.isArray(parsed.images)) {
+        throw new Error(`unknown index format (version ${String(parsed.version)})`);
+      }
+      return parsed.images;
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return [];
+      throw new Error(`image index ${this.indexPath} is unreadable: ${errorMessage(err)}`, { cause: err });
+    }
+  }
+
+  /** Reloads the in-memory view when the index file changed. */
+  private async refresh(): Promise<void> {
+    const stamp = await this.indexStamp();
+    if (stamp === this.stamp) return;
+    const stored = await this.readIndex();
+    const next = new Map<Digest, ImageRecord>();
+    for (const s of stored) {
+      const known = this.records.get(s.id);
+      try {
+        const config = known?.config ?? (await this.readConfig(s.id));
+        next.set(s.id, { ...s, config });
+      } catch (err) {
+        this.log.warn({ image: s.id, err: errorMessage(err) }, 'image config unreadable; image hidden');
+      }
+    }
+    this.records = next;
+    this.stamp = stamp;
+  }
+
+  /** Read-modify-write of the index under the lock; the result is visible at once. */
+  private async update<T>(fn: (images: Map<Digest, StoredImage>) => Promise<T>): Promise<T> {
+    return this.lock.with(async () => {
+      const images = new Map((await this.readIndex()).map((s) => [s.id, structuredClone(s)]));
+      const result = await fn(images);
+      await writeJsonAtomic(this.indexPath, { version: 1, images: [...images.values()] } satisfies IndexFile);
+      this.stamp = '';
+      await this.refresh();
+      return result;
+    });
+  }
+
+  /**
+   * Start-up: drop the index writer's stale temp files, and make every image
+   * whole or drop it: a missing layer directory is unpacked again from its
+   * blob; an image whose blobs are gone is removed from the index.
+   */
+  private async reconcile(): Promise<void> {
+    await this.lock.with(async () => {
+      for (const name of await readdir(this.imagesDir)) {
+        if (name.startsWith('.index.json.') && name.endsWith('.tmp')) {
+          await rm(join(this.imagesDir, name), { force: true });
+        }
+      }
+    });
+    const dropped: string[] = [];
+    for (const image of await this.readIndex()) {
+      const missing: string[] = [];
+      for (const d of [image.id, image.manifestDigest, ...image.layers.map((l) => l.blobDigest)]) {
+        if (!(await this.blobs.has(d))) missing.push(d);
+      }
+      if (missing.length > 0) {
+        this.log.warn(
+          { image: image.id, missing },
+          'image blobs missing; dropping the image so a pull restores it',
+        );
+        dropped.push(image.id);
+        continue;
+      }
+      try {
+        for (const [i, layer] of image.layers.entries()) {
+          if (!(await this.layers.has(layer.chainId))) {
+            this.log.warn(
+              { image: image.id, layer: layer.chainId },
+              'layer directory missing; unpacking it again',
+            );
+            await this.unpackLayer(layer, image.layers[i - 1]?.chainId);
+          }
+        }
+      } catch (err) {
+        this.log.warn(
+          { image: image.id, err: errorMessage(err) },
+          'cannot restore a layer; dropping the image',
+        );
+        dropped.push(image.id);
+      }
+    }
+    if (dropped.length > 0) {
+      await this.update(async (images) => {
+        for (const id of dropped) images.delete(id);
+      });
+    }
+    await this.refresh();
+  }
+}
