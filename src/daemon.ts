@@ -14,6 +14,12 @@ import { statusRpcs } from './server/status.js';
 import { runtimeConfigRpcs } from './server/runtime-config.js';
 import { deriveListStreams } from './server/list-streams.js';
 import { detectCgroupDriver } from './oci/cgroup-driver.js';
+import { ImageManager } from './image/manager.js';
+import { UnavailableError } from './errors.js';
+import { imageListRpcs } from './server/image-list.js';
+import { imageStatusRpcs } from './server/image-status.js';
+import { imageRemoveRpcs } from './server/image-remove.js';
+import { imageFsInfoRpcs } from './server/image-fs-info.js';
 
 /** The running daemon: configuration, subsystems and servers. */
 export class Daemon {
@@ -21,6 +27,8 @@ export class Daemon {
   private metricsServer?: HttpServer;
   private current: BerthConfig;
   private stopping?: Promise<void>;
+  /** Opened by start(), after the socket is known to be free. */
+  imageManager?: ImageManager;
 
   private constructor(
     private readonly loadOptions: LoadOptions,
@@ -44,6 +52,11 @@ export class Daemon {
       cgroupDriver,
       configFiles: files,
       podCidrs: [],
+      get images(): ImageManager {
+        const images = holder.daemon?.imageManager;
+        if (!images) throw new UnavailableError('the image store is not open yet');
+        return images;
+      },
     };
     holder.daemon = new Daemon(loadOptions, config, ctx, log, new RpcMetrics());
     return holder.daemon;
@@ -59,7 +72,12 @@ export class Daemon {
       ...statusRpcs(this.ctx),
       ...runtimeConfigRpcs(this.ctx),
     };
-    const image: ImageImpl = {};
+    const image: ImageImpl = {
+      ...imageListRpcs(this.ctx),
+      ...imageStatusRpcs(this.ctx),
+      ...imageRemoveRpcs(this.ctx),
+      ...imageFsInfoRpcs(this.ctx),
+    };
     deriveListStreams(runtime, image, this.current.server.max_message_bytes);
     return { runtime, image };
   }
@@ -70,6 +88,8 @@ export class Daemon {
     await mkdir(config.root, { recursive: true, mode: 0o711 });
     await mkdir(config.run_root, { recursive: true, mode: 0o711 });
     await prepareSocketPath(config.server.socket);
+    // Reconciles the image store (temp files, half-made layers) before serving.
+    this.imageManager = await ImageManager.open(() => this.current, this.log);
     this.grpc = createGrpcServer(this.handlers(), {
       log: this.log,
       maxMessageBytes: config.server.max_message_bytes,

@@ -1,5 +1,6 @@
 import type { BerthConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
+import type { ImageManager } from '../image/manager.js';
 
 /**
  * What RPC handlers share. Subsystems (images, sandboxes, containers,
@@ -15,4 +16,10 @@ export interface ServerContext {
   configFiles: string[];
   /** Pod CIDRs last given by kubelet through UpdateRuntimeConfig. */
   podCidrs: string[];
+  /**
+   * Images: resolve references, layer dirs, pinning, removal; `images.store`
+   * is the BlobSink pulls write to. Opened (and reconciled) by Daemon.start
+   * before the server accepts calls; reading it earlier throws.
+   */
+  readonly images: ImageManager;
 }
