@@ -469,9 +469,17 @@ export async function unpackLayerStream(source: Readable, options: UnpackOptions
   return { diffId, tarBytes: digesting.bytes, entries: writer.entries };
 }
 
-function drained(stream: { once(event: string, fn: () => void): unknown }): Promise<void> {
+function drained(stream: {
+  on(event: string, fn: () => void): unknown;
+  off(event: string, fn: () => void): unknown;
+}): Promise<void> {
   return new Promise((resolve) => {
-    stream.once('drain', resolve);
-    stream.once('close', resolve);
+    const done = () => {
+      stream.off('drain', done);
+      stream.off('close', done);
+      resolve();
+    };
+    stream.on('drain', done);
+    stream.on('close', done);
   });
 }

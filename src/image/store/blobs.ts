@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, open, readFile, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, rm, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -53,6 +53,18 @@ class VerifyingStream extends Transform {
   }
   result(): Digest {
     return `sha256:${this.hash.digest('hex')}`;
+  }
+}
+
+/**
+ * Writes every chunk to the file. (An fs WriteStream with autoClose off never
+ * emits 'close', which stream.pipeline waits for.)
+ */
+async function writeAll(handle: FileHandle, chunks: AsyncIterable<Buffer>): Promise<void> {
+  for await (const chunk of chunks) {
+    for (let off = 0; off < chunk.length;) {
+      off += (await handle.write(chunk, off, chunk.length - off)).bytesWritten;
+    }
   }
 }
 
@@ -107,7 +119,7 @@ export class BlobStore {
     const verify = new VerifyingStream(expectedSize, digest);
     const handle = await open(temp, 'wx', 0o600);
     try {
-      await pipeline(body, verify, handle.createWriteStream({ autoClose: false }), { signal });
+      await pipeline(body, verify, (chunks: AsyncIterable<Buffer>) => writeAll(handle, chunks), { signal });
       if (expectedSize !== undefined && verify.bytes !== expectedSize) {
         throw new ContentMismatchError(
           `blob ${digest}: ${verify.bytes} bytes arrived, ${expectedSize} were announced`,
@@ -132,6 +144,48 @@ export class BlobStore {
       throw err;
     }
     await fsyncDir(this.dir);
+  }
+
+  /**
+   * Streams in a blob whose digest is not known beforehand (a docker-save
+   * layer tar); it is stored under the digest computed while it flowed.
+   */
+  async ingest(body: Readable, signal?: AbortSignal): Promise<{ digest: Digest; size: number }> {
+    const hash = createHash('sha256');
+    let size = 0;
+    const temp = join(this.ingestDir, tempName('unknown'));
+    const handle = await open(temp, 'wx', 0o600);
+    try {
+      await pipeline(
+        body,
+        async (chunks: AsyncIterable<Buffer>) => {
+          const hashing = (async function* () {
+            for await (const chunk of chunks) {
+              hash.update(chunk);
+              size += chunk.length;
+              yield chunk;
+            }
+          })();
+          await writeAll(handle, hashing);
+        },
+        { signal },
+      );
+      await handle.sync();
+    } catch (err) {
+      await handle.close().catch(() => undefined);
+      await unlink(temp).catch(() => undefined);
+      throw err;
+    }
+    await handle.close();
+    const digest = `sha256:${hash.digest('hex')}`;
+    try {
+      await rename(temp, this.path(digest));
+    } catch (err) {
+      await unlink(temp).catch(() => undefined);
+      throw err;
+    }
+    await fsyncDir(this.dir);
+    return { digest, size };
   }
 
   /** Stores bytes already in memory (manifests, configs). */

@@ -1,0 +1,367 @@
+/**
+ * Air-gapped import: an OCI image-layout tarball (oci-layout, index.json,
+ * blobs/sha256/*) or a `docker save` archive (manifest.json, repositories,
+ * <id>.json configs, <dir>/layer.tar), read in one streaming pass into the
+ * content-addressed store, then committed image by image.
+ *
+ * Blobs land in the store as they stream (verified where the archive names
+ * their digest); an image becomes visible only at its commit, so a failed or
+ * killed import leaves no image that looks complete.
+ */
+import { createReadStream } from 'node:fs';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import tar from 'tar-stream';
+import { InvalidArgumentError, errorMessage } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { decompressor, peek, sniffCompression } from '../layer/decompress.js';
+import { normalizeReference, parseReference, repositoryName, taggedName } from '../reference.js';
+import { sha256Of } from '../store/blobs.js';
+import type { ImageStore } from '../store/store.js';
+import type { Digest, ImageConfigFile, ImageRecord } from '../types.js';
+
+const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
+const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
+const DOCKER_LIST = 'application/vnd.docker.distribution.manifest.list.v2+json';
+const OCI_LAYER_TAR = 'application/vnd.oci.image.layer.v1.tar';
+const OCI_CONFIG = 'application/vnd.oci.image.config.v1+json';
+const MAX_METADATA_BYTES = 16 * 1024 * 1024;
+
+export interface ImportedImage {
+  id: Digest;
+  repoTags: string[];
+  /** Why an image came in without a name, if it did. */
+  warning?: string;
+}
+
+export interface ImportOptions {
+  log: Logger;
+  signal?: AbortSignal;
+  /** Repository for OCI layouts whose ref.name annotations are bare tags ("1.36"). */
+  repository?: string;
+}
+
+interface Descriptor {
+  mediaType?: string;
+  digest: string;
+  size: number;
+  platform?: { architecture?: string; os?: string; variant?: string };
+  annotations?: Record<string, string>;
+}
+
+interface Manifest {
+  mediaType?: string;
+  config: Descriptor;
+  layers: Descriptor[];
+  manifests?: Descriptor[];
+}
+
+function bad(file: string, why: string): InvalidArgumentError {
+  return new InvalidArgumentError(`cannot import ${file}: ${why}`);
+}
+
+function nodePlatform(): { os: string; architecture: string } {
+  const arch: Record<string, string> = {
+    x64: 'amd64',
+    arm64: 'arm64',
+    arm: 'arm',
+    ia32: '386',
+    s390x: 's390x',
+  };
+  return { os: 'linux', architecture: arch[process.arch] ?? process.arch };
+}
+
+/** What one pass over the archive collected. */
+interface Collected {
+  /** Small JSON files by archive path. */
+  metadata: Map<string, Buffer>;
+  /** Archive path → digest of the blob stored from it. */
+  stored: Map<string, { digest: Digest; size: number }>;
+}
+
+async function collect(file: string, store: ImageStore, options: ImportOptions): Promise<Collected> {
+  const metadata = new Map<string, Buffer>();
+  const stored = new Map<string, { digest: Digest; size: number }>();
+  const source = createReadStream(file);
+  const head = await peek(source, 4);
+  const extract = tar.extract();
+  const feeding = pipeline(
+    source,
+    decompressor(sniffCompression(head)),
+    async (chunks: AsyncIterable<Buffer>) => {
+      for await (const chunk of chunks) {
+        if (!extract.write(chunk)) {
+          await new Promise<void>((resolve) => {
+            const done = () => {
+              extract.off('drain', done);
+              extract.off('close', done);
+              resolve();
+            };
+            extract.on('drain', done);
+            extract.on('close', done);
+          });
+        }
+      }
+      (extract as unknown as { end(): void }).end();
+    },
+    { signal: options.signal },
+  );
+  feeding.catch((err: unknown) => extract.destroy(err instanceof Error ? err : new Error(String(err))));
+  try {
+    for await (const entry of extract) {
+      const name = entry.header.name.replace(/^(\.\/)+/, '').replace(/\/+$/, '');
+      const body = Readable.from(
+        (async function* () {
+          yield* entry as unknown as AsyncIterable<Buffer>;
+        })(),
+      );
+      const blob = /^blobs\/sha256\/([a-f0-9]{64})$/.exec(name);
+      if (entry.header.type !== 'file' && entry.header.type !== 'contiguous-file') {
+        entry.resume();
+        continue;
+      }
+      if (blob) {
+        const digest = `sha256:${blob[1]}`;
+        // Already stored (an earlier import or pull): skip the bytes.
+        if (!(await store.hasBlob(digest)))
+          await store.putBlob(digest, entry.header.size, body, options.signal);
+        stored.set(name, { digest, size: entry.header.size });
+      } else if (name.endsWith('.json') || name === 'repositories' || name === 'oci-layout') {
+        if (entry.header.size > MAX_METADATA_BYTES) throw bad(file, `${name} is larger than 16 MiB`);
+        const chunks: Buffer[] = [];
+        for await (const c of body) chunks.push(c as Buffer);
+        metadata.set(name, Buffer.concat(chunks));
+      } else if (name.endsWith('.tar') || name.endsWith('/layer')) {
+        // docker-save layers: named by path, digest unknown until hashed.
+        stored.set(name, await store.blobs.ingest(body, options.signal));
+      }
+      // Drain whatever was not read, so the extractor moves on.
+      entry.resume();
+    }
+    await feeding;
+  } catch (err) {
+    extract.destroy(err instanceof Error ? err : new Error(String(err)));
+    source.destroy();
+    await feeding.catch(() => undefined);
+    if (err instanceof InvalidArgumentError) throw err;
+    throw bad(file, errorMessage(err));
+  }
+  return { metadata, stored };
+}
+
+function parseJson<T>(file: string, name: string, data: Uint8Array | undefined): T {
+  if (!data) throw bad(file, `${name} is missing`);
+  try {
+    return JSON.parse(Buffer.from(data).toString('utf8')) as T;
+  } catch (err) {
+    throw bad(file, `${name} is not valid JSON: ${errorMessage(err)}`);
+  }
+}
+
+/** Loads every image of the archive into the store; returns what was imported. */
+export async function importArchive(
+  file: string,
+  store: ImageStore,
+  options: ImportOptions,
+): Promise<ImportedImage[]> {
+  const collected = await collect(file, store, options);
+  if (collected.metadata.has('manifest.json')) return importDockerSave(file, store, collected, options);
+  if (collected.metadata.has('index.json')) return importOciLayout(file, store, collected, options);
+  throw bad(
+    file,
+    'it is neither an OCI image layout (no index.json) nor a docker save archive (no manifest.json)',
+  );
+}
+
+async function importDockerSave(
+  file: string,
+  store: ImageStore,
+  { metadata, stored }: Collected,
+  options: ImportOptions,
+): Promise<ImportedImage[]> {
+  const entries = parseJson<{ Config: string; RepoTags?: string[] | null; Layers: string[] }[]>(
+    file,
+    'manifest.json',
+    metadata.get('manifest.json'),
+  );
+  if (!Array.isArray(entries)) throw bad(file, 'manifest.json is not a list');
+  const results: ImportedImage[] = [];
+  for (const entry of entries) {
+    let configDigest: Digest;
+    let configBytes: Buffer;
+    const configBlob = stored.get(entry.Config);
+    if (configBlob) {
+      configDigest = configBlob.digest;
+      configBytes = Buffer.from(await store.readBlob(configDigest));
+    } else {
+      const data = metadata.get(entry.Config);
+      if (!data) throw bad(file, `config ${entry.Config} named by manifest.json is not in the archive`);
+      configBytes = data;
+      configDigest = sha256Of(data);
+      await store.blobs.putBytes(configDigest, data);
+    }
+    const config = parseJson<ImageConfigFile>(file, entry.Config, configBytes);
+    const diffIds = config.rootfs?.diff_ids ?? [];
+    if (!Array.isArray(entry.Layers) || diffIds.length !== entry.Layers.length) {
+      throw bad(
+        file,
+        `image ${entry.Config}: ${entry.Layers?.length ?? 0} layers but the config lists ${diffIds.length}`,
+      );
+    }
+    const layers = entry.Layers.map((path, i) => {
+      const blob = stored.get(path);
+      if (!blob) throw bad(file, `layer ${path} named by manifest.json is not in the archive`);
+      return { blobDigest: blob.digest, mediaType: OCI_LAYER_TAR, size: blob.size, diffId: diffIds[i] };
+    });
+    // docker save keeps no registry manifest: describe the image with an OCI one.
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: OCI_MANIFEST,
+        config: { mediaType: OCI_CONFIG, digest: configDigest, size: configBytes.length },
+        layers: layers.map((l) => ({ mediaType: l.mediaType, digest: l.blobDigest, size: l.size })),
+      }),
+    );
+    const base = {
+      configDigest,
+      manifestDigest: sha256Of(manifest),
+      manifestMediaType: OCI_MANIFEST,
+      manifest,
+      layers,
+    };
+    const tags = (entry.RepoTags ?? []).map((t) => {
+      try {
+        return taggedName(normalizeReference(t))!;
+      } catch (err) {
+        throw bad(file, `repo tag ${JSON.stringify(t)}: ${errorMessage(err)}`);
+      }
+    });
+    let record: ImageRecord | undefined;
+    for (const tag of tags) record = await store.commitImage({ ...base, tag });
+    record ??= await store.commitImage(base);
+    options.log.info({ image: record.id, tags }, 'imported from a docker save archive');
+    results.push({
+      id: record.id,
+      repoTags: tags,
+      ...(tags.length === 0 ? { warning: 'the archive names no tag; use the image ID' } : {}),
+    });
+  }
+  return results;
+}
+
+function platformOf(d: Descriptor): string {
+  const p = d.platform ?? {};
+  return [p.os ?? '?', p.architecture ?? '?', p.variant].filter(Boolean).join('/');
+}
+
+/** The manifest for this node from a manifest or an index (recursively). */
+async function selectManifest(
+  file: string,
+  store: ImageStore,
+  descriptor: Descriptor,
+): Promise<{ descriptor: Descriptor; manifest: Manifest; bytes: Buffer }> {
+  const bytes = Buffer.from(await store.readBlob(descriptor.digest));
+  const manifest = parseJson<Manifest>(file, `blob ${descriptor.digest}`, bytes);
+  const mediaType = manifest.mediaType ?? descriptor.mediaType;
+  if (mediaType === OCI_INDEX || mediaType === DOCKER_LIST || Array.isArray(manifest.manifests)) {
+    const want = nodePlatform();
+    const match = (manifest.manifests ?? []).find(
+      (m) => m.platform?.os === want.os && m.platform?.architecture === want.architecture,
+    );
+    if (!match) {
+      const offered = (manifest.manifests ?? []).map(platformOf).join(', ') || 'none';
+      throw bad(
+        file,
+        `index ${descriptor.digest} has no image for ${want.os}/${want.architecture} (offers ${offered})`,
+      );
+    }
+    return selectManifest(file, store, match);
+  }
+  if (!manifest.config || !Array.isArray(manifest.layers)) {
+    throw bad(file, `blob ${descriptor.digest} is not an image manifest`);
+  }
+  return { descriptor: { ...descriptor, mediaType: mediaType ?? OCI_MANIFEST }, manifest, bytes };
+}
+
+/** The reference a layout entry names: a full name, or a bare tag under options.repository. */
+function layoutName(
+  annotations: Record<string, string> | undefined,
+  repository?: string,
+): string | undefined {
+  const full = annotations?.['io.containerd.image.name'];
+  if (full) return full;
+  const ref = annotations?.['org.opencontainers.image.ref.name'];
+  if (!ref) return undefined;
+  if (ref.includes('/') || ref.includes(':') || ref.includes('@')) return ref;
+  return repository ? `${repository}:${ref}` : undefined;
+}
+
+async function importOciLayout(
+  file: string,
+  store: ImageStore,
+  { metadata }: Collected,
+  options: ImportOptions,
+): Promise<ImportedImage[]> {
+  const index = parseJson<{ manifests?: Descriptor[] }>(file, 'index.json', metadata.get('index.json'));
+  if (!Array.isArray(index.manifests) || index.manifests.length === 0) {
+    throw bad(file, 'index.json lists no manifests');
+  }
+  const results: ImportedImage[] = [];
+  for (const top of index.manifests) {
+    if (!(await store.blobs.has(top.digest)))
+      throw bad(file, `blob ${top.digest} named by index.json is missing`);
+    const { descriptor, manifest, bytes } = await selectManifest(file, store, top);
+    const config = parseJson<ImageConfigFile>(
+      file,
+      `config ${manifest.config.digest}`,
+      await store.readBlob(manifest.config.digest),
+    );
+    const diffIds = config.rootfs?.diff_ids ?? [];
+    if (diffIds.length !== manifest.layers.length) {
+      throw bad(
+        file,
+        `manifest ${descriptor.digest} has ${manifest.layers.length} layers, its config ${diffIds.length}`,
+      );
+    }
+    const name = layoutName(top.annotations, options.repository);
+    let tag: string | undefined;
+    let repository: string | undefined;
+    if (name) {
+      try {
+        parseReference(name);
+        const ref = normalizeReference(name);
+        tag = taggedName(ref);
+        repository = repositoryName(ref);
+      } catch (err) {
+        throw bad(file, `reference ${JSON.stringify(name)} in index.json: ${errorMessage(err)}`);
+      }
+    }
+    const record = await store.commitImage({
+      configDigest: manifest.config.digest,
+      manifestDigest: descriptor.digest,
+      manifestMediaType: descriptor.mediaType ?? OCI_MANIFEST,
+      manifest: bytes,
+      layers: manifest.layers.map((l, i) => ({
+        blobDigest: l.digest,
+        mediaType: l.mediaType ?? OCI_LAYER_TAR,
+        size: l.size,
+        diffId: diffIds[i],
+      })),
+      tag,
+      repository,
+    });
+    options.log.info({ image: record.id, tag }, 'imported from an OCI image layout');
+    results.push({
+      id: record.id,
+      repoTags: tag ? [tag] : [],
+      ...(tag
+        ? {}
+        : {
+            warning: top.annotations?.['org.opencontainers.image.ref.name']
+              ? `index.json names only the tag "${top.annotations['org.opencontainers.image.ref.name']}"; pass --repository to name the image`
+              : 'index.json names no reference; use the image ID',
+          }),
+    });
+  }
+  return results;
+}
