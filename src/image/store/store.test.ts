@@ -1,0 +1,228 @@
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, rm, writeFile, readFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { status } from '@grpc/grpc-js';
+import { silentLogger } from '../../log.js';
+import { loadConfig } from '../../config/load.js';
+import { ImageManager } from '../manager.js';
+import { ImageStore } from './store.js';
+import { ContentMismatchError, LayerRejectedError } from '../layer/unpack.js';
+import {
+  buildImage,
+  buildLayer,
+  file,
+  symlink,
+  dir,
+  type BuiltImage,
+} from '../../../test/helpers/image-builder.js';
+import type { ImageCommit } from '../types.js';
+
+const dirs: string[] = [];
+after(async () => {
+  for (const d of dirs) await rm(d, { recursive: true, force: true });
+});
+async function tempRoot(): Promise<string> {
+  const d = await mkdtemp(join(tmpdir(), 'berth-store-'));
+  dirs.push(d);
+  return d;
+}
+
+/** A pid that belonged to a process that has exited. */
+async function deadPid(): Promise<number> {
+  const child = spawn('/bin/true');
+  await new Promise((resolve) => child.once('exit', resolve));
+  return child.pid!;
+}
+
+async function putImage(store: ImageStore, image: BuiltImage): Promise<void> {
+  await store.putBlob(image.configDigest, image.config.length, Readable.from([image.config]));
+  for (const l of image.layers) await store.putBlob(l.digest, l.size, Readable.from([l.data]));
+}
+
+function commitOf(image: BuiltImage, tag?: string, repository?: string): ImageCommit {
+  return {
+    configDigest: image.configDigest,
+    manifestDigest: image.manifestDigest,
+    manifestMediaType: image.mediaType,
+    manifest: image.manifest,
+    layers: image.layers.map((l) => ({
+      blobDigest: l.digest,
+      mediaType: l.mediaType,
+      size: l.size,
+      diffId: l.diffId,
+    })),
+    tag,
+    repository,
+  };
+}
+
+test('putBlob: a digest or size mismatch stores nothing', async () => {
+  const root = await tempRoot();
+  const store = await ImageStore.open(root, silentLogger);
+  const data = Buffer.from('hello blob');
+  const wrong = `sha256:${'1'.repeat(64)}`;
+  await assert.rejects(store.putBlob(wrong, data.length, Readable.from([data])), ContentMismatchError);
+  const right = (await buildLayer({ entries: [file('x', 'x')] })).digest;
+  await assert.rejects(store.putBlob(right, 3, Readable.from([data])), ContentMismatchError);
+  await assert.rejects(store.putBlob(right, 1000, Readable.from([data])), ContentMismatchError);
+  assert.equal(await store.hasBlob(wrong), false);
+  assert.equal(await store.hasBlob(right), false);
+  assert.deepEqual(await readdir(join(root, 'images', 'ingest')), []);
+  assert.deepEqual(await readdir(join(root, 'images', 'blobs', 'sha256')), []);
+});
+
+test('unpackLayer: two requests for the same layer share one unpack', async () => {
+  const root = await tempRoot();
+  const store = await ImageStore.open(root, silentLogger);
+  const layer = await buildLayer({ entries: [dir('d'), file('d/f', 'content')], compression: 'gzip' });
+  await store.putBlob(layer.digest, layer.size, Readable.from([layer.data]));
+  const rec = {
+    blobDigest: layer.digest,
+    mediaType: layer.mediaType,
+    size: layer.size,
+    diffId: layer.diffId,
+  };
+  const [a, b, c] = await Promise.all([
+    store.unpackLayer(rec, undefined),
+    store.unpackLayer(rec, undefined),
+    store.unpackLayer(rec, undefined),
+  ]);
+  assert.equal(a, b);
+  assert.equal(b, c);
+  assert.equal(await readFile(join(a, 'd/f'), 'utf8'), 'content');
+  const entries = await readdir(join(root, 'images', 'layers'));
+  assert.deepEqual(entries, [layer.diffId.slice(7)], 'one layer dir, no temp dirs');
+  // A second store (another process would do the same) finds it done.
+  const again = await ImageStore.open(root, silentLogger);
+  assert.equal(await again.unpackLayer(rec, undefined), a);
+});
+
+test('unpackLayer: an escaping layer is rejected and leaves nothing behind', async () => {
+  const root = await tempRoot();
+  const store = await ImageStore.open(root, silentLogger);
+  const layer = await buildLayer({
+    entries: [file('ok', 'x'), symlink('esc', '/etc'), file('esc/evil', 'x')],
+  });
+  await store.putBlob(layer.digest, layer.size, Readable.from([layer.data]));
+  await assert.rejects(
+    store.unpackLayer(
+      { blobDigest: layer.digest, mediaType: layer.mediaType, size: layer.size, diffId: layer.diffId },
+      undefined,
+    ),
+    LayerRejectedError,
+  );
+  assert.deepEqual(await readdir(join(root, 'images', 'layers')), []);
+});
+
+test('commitImage: a layer whose content does not match its diff ID commits nothing', async () => {
+  const root = await tempRoot();
+  const store = await ImageStore.open(root, silentLogger);
+  const image = await buildImage({ base: false, layers: [{ entries: [file('a', 'a')] }] });
+  await putImage(store, image);
+  const commit = commitOf(image, 'example.com/x:1');
+  commit.layers[0] = { ...commit.layers[0], diffId: `sha256:${'2'.repeat(64)}` };
+  await assert.rejects(
+    store.commitImage(commit),
+    (err: { code: number }) => err.code === status.INVALID_ARGUMENT,
+  );
+  assert.deepEqual(await store.list(), []);
+});
+
+test('crash safety: start-up removes what a killed process left and keeps the index whole', async () => {
+  const root = await tempRoot();
+  const store = await ImageStore.open(root, silentLogger);
+  const complete = await buildImage({
+    base: false,
+    layers: [{ entries: [file('a', 'a')] }, { entries: [file('b', 'b')] }],
+  });
+  await putImage(store, complete);
+  await store.commitImage(commitOf(complete, 'example.com/complete:1', 'example.com/complete'));
+  // A second image whose pull was killed after its blobs, before its commit.
+  const partial = await buildImage({ base: false, layers: [{ entries: [file('p', 'p')] }] });
+  await putImage(store, partial);
+  // Debris of a killed process: a half ingest, a half unpack, a half index write.
+  const pid = await deadPid();
+  const images = join(root, 'images');
+  await writeFile(join(images, 'ingest', `${'3'.repeat(64)}.${pid}.abcdef.tmp`), 'half a blob');
+  await mkdir(join(images, 'layers', `.${'4'.repeat(16)}.${pid}.abcdef.tmp`, 'diff', 'usr'), {
+    recursive: true,
+  });
+  await writeFile(join(images, '.index.json.123456.tmp'), '{"version":1,"images":[{"id":"tor');
+  // A layer directory lost (e.g. removed by hand): restored from its blob.
+  const lostLayer = store.layerDirs((await store.list())[0])[1];
+  await rm(join(lostLayer, '..'), { recursive: true });
+
+  const reopened = await ImageStore.open(root, silentLogger);
+  const listed = await reopened.list();
+  assert.deepEqual(
+    listed.map((i) => i.id),
+    [complete.configDigest],
+    'only the committed image is visible',
+  );
+  assert.deepEqual(await readdir(join(images, 'ingest')), []);
+  assert.ok(!(await readdir(join(images, 'layers'))).some((n) => n.startsWith('.')));
+  assert.ok(!(await readdir(images)).some((n) => n.endsWith('.tmp')));
+  assert.equal(await readFile(join(lostLayer, 'b'), 'utf8'), 'b', 'the lost layer was unpacked again');
+  // The interrupted pull finishes: blobs are there, only the commit was missing.
+  assert.equal(await reopened.hasBlob(partial.layers[0].digest), true);
+  const record = await reopened.commitImage(commitOf(partial, 'example.com/partial:1'));
+  assert.equal(record.id, partial.configDigest);
+});
+
+test('crash safety: an image whose blobs are gone is dropped at start-up', async () => {
+  const root = await tempRoot();
+  const store = await ImageStore.open(root, silentLogger);
+  const image = await buildImage({ base: false, layers: [{ entries: [file('a', 'a')] }] });
+  await putImage(store, image);
+  await store.commitImage(commitOf(image, 'example.com/a:1'));
+  await rm(store.blobs.path(image.layers[0].digest));
+  const reopened = await ImageStore.open(root, silentLogger);
+  assert.deepEqual(await reopened.list(), []);
+});
+
+test('tags move between images; the index reloads when another process changes it', async () => {
+  const root = await tempRoot();
+  const a = await ImageStore.open(root, silentLogger);
+  const b = await ImageStore.open(root, silentLogger);
+  const one = await buildImage({ base: false, layers: [{ entries: [file('1', '1')] }] });
+  const two = await buildImage({ base: false, layers: [{ entries: [file('2', '2')] }] });
+  await putImage(a, one);
+  await putImage(a, two);
+  await a.commitImage(commitOf(one, 'example.com/app:latest'));
+  assert.deepEqual(
+    (await b.list()).map((i) => i.repoTags),
+    [['example.com/app:latest']],
+  );
+  await b.commitImage(commitOf(two, 'example.com/app:latest'));
+  const seen = new Map((await a.list()).map((i) => [i.id, i.repoTags]));
+  assert.deepEqual(seen.get(one.configDigest), []);
+  assert.deepEqual(seen.get(two.configDigest), ['example.com/app:latest']);
+});
+
+test('manager: RemoveImage refuses an image a container uses, naming it; pinned images report pinned', async () => {
+  const root = await tempRoot();
+  const cfgFile = join(root, 'berth.toml');
+  await writeFile(cfgFile, `root = "${root}"\n[image]\npinned_images = ["example.com/pinned:1"]\n`);
+  const { config } = await loadConfig({ file: cfgFile });
+  const manager = await ImageManager.open(() => config, silentLogger);
+  const image = await buildImage({ base: false, layers: [{ entries: [file('a', 'a')] }] });
+  await putImage(manager.store, image);
+  await manager.store.commitImage(commitOf(image, 'example.com/pinned:1', 'example.com/pinned'));
+  const record = (await manager.resolve('example.com/pinned:1'))!.record;
+  assert.equal(await manager.isPinned(record), true);
+  manager.setInUseChecker((id) => (id === image.configDigest ? 'web-1 (c0ffee)' : undefined));
+  await assert.rejects(manager.remove('example.com/pinned:1'), (err: { code: number; message: string }) => {
+    assert.equal(err.code, status.FAILED_PRECONDITION);
+    assert.match(err.message, /in use by container web-1 \(c0ffee\)/);
+    return true;
+  });
+  manager.setInUseChecker(() => undefined);
+  await manager.remove(`example.com/pinned@${image.manifestDigest}`);
+  assert.equal(await manager.resolve(image.configDigest), undefined);
+  assert.deepEqual(await readdir(join(root, 'images', 'layers')), []);
+  assert.deepEqual(await readdir(join(root, 'images', 'blobs', 'sha256')), []);
+});
