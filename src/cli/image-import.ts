@@ -1,6 +1,7 @@
 import { resolve } from 'node:path';
 import { stat } from 'node:fs/promises';
 import { loadConfig } from '../config/load.js';
+import { BerthError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { importArchive } from '../image/import/archive.js';
 import { ImageStore } from '../image/store/store.js';
@@ -35,7 +36,18 @@ export async function importImageCommand(args: ParsedArgs): Promise<void> {
   );
   const daemonRunning = await socketInUse(config.server.socket);
   const store = await ImageStore.open(config.root, log);
-  const images = await importArchive(path, store, { log });
+  let images;
+  try {
+    images = await importArchive(path, store, { log });
+  } catch (err) {
+    // berth's own errors already say what and why: no stack trace for them.
+    if (err instanceof BerthError) {
+      log.flush();
+      process.stderr.write(`berth: ${err.message}\n`);
+      process.exit(1);
+    }
+    throw err;
+  }
   for (const image of images) {
     const names = image.repoTags.length > 0 ? image.repoTags.join(', ') : '<untagged>';
     process.stdout.write(`imported ${names} ${image.id}\n`);

@@ -135,6 +135,10 @@ const escapes: [string, TarEntry[]][] = [
   ['a .. component', [file('a/../../evil', 'x')]],
   ['a symlink with an absolute target', [symlink('l', '/tmp'), file('l/evil', 'x')]],
   ['a symlink climbing out', [dir('d'), symlink('d/up', '../..'), file('d/up/evil', 'x')]],
+  [
+    'a directory replaced by an escaping symlink later in the layer',
+    [dir('d'), file('d/x', 'x'), symlink('d', '/etc'), file('d/evil', 'x')],
+  ],
   ['a hardlink to a path outside', [hardlink('h', '../../etc/passwd')]],
   ['a hardlink through an escaping symlink', [symlink('l', '/etc'), hardlink('h', 'l/passwd')]],
   ['a hardlink to something not in the layer', [hardlink('h', 'nope')]],

@@ -99,6 +99,8 @@ class LayerWriter {
   private readonly dirTimes: { rel: string; mtime: Date }[] = [];
   private readonly xattrs: PendingXattr[] = [];
   private readonly opaques: string[] = [];
+  /** Relative paths known to be real directories (not symlinks): saves an lstat per parent per entry. */
+  private readonly knownDirs = new Set<string>();
   entries = 0;
 
   constructor(
@@ -143,6 +145,11 @@ class LayerWriter {
         resolved.pop();
         continue;
       }
+      const candidate = resolved.length > 0 ? `${resolved.join('/')}/${part}` : part;
+      if (this.knownDirs.has(candidate)) {
+        resolved.push(part);
+        continue;
+      }
       const path = posix.join(this.root, ...resolved, part);
       let info;
       try {
@@ -152,6 +159,7 @@ class LayerWriter {
         if (!create)
           throw this.reject(entry, `refers to ${[...resolved, part].join('/')}, which does not exist`);
         await mkdir(path, { mode: 0o755 });
+        this.knownDirs.add(candidate);
         resolved.push(part);
         continue;
       }
@@ -172,6 +180,7 @@ class LayerWriter {
           entry,
           `has ${[...resolved, part].join('/')} as a parent, which is not a directory`,
         );
+      this.knownDirs.add(candidate);
       resolved.push(part);
     }
     return resolved.join('/');
@@ -179,6 +188,7 @@ class LayerWriter {
 
   /** Removes whatever is at `path` unless it is a directory and `keepDir`. Returns true if a directory was kept. */
   private async clear(path: string, keepDir: boolean): Promise<boolean> {
+    const rel = posix.relative(this.root, path);
     let info;
     try {
       info = await lstat(path);
@@ -189,6 +199,9 @@ class LayerWriter {
     if (info.isDirectory()) {
       if (keepDir) return true;
       await rm(path, { recursive: true, force: true });
+      for (const known of this.knownDirs) {
+        if (known === rel || known.startsWith(`${rel}/`)) this.knownDirs.delete(known);
+      }
     } else {
       await unlink(path);
     }
@@ -269,6 +282,7 @@ class LayerWriter {
     switch (type) {
       case 'directory': {
         if (!(await this.clear(path, true))) await mkdir(path, { mode: 0o700 });
+        this.knownDirs.add(rel);
         await lchown(path, uid, gid);
         await chmod(path, mode & 0o7777);
         this.dirTimes.push({ rel, mtime });
