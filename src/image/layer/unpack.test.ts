@@ -25,7 +25,12 @@ after(async () => {
   for (const d of dirs) await rm(d, { recursive: true, force: true });
 });
 
-async function unpack(entries: TarEntry[], compression: Compression = 'none', expectedDiffId?: string) {
+async function unpack(
+  entries: TarEntry[],
+  compression: Compression = 'none',
+  expectedDiffId?: string,
+  patch?: (tar: Buffer) => void,
+) {
   const work = await mkdtemp(join(tmpdir(), 'berth-unpack-'));
   dirs.push(work);
   const target = join(work, 'diff');
@@ -33,6 +38,7 @@ async function unpack(entries: TarEntry[], compression: Compression = 'none', ex
   await mkdir(target);
   await mkdir(scratch);
   const raw = await tarEntries(entries);
+  patch?.(raw);
   const data = await compress(raw, compression);
   const result = await unpackLayerStream(Readable.from([data]), {
     target,
@@ -174,4 +180,30 @@ test('unpack: garbage is rejected, not a crash', async () => {
     }),
     LayerRejectedError,
   );
+});
+
+test('unpack: binary xattr values survive byte for byte', async () => {
+  const binary = Buffer.from([0xff, 0x00, 0x80, 0x01, 0xc3]);
+  const { target } = await unpack(
+    [dir('a'), file('a/bin', 'x', { xattrs: { 'user.bin': 'PPPPP' } }), file('a/after', 'y')],
+    'gzip',
+    undefined,
+    (tar) => {
+      // tar-stream writes PAX values as text: put raw bytes in place of the placeholder.
+      const at = tar.indexOf('user.bin=PPPPP');
+      assert.ok(at > 0);
+      binary.copy(tar, at + 'user.bin='.length);
+    },
+  );
+  const res = await run('/usr/bin/getfattr', [
+    '-h',
+    '-e',
+    'hex',
+    '-n',
+    'user.bin',
+    '--',
+    join(target, 'a/bin'),
+  ]);
+  assert.match(res.stdout, /user\.bin=0xff008001c3/);
+  assert.equal(await readFile(join(target, 'a/after'), 'utf8'), 'y');
 });

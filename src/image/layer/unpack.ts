@@ -31,6 +31,7 @@ import { BerthError, errnoCode, errorMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { runChecked, run } from '../../util/run.js';
 import { DigestingStream, decompressor, peek, sniffCompression } from './decompress.js';
+import { PaxXattrTap } from './pax-tap.js';
 
 const MKNOD = '/usr/bin/mknod';
 const SETFATTR = '/usr/bin/setfattr';
@@ -107,6 +108,7 @@ class LayerWriter {
     private readonly root: string,
     private readonly scratch: string,
     private readonly name: string,
+    private readonly tap: PaxXattrTap,
     private readonly log?: Logger,
   ) {}
 
@@ -362,7 +364,9 @@ class LayerWriter {
       const name = key.slice('SCHILY.xattr.'.length);
       // The opaque marker is berth's to set (from .wh..wh..opq), never the tar's.
       if (name.startsWith('trusted.overlay.')) continue;
-      this.xattrs.push({ rel, name, value: Buffer.from(value, 'utf8') });
+      // The tap has the exact bytes; tar-stream's string is UTF-8-decoded.
+      const raw = this.tap.value(this.entries - 1, name) ?? Buffer.from(value, 'utf8');
+      this.xattrs.push({ rel, name, value: raw });
     }
   }
 
@@ -435,7 +439,8 @@ class LayerWriter {
  * remove it.
  */
 export async function unpackLayerStream(source: Readable, options: UnpackOptions): Promise<UnpackResult> {
-  const writer = new LayerWriter(options.target, options.scratch, options.name, options.log);
+  const tap = new PaxXattrTap();
+  const writer = new LayerWriter(options.target, options.scratch, options.name, tap, options.log);
   const head = await peek(source, 4);
   const digesting = new DigestingStream();
   const extract = tar.extract();
@@ -446,6 +451,7 @@ export async function unpackLayerStream(source: Readable, options: UnpackOptions
     digesting,
     async (chunks: AsyncIterable<Buffer>) => {
       for await (const chunk of chunks) {
+        tap.write(chunk);
         if (!extract.write(chunk)) await drained(extract);
       }
       (extract as unknown as { end(): void }).end();
