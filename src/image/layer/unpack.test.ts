@@ -207,3 +207,18 @@ test('unpack: binary xattr values survive byte for byte', async () => {
   assert.match(res.stdout, /user\.bin=0xff008001c3/);
   assert.equal(await readFile(join(target, 'a/after'), 'utf8'), 'y');
 });
+
+test('unpack: a whiteout followed by new content at the same path becomes an opaque directory', async () => {
+  const { target } = await unpack([
+    whiteout('etc'),
+    dir('etc'),
+    file('etc/new', 'n'),
+    whiteout('var'),
+    file('var/x', 'x'),
+  ]);
+  for (const d of ['etc', 'var']) {
+    assert.ok((await lstat(join(target, d))).isDirectory(), d);
+    assert.equal(await xattr(join(target, d), 'trusted.overlay.opaque'), 'y', d);
+  }
+  assert.deepEqual(await readdir(join(target, 'etc')), ['new']);
+});

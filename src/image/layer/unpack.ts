@@ -102,6 +102,8 @@ class LayerWriter {
   private readonly opaques: string[] = [];
   /** Relative paths known to be real directories (not symlinks): saves an lstat per parent per entry. */
   private readonly knownDirs = new Set<string>();
+  /** Whiteout devices this layer created (relative paths). */
+  private readonly whiteouts = new Set<string>();
   entries = 0;
 
   constructor(
@@ -177,6 +179,13 @@ class LayerWriter {
         pending.unshift(...target.split('/'));
         continue;
       }
+      if (this.whiteouts.has(candidate) && create) {
+        // Deleted from the layers below, then given content here: a new,
+        // opaque directory (overlayfs would otherwise merge the old one in).
+        await this.replaceWhiteoutWithDir(candidate);
+        resolved.push(part);
+        continue;
+      }
       if (!info.isDirectory())
         throw this.reject(
           entry,
@@ -186,6 +195,14 @@ class LayerWriter {
       resolved.push(part);
     }
     return resolved.join('/');
+  }
+
+  private async replaceWhiteoutWithDir(rel: string): Promise<void> {
+    await unlink(this.abs(rel));
+    this.whiteouts.delete(rel);
+    await mkdir(this.abs(rel), { mode: 0o755 });
+    this.knownDirs.add(rel);
+    this.opaques.push(rel);
   }
 
   /** Removes whatever is at `path` unless it is a directory and `keepDir`. Returns true if a directory was kept. */
@@ -246,6 +263,7 @@ class LayerWriter {
     // Hardlinks of one 0/0 device: overlayfs checks only type and rdev, and a
     // link costs no process spawn per whiteout.
     await link(this.whiteoutTemplate, path);
+    this.whiteouts.add(parentRel ? `${parentRel}/${target}` : target);
   }
 
   async entry(header: Header, body: AsyncIterable<Buffer>): Promise<void> {
@@ -283,7 +301,8 @@ class LayerWriter {
 
     switch (type) {
       case 'directory': {
-        if (!(await this.clear(path, true))) await mkdir(path, { mode: 0o700 });
+        if (this.whiteouts.has(rel)) await this.replaceWhiteoutWithDir(rel);
+        else if (!(await this.clear(path, true))) await mkdir(path, { mode: 0o700 });
         this.knownDirs.add(rel);
         await lchown(path, uid, gid);
         await chmod(path, mode & 0o7777);
