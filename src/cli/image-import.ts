@@ -35,7 +35,7 @@ export async function importImageCommand(args: ParsedArgs): Promise<void> {
     config.log_level === 'debug' || config.log_level === 'trace' ? config.log_level : 'warn',
   );
   const daemonRunning = await socketInUse(config.server.socket);
-  const store = await ImageStore.open(config.root, log);
+  const store = await ImageStore.open(config.root, log, { sweepOrphans: !daemonRunning });
   let images;
   try {
     images = await importArchive(path, store, { log });

@@ -1,7 +1,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, rm, writeFile, readFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile, readFile, utimes } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -225,4 +225,26 @@ test('manager: RemoveImage refuses an image a container uses, naming it; pinned 
   assert.equal(await manager.resolve(image.configDigest), undefined);
   assert.deepEqual(await readdir(join(root, 'images', 'layers')), []);
   assert.deepEqual(await readdir(join(root, 'images', 'blobs', 'sha256')), []);
+});
+
+test('start-up removes unreferenced blobs and layers older than a day, keeps fresh ones', async () => {
+  const root = await tempRoot();
+  const store = await ImageStore.open(root, silentLogger);
+  const oldLayer = await buildLayer({ entries: [file('old', 'o')] });
+  const freshLayer = await buildLayer({ entries: [file('fresh', 'f')] });
+  for (const l of [oldLayer, freshLayer]) {
+    await store.putBlob(l.digest, l.size, Readable.from([l.data]));
+    await store.unpackLayer(
+      { blobDigest: l.digest, mediaType: l.mediaType, size: l.size, diffId: l.diffId },
+      undefined,
+    );
+  }
+  const twoDaysAgo = new Date(Date.now() - 2 * 24 * 3600 * 1000);
+  await utimes(store.blobs.path(oldLayer.digest), twoDaysAgo, twoDaysAgo);
+  await utimes(join(root, 'images', 'layers', oldLayer.diffId.slice(7)), twoDaysAgo, twoDaysAgo);
+  const reopened = await ImageStore.open(root, silentLogger);
+  assert.equal(await reopened.hasBlob(oldLayer.digest), false);
+  assert.equal(await reopened.layers.has(oldLayer.diffId), false);
+  assert.equal(await reopened.hasBlob(freshLayer.digest), true);
+  assert.equal(await reopened.layers.has(freshLayer.diffId), true);
 });

@@ -37,6 +37,9 @@ interface IndexFile {
   images: StoredImage[];
 }
 
+/** Unreferenced blobs and layers older than this are removed at start-up. */
+const ORPHAN_GRACE_MS = 24 * 60 * 60 * 1000;
+
 /** How long an uncommitted blob or layer is protected from garbage collection. */
 const TOUCH_TTL_MS = 60 * 60 * 1000;
 
@@ -62,13 +65,21 @@ export class ImageStore implements BlobSink {
     this.lock = new FileLock(join(this.imagesDir, 'index.lock'));
   }
 
-  /** Opens (creating) the store under `<root>/images` and reconciles it. */
-  static async open(root: string, log: Logger): Promise<ImageStore> {
+  /**
+   * Opens (creating) the store under `<root>/images` and reconciles it.
+   * `sweepOrphans: false` keeps old unreferenced blobs (an import beside a
+   * running daemon must not collect what the daemon's pulls may reuse).
+   */
+  static async open(
+    root: string,
+    log: Logger,
+    options: { sweepOrphans?: boolean } = {},
+  ): Promise<ImageStore> {
     const store = new ImageStore(root, log);
     await mkdir(store.imagesDir, { recursive: true, mode: 0o700 });
     await store.blobs.init();
     await store.layers.init();
-    await store.reconcile();
+    await store.reconcile(options.sweepOrphans ?? true);
     return store;
   }
 
@@ -337,7 +348,7 @@ export class ImageStore implements BlobSink {
    * whole or drop it: a missing layer directory is unpacked again from its
    * blob; an image whose blobs are gone is removed from the index.
    */
-  private async reconcile(): Promise<void> {
+  private async reconcile(sweepOrphans: boolean): Promise<void> {
     await this.lock.with(async () => {
       for (const name of await readdir(this.imagesDir)) {
         if (name.startsWith('.index.json.') && name.endsWith('.tmp')) {
@@ -382,6 +393,48 @@ export class ImageStore implements BlobSink {
         for (const id of dropped) images.delete(id);
       });
     }
+    if (sweepOrphans) await this.sweepOrphans();
     await this.refresh();
+  }
+
+  /**
+   * Removes blobs and layers no image names that have sat untouched for
+   * ORPHAN_GRACE_MS: leftovers of pulls that failed or were abandoned. Younger
+   * ones stay so an interrupted pull, retried, reuses what it fetched.
+   */
+  private async sweepOrphans(): Promise<void> {
+    const cutoff = Date.now() - ORPHAN_GRACE_MS;
+    const doomedLayers: Digest[] = [];
+    let blobsRemoved = 0;
+    await this.lock.with(async () => {
+      const images = await this.readIndex();
+      const blobs = new Set<string>();
+      const layers = new Set<string>();
+      for (const image of images) {
+        blobs.add(image.id);
+        blobs.add(image.manifestDigest);
+        for (const l of image.layers) {
+          blobs.add(l.blobDigest);
+          layers.add(l.chainId);
+        }
+      }
+      const old = async (path: string) => (await stat(path).catch(() => undefined))?.mtimeMs ?? Infinity;
+      for (const d of await this.blobs.list()) {
+        if (!blobs.has(d) && (await old(this.blobs.path(d))) < cutoff) {
+          await this.blobs.remove(d);
+          blobsRemoved++;
+        }
+      }
+      for (const c of await this.layers.list()) {
+        if (!layers.has(c) && (await old(join(this.layers.dir, digestHex(c)))) < cutoff) doomedLayers.push(c);
+      }
+    });
+    for (const c of doomedLayers) await this.layers.remove(c);
+    if (blobsRemoved + doomedLayers.length > 0) {
+      this.log.info(
+        { blobsRemoved, layersRemoved: doomedLayers.length },
+        'removed unreferenced old blobs and layers',
+      );
+    }
   }
 }
