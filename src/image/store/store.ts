@@ -291,8 +291,9 @@ export class ImageStore implements BlobSink {
 
   private async indexStamp(): Promise<string> {
     try {
-      const info = await stat(this.indexPath);
-      return `${info.ino}:${info.mtimeMs}:${info.size}`;
+      // Nanosecond times: a freed inode number can be reused by the next write.
+      const info = await stat(this.indexPath, { bigint: true });
+      return `${info.ino}:${info.mtimeNs}:${info.ctimeNs}:${info.size}`;
     } catch (err) {
       if (errnoCode(err) === 'ENOENT') return 'none';
       throw err;
