@@ -5,6 +5,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { lstat, mkdir, mkdtemp, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -314,4 +315,55 @@ test('RemoveImage: a tag, then the last tag, by ID; idempotent; shared layers st
   await assert.rejects(lstat(layeredDirs[2]), /ENOENT/);
   const blobs = await readdir(join(berth!.dir, 'root', 'images', 'blobs', 'sha256'));
   assert.ok(!blobs.includes(layered.layers[2].digest.slice(7)), 'the removed image’s own blobs are gone');
+});
+
+test('an import killed with SIGKILL mid-stream leaves no image; the next start cleans up and a retry succeeds', async () => {
+  const dir = berth!.dir;
+  assert.equal(await berth!.stop(), 0);
+  const big = await buildImage({
+    base: false,
+    layers: [{ entries: [file('big', randomBytes(48 * 1024 * 1024))], compression: 'none' }],
+  });
+  const archive = join(work, 'big.tar');
+  await writeDockerArchive(archive, [{ image: big, repoTags: ['example.com/big:1'] }]);
+  const ingest = join(dir, 'root', 'images', 'ingest');
+  const child = spawn(
+    process.execPath,
+    [BERTH_MAIN, 'image', 'import', archive, '--config', berth!.configFile],
+    {
+      stdio: 'ignore',
+    },
+  );
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  let killedMidIngest = false;
+  try {
+    const deadline = Date.now() + 60_000;
+    while (Date.now() < deadline && child.exitCode === null) {
+      if ((await readdir(ingest).catch(() => [])).length > 0) {
+        child.kill('SIGKILL');
+        killedMidIngest = true;
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    await exited;
+    berth = await startBerth({ dir, toml: '\n[image]\npinned_images = ["busybox:test"]\n' });
+  }
+  assert.ok(killedMidIngest, 'the import was killed while a blob was streaming in');
+  const st = await berth.cri.image.imageStatus({
+    image: ImageSpec.fromPartial({ image: 'example.com/big:1' }),
+    verbose: false,
+  });
+  assert.equal(st.image, undefined, 'no half-imported image is visible');
+  assert.deepEqual(await readdir(ingest), [], 'start-up removed the half-written blob');
+  const res = await importFile(berth.configFile, archive);
+  assert.equal(res.code, 0, res.err);
+  const after = await berth.cri.image.imageStatus({
+    image: ImageSpec.fromPartial({ image: 'example.com/big:1' }),
+    verbose: false,
+  });
+  assert.equal(after.image?.id, big.configDigest);
+  await berth.cri.image.removeImage({ image: ImageSpec.fromPartial({ image: big.configDigest }) });
 });
