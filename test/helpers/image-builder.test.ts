@@ -1,6 +1,9 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, readFile } from 'node:fs/promises';
+import { mkdtemp, rm, readFile, writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
+import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { run, runChecked } from '../../src/util/run.js';
@@ -9,6 +12,7 @@ import {
   buildIndex,
   writeOciLayout,
   writeDockerArchive,
+  pushToRegistry,
   file,
   whiteout,
   opaque,
@@ -95,4 +99,85 @@ test('builder: multi-arch index and docker-save archive', async () => {
   await writeDockerArchive(archive, [{ image, repoTags: ['busybox:test'] }]);
   const inspect = await runChecked('/usr/bin/skopeo', ['inspect', '--raw', `docker-archive:${archive}`]);
   assert.equal(JSON.parse(inspect.stdout).config.digest, image.configDigest);
+});
+
+test('builder: Docker schema2 manifests and manifest lists that skopeo accepts', async () => {
+  const work = await tempDir();
+  const image = await buildImage({
+    mediaTypes: 'docker',
+    layers: [{ entries: [file('d', 'd')], compression: 'none' }],
+  });
+  const list = await buildIndex([image], { mediaTypes: 'docker' });
+  await writeOciLayout(join(work, 'd'), [
+    { tag: 'single', image },
+    { tag: 'list', image: list },
+  ]);
+  const single = JSON.parse(
+    (await runChecked('/usr/bin/skopeo', ['inspect', '--raw', `oci:${join(work, 'd')}:single`])).stdout,
+  );
+  assert.equal(single.mediaType, 'application/vnd.docker.distribution.manifest.v2+json');
+  const raw = JSON.parse(
+    (await runChecked('/usr/bin/skopeo', ['inspect', '--raw', `oci:${join(work, 'd')}:list`])).stdout,
+  );
+  assert.equal(raw.mediaType, 'application/vnd.docker.distribution.manifest.list.v2+json');
+  await runChecked('/usr/bin/skopeo', [
+    'copy',
+    '--quiet',
+    '--all',
+    `oci:${join(work, 'd')}:list`,
+    `oci:${join(work, 'copy')}:list`,
+  ]);
+});
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+test('builder: pushToRegistry keeps a Docker manifest list byte for byte', async () => {
+  const work = await tempDir();
+  const port = await freePort();
+  await writeFile(
+    join(work, 'config.yml'),
+    `version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: ${join(work, 'data')}\nhttp:\n  addr: 127.0.0.1:${port}\n`,
+  );
+  const registry = spawn('/usr/bin/docker-registry', ['serve', join(work, 'config.yml')], {
+    stdio: 'ignore',
+  });
+  try {
+    const base = `http://127.0.0.1:${port}`;
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const ok = await fetch(`${base}/v2/`).then(
+        (r) => r.ok,
+        () => false,
+      );
+      if (ok) break;
+      if (Date.now() > deadline) throw new Error('docker-registry did not start');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const image = await buildImage({
+      mediaTypes: 'docker',
+      layers: [{ entries: [file('x', 'x')], compression: 'gzip' }],
+    });
+    const list = await buildIndex([image], { mediaTypes: 'docker' });
+    const digest = await pushToRegistry(base, 'test/list', 'v1', list);
+    const res = await fetch(`${base}/v2/test/list/manifests/v1`, {
+      headers: { accept: 'application/vnd.docker.distribution.manifest.list.v2+json' },
+    });
+    const body = Buffer.from(await res.arrayBuffer());
+    assert.equal(
+      res.headers.get('content-type'),
+      'application/vnd.docker.distribution.manifest.list.v2+json',
+    );
+    assert.equal(`sha256:${createHash('sha256').update(body).digest('hex')}`, digest);
+  } finally {
+    registry.kill('SIGKILL');
+    await new Promise((resolve) =>
+      registry.exitCode !== null ? resolve(null) : registry.once('exit', resolve),
+    );
+  }
 });

@@ -3,7 +3,13 @@
  * the host (Debian's dynamic /usr/bin/busybox plus the shared libraries `ldd`
  * lists, applets as symlinks in /bin). Writes OCI image layouts (for
  * `skopeo copy oci:DIR:TAG docker://…` or `berth image import`), OCI layout
- * tarballs and `docker save` archives.
+ * tarballs and `docker save` archives, or pushes exact bytes to a registry
+ * (`pushToRegistry`, for Docker manifest lists, which skopeo would rewrite).
+ *
+ *   const img = await buildImage({ config: { cmd: ['sleep', '100'] } });
+ *   await writeOciLayout(dir, [{ tag: 'v1', image: img }]);
+ *   const multi = await buildIndex([img]);            // + fake arm64, arm/v7
+ *   await writeDockerArchive(file, [{ image: img, repoTags: ['busybox:test'] }]);
  *
  * Everything is deterministic (fixed mtimes, stable JSON), so the same spec
  * gives the same digests in every run.
@@ -30,7 +36,21 @@ export const MEDIA = {
   layerTar: 'application/vnd.oci.image.layer.v1.tar',
   layerGzip: 'application/vnd.oci.image.layer.v1.tar+gzip',
   layerZstd: 'application/vnd.oci.image.layer.v1.tar+zstd',
+  dockerManifest: 'application/vnd.docker.distribution.manifest.v2+json',
+  dockerList: 'application/vnd.docker.distribution.manifest.list.v2+json',
+  dockerConfig: 'application/vnd.docker.container.image.v1+json',
+  dockerLayerGzip: 'application/vnd.docker.image.rootfs.diff.tar.gzip',
+  dockerLayerTar: 'application/vnd.docker.image.rootfs.diff.tar',
 } as const;
+
+/** OCI media types (default), or Docker schema2 ones (no zstd there). */
+export type MediaTypes = 'oci' | 'docker';
+
+function dockerLayerType(mediaType: string): string {
+  if (mediaType === MEDIA.layerGzip) return MEDIA.dockerLayerGzip;
+  if (mediaType === MEDIA.layerTar) return MEDIA.dockerLayerTar;
+  throw new Error(`image-builder: Docker schema2 has no media type for ${mediaType}`);
+}
 
 export type Compression = 'gzip' | 'zstd' | 'none';
 
@@ -269,6 +289,8 @@ export interface ImageSpec {
   variant?: string;
   /** Manifest annotations. */
   annotations?: Record<string, string>;
+  /** 'docker' writes a schema2 manifest, config and layer media types (gzip or none only). */
+  mediaTypes?: MediaTypes;
 }
 
 /** A blob of a built image or index, by digest. */
@@ -338,11 +360,20 @@ export async function buildImage(spec: ImageSpec = {}): Promise<BuiltImage> {
   };
   const config = json(configJson);
   const configDigest = sha256(config);
+  const docker = spec.mediaTypes === 'docker';
   const manifestJson = {
     schemaVersion: 2,
-    mediaType: MEDIA.ociManifest,
-    config: { mediaType: MEDIA.ociConfig, digest: configDigest, size: config.length },
-    layers: layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
+    mediaType: docker ? MEDIA.dockerManifest : MEDIA.ociManifest,
+    config: {
+      mediaType: docker ? MEDIA.dockerConfig : MEDIA.ociConfig,
+      digest: configDigest,
+      size: config.length,
+    },
+    layers: layers.map((l) => ({
+      mediaType: docker ? dockerLayerType(l.mediaType) : l.mediaType,
+      digest: l.digest,
+      size: l.size,
+    })),
     ...(spec.annotations ? { annotations: spec.annotations } : {}),
   };
   const manifest = json(manifestJson);
@@ -355,7 +386,7 @@ export async function buildImage(spec: ImageSpec = {}): Promise<BuiltImage> {
     kind: 'image',
     manifest,
     manifestDigest,
-    mediaType: MEDIA.ociManifest,
+    mediaType: manifestJson.mediaType,
     config,
     configDigest,
     layers,
@@ -371,8 +402,13 @@ export async function buildImage(spec: ImageSpec = {}): Promise<BuiltImage> {
  */
 export async function buildIndex(
   images: readonly BuiltImage[],
-  options: { fakePlatforms?: { architecture: string; os?: string; variant?: string }[] } = {},
+  options: {
+    fakePlatforms?: { architecture: string; os?: string; variant?: string }[];
+    /** 'docker' writes a manifest list (and docker fake images) instead of an OCI index. */
+    mediaTypes?: MediaTypes;
+  } = {},
 ): Promise<BuiltIndex> {
+  const docker = options.mediaTypes === 'docker';
   const fakes = options.fakePlatforms ?? [
     { architecture: 'arm64', variant: 'v8' },
     { architecture: 'arm', variant: 'v7' },
@@ -393,7 +429,7 @@ export async function buildIndex(
   }
   const indexJson = {
     schemaVersion: 2,
-    mediaType: MEDIA.ociIndex,
+    mediaType: docker ? MEDIA.dockerList : MEDIA.ociIndex,
     manifests: all.map((img) => ({
       mediaType: img.mediaType,
       digest: img.manifestDigest,
@@ -406,7 +442,7 @@ export async function buildIndex(
   const blobs: Blobs = new Map();
   for (const img of all) for (const [d, b] of img.blobs) blobs.set(d, b);
   blobs.set(indexDigest, index);
-  return { kind: 'index', index, indexDigest, mediaType: MEDIA.ociIndex, images: all, blobs };
+  return { kind: 'index', index, indexDigest, mediaType: indexJson.mediaType, images: all, blobs };
 }
 
 /**
@@ -436,10 +472,12 @@ export async function writeOciLayout(
     for (const [digest, data] of image.blobs) {
       await writeFile(join(blobDir, digest.slice('sha256:'.length)), data);
     }
+    // skopeo's layout reader only looks at OCI-typed index.json entries; a
+    // Docker manifest (list) is found through them and read by its content.
     const top =
       image.kind === 'image'
-        ? { mediaType: image.mediaType, digest: image.manifestDigest, size: image.manifest.length }
-        : { mediaType: image.mediaType, digest: image.indexDigest, size: image.index.length };
+        ? { mediaType: MEDIA.ociManifest, digest: image.manifestDigest, size: image.manifest.length }
+        : { mediaType: MEDIA.ociIndex, digest: image.indexDigest, size: image.index.length };
     index.manifests = index.manifests.filter(
       (m) =>
         (m.annotations as Record<string, string> | undefined)?.['org.opencontainers.image.ref.name'] !== tag,
@@ -522,4 +560,60 @@ export async function writeDockerArchive(
     file('repositories', JSON.stringify(repositories)),
   );
   await writeTarFile(outFile, entries);
+}
+
+/**
+ * Pushes an image or index to a registry through the distribution API with
+ * its exact bytes (skopeo rewrites Docker manifest lists read from an OCI
+ * layout). `registry` is e.g. "http://127.0.0.1:5000"; children of an index
+ * are pushed by digest, the top by `tag`. Returns the top manifest's digest.
+ */
+export async function pushToRegistry(
+  registry: string,
+  repository: string,
+  tag: string,
+  image: BuiltImage | BuiltIndex,
+  options: { authorization?: string } = {},
+): Promise<string> {
+  const headers = (extra: Record<string, string> = {}): Record<string, string> => ({
+    ...(options.authorization ? { authorization: options.authorization } : {}),
+    ...extra,
+  });
+  const base = `${registry.replace(/\/+$/, '')}/v2/${repository}`;
+  const pushBlob = async (digest: string, data: Buffer) => {
+    const head = await fetch(`${base}/blobs/${digest}`, { method: 'HEAD', headers: headers() });
+    if (head.ok) return;
+    const start = await fetch(`${base}/blobs/uploads/`, { method: 'POST', headers: headers() });
+    if (start.status !== 202) throw new Error(`push ${digest}: upload start answered ${start.status}`);
+    const location = new URL(start.headers.get('location')!, registry);
+    location.searchParams.set('digest', digest);
+    const put = await fetch(location, {
+      method: 'PUT',
+      headers: headers({ 'content-type': 'application/octet-stream' }),
+      body: data,
+    });
+    if (put.status !== 201)
+      throw new Error(`push ${digest}: upload answered ${put.status} ${await put.text()}`);
+  };
+  const pushManifest = async (ref: string, mediaType: string, data: Buffer) => {
+    const res = await fetch(`${base}/manifests/${ref}`, {
+      method: 'PUT',
+      headers: headers({ 'content-type': mediaType }),
+      body: data,
+    });
+    if (res.status !== 201)
+      throw new Error(`push manifest ${ref}: answered ${res.status} ${await res.text()}`);
+  };
+  const pushImage = async (img: BuiltImage, ref: string) => {
+    await pushBlob(img.configDigest, img.config);
+    for (const l of img.layers) await pushBlob(l.digest, l.data);
+    await pushManifest(ref, img.mediaType, img.manifest);
+  };
+  if (image.kind === 'image') {
+    await pushImage(image, tag);
+    return image.manifestDigest;
+  }
+  for (const child of image.images) await pushImage(child, child.manifestDigest);
+  await pushManifest(tag, image.mediaType, image.index);
+  return image.indexDigest;
 }
