@@ -1,16 +1,20 @@
 /**
- * Exec into a running container with `runtime exec --process FILE`.
+ * Exec into a running container with `runtime exec --process FILE`, the
+ * runtime in the foreground: it waits for the process, reaps it (runc is a
+ * child subreaper) and exits with its status; Node reaps the runtime. So an
+ * exec killed at its timeout leaves no zombie behind.
  *
- * Without a tty, berth runs the runtime itself with stdio pipes: the runtime
- * stays in the foreground, waits for the process and exits with its status;
- * Node reaps the runtime, and the runtime (a child subreaper) reaps the process.
+ * Without a tty, berth gives the runtime stdio pipes.
  *
- * With a tty the runtime wants a --console-socket to send the pty master over
- * SCM_RIGHTS, which plain Node cannot receive. berth instead has `socat`
- * allocate the pty (EXEC:…,pty,setsid,ctty): the runtime runs with
- * terminal=false and passes the pty slave through as the process's stdio;
- * socat relays the master to berth's pipes. Resize sets the window size on
- * the slave with `stty -F /proc/PID/fd/0` (the kernel then sends SIGWINCH).
+ * With a tty (process.terminal), a foreground runc allocates the container's
+ * pty itself and relays it to its own terminal, so it needs a terminal on its
+ * side: plain Node cannot make one (nor receive a --console-socket fd over
+ * SCM_RIGHTS). `socat` provides it: EXEC:…,pty,setsid,ctty runs the runtime
+ * on a host pty that socat relays to berth's pipes. Resize sets that host
+ * pty's size (`stty -F /proc/RUNTIME/fd/0`); the kernel sends the runtime
+ * SIGWINCH and runc copies the size onto the container's pty. socat does not
+ * pass its child's exit code on, but reports it ("child N exited with status
+ * X") on stderr, which berth reads.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -37,8 +41,7 @@ export function execProcessSpec(
 ): OciSpec['process'] {
   const spec: NonNullable<OciSpec['process']> = structuredClone(base);
   spec.args = request.args;
-  // The runtime gets no console socket: with a tty, socat provides the pty.
-  spec.terminal = false;
+  spec.terminal = request.tty;
   if (request.env) spec.env = request.env;
   if (request.cwd) spec.cwd = request.cwd;
   if (request.user) spec.user = { ...spec.user, ...request.user };
@@ -76,8 +79,8 @@ export function execArgv(
   ];
   if (!tty) return { file: runtimePath, args: runtimeArgv.slice(1) };
   const command = runtimeArgv.map(socatWord).join(' ');
-  // '-' is berth's pipes; raw and no echo on the pty side (like a terminal emulator).
-  return { file: SOCAT_PATH, args: ['-', `EXEC:${command},pty,setsid,ctty,stderr,rawer`] };
+  // '-' is berth's pipes; the host pty is raw (runc makes it raw too).
+  return { file: SOCAT_PATH, args: ['-', `EXEC:${command},pty,setsid,ctty,rawer`] };
 }
 
 async function readPidFile(path: string): Promise<number> {
@@ -119,6 +122,13 @@ export async function startExec(
   );
   const child: ChildProcess = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
+  // With a tty, stderr is socat's (and the runtime's own) diagnostics, not the process's.
+  let socatLog = '';
+  if (request.tty) {
+    child.stderr!.on('data', (chunk: Buffer) => {
+      if (socatLog.length < 16384) socatLog += chunk.toString();
+    });
+  }
   let timedOut = false;
   let timer: NodeJS.Timeout | undefined;
 
@@ -146,7 +156,8 @@ export async function startExec(
       });
       child.once('exit', (code, signal) => {
         if (timer) clearTimeout(timer);
-        const exitCode = code ?? (signal ? 128 + (osConstants.signals[signal] ?? 0) : -1);
+        let exitCode = code ?? (signal ? 128 + (osConstants.signals[signal] ?? 0) : -1);
+        if (request.tty && code !== null) exitCode = socatChildStatus(socatLog, code);
         void rm(paths.dir, { recursive: true, force: true }).finally(() =>
           resolve(timedOut ? { exitCode, signal, timedOut } : { exitCode, signal }),
         );
@@ -187,13 +198,41 @@ export async function startExec(
     resize(cols: number, rows: number) {
       if (!request.tty) return;
       void (async () => {
-        const pid = await readPidFile(pidFile).catch(() => 0);
-        if (pid <= 0) return;
-        // The process's fd 0 is the pty slave; setting its size notifies the process.
-        await run('stty', ['-F', `/proc/${pid}/fd/0`, 'rows', String(rows), 'cols', String(cols)], {
-          timeoutMs: 5000,
-        }).catch(() => undefined);
+        // The runtime (socat's child) has the host pty as fd 0; a resize may come before it runs.
+        for (let attempt = 0; attempt < 40 && child.exitCode === null; attempt++) {
+          const runtimePid = await firstChild(child.pid ?? 0);
+          if (runtimePid > 0) {
+            await run(
+              'stty',
+              ['-F', `/proc/${runtimePid}/fd/0`, 'rows', String(rows), 'cols', String(cols)],
+              {
+                timeoutMs: 5000,
+              },
+            ).catch(() => undefined);
+            return;
+          }
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
       })();
     },
   };
+}
+
+/** socat's exit code is its own; its child's status is in its log. */
+export function socatChildStatus(log: string, socatCode: number): number {
+  const status = /child \d+ exited with status (\d+)/.exec(log);
+  if (status) return Number(status[1]);
+  const signal = /child \d+ exited on signal (\d+)/.exec(log);
+  if (signal) return 128 + Number(signal[1]);
+  return socatCode;
+}
+
+async function firstChild(pid: number): Promise<number> {
+  if (pid <= 0) return 0;
+  try {
+    const children = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8');
+    return Number.parseInt(children.trim().split(/\s+/)[0] ?? '', 10) || 0;
+  } catch {
+    return 0;
+  }
 }

@@ -122,7 +122,7 @@ export function minimalSpec(
     ],
     linux: {
       namespaces: [{ type: 'pid' }, { type: 'ipc' }, { type: 'uts' }, { type: 'mount' }, { type: 'network' }],
-      cgroupsPath: options.cgroupsPath ?? `/berth-test/${randomBytes(6).toString('hex')}`,
+      cgroupsPath: options.cgroupsPath ?? `/berth-test-${randomBytes(6).toString('hex')}`,
       resources: {
         devices: [{ allow: false, access: 'rwm' }],
         ...(options.memoryLimit ? { memory: { limit: options.memoryLimit, swap: options.memoryLimit } } : {}),
