@@ -1,0 +1,103 @@
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, readFile, rm, writeFile, readdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { silentLogger } from '../../log.js';
+import { ImageStore } from '../store/store.js';
+import { importArchive } from './archive.js';
+import {
+  buildImage,
+  file,
+  writeDirectoryTar,
+  writeDockerArchive,
+  writeOciLayout,
+} from '../../../test/helpers/image-builder.js';
+
+const dirs: string[] = [];
+after(async () => {
+  for (const d of dirs) await rm(d, { recursive: true, force: true });
+});
+async function temp(): Promise<string> {
+  const d = await mkdtemp(join(tmpdir(), 'berth-import-'));
+  dirs.push(d);
+  return d;
+}
+
+test('import: a gzipped docker-save archive with two tags and an untagged image', async () => {
+  const work = await temp();
+  const a = await buildImage({
+    base: false,
+    layers: [{ entries: [file('a', 'a')] }, { entries: [file('b', 'b')] }],
+  });
+  const b = await buildImage({ base: false, layers: [{ entries: [file('c', 'c')] }] });
+  const archive = join(work, 'save.tar');
+  await writeDockerArchive(archive, [
+    { image: a, repoTags: ['app:1', 'registry.local:5000/team/app:1'] },
+    { image: b, repoTags: [] },
+  ]);
+  await writeFile(`${archive}.gz`, gzipSync(await readFile(archive)));
+  const store = await ImageStore.open(join(work, 'root'), silentLogger);
+  const result = await importArchive(`${archive}.gz`, store, { log: silentLogger });
+  assert.deepEqual(result[0].repoTags, ['docker.io/library/app:1', 'registry.local:5000/team/app:1']);
+  assert.equal(result[0].id, a.configDigest);
+  assert.equal(result[1].id, b.configDigest);
+  assert.match(result[1].warning ?? '', /no tag/);
+  const listed = await store.list();
+  assert.equal(listed.length, 2);
+  const record = listed.find((i) => i.id === a.configDigest)!;
+  assert.deepEqual(record.repoDigests, [], 'docker save carries no registry digest');
+  assert.equal(await readFile(join(store.layerDirs(record)[1], 'b'), 'utf8'), 'b');
+});
+
+test('import: an OCI layout whose ref.name is a bare tag comes in untagged with a warning', async () => {
+  const work = await temp();
+  const image = await buildImage({ base: false, layers: [{ entries: [file('a', 'a')] }] });
+  await writeOciLayout(join(work, 'layout'), [{ tag: 'v1', image }]);
+  await writeDirectoryTar(join(work, 'layout'), join(work, 'layout.tar'));
+  const store = await ImageStore.open(join(work, 'root'), silentLogger);
+  const [result] = await importArchive(join(work, 'layout.tar'), store, { log: silentLogger });
+  assert.deepEqual(result.repoTags, []);
+  assert.match(result.warning ?? '', /only the tag "v1"/);
+  const [named] = await importArchive(join(work, 'layout.tar'), store, {
+    log: silentLogger,
+    repository: 'example.com/app',
+  });
+  assert.deepEqual(named.repoTags, ['example.com/app:v1']);
+});
+
+test('import: a corrupted blob in an OCI layout fails and commits nothing', async () => {
+  const work = await temp();
+  const image = await buildImage({ base: false, layers: [{ entries: [file('a', 'a'.repeat(1000))] }] });
+  const layout = join(work, 'layout');
+  await writeOciLayout(layout, [{ tag: 'example.com/x:1', image }]);
+  const blob = join(layout, 'blobs', 'sha256', image.layers[0].digest.slice(7));
+  const data = await readFile(blob);
+  data[data.length - 5] ^= 0xff;
+  await writeFile(blob, data);
+  await writeDirectoryTar(layout, join(work, 'layout.tar'));
+  const store = await ImageStore.open(join(work, 'root'), silentLogger);
+  await assert.rejects(importArchive(join(work, 'layout.tar'), store, { log: silentLogger }), /digest/);
+  assert.deepEqual(await store.list(), []);
+  assert.equal(await store.hasBlob(image.layers[0].digest), false);
+  assert.deepEqual(await readdir(join(work, 'root', 'images', 'ingest')), []);
+});
+
+test('import: neither layout nor docker archive is a clear INVALID_ARGUMENT', async () => {
+  const work = await temp();
+  const image = await buildImage({ base: false, layers: [{ entries: [file('a', 'a')] }] });
+  const layout = join(work, 'layout');
+  await writeOciLayout(layout, [{ tag: 'example.com/x:1', image }]);
+  await rm(join(layout, 'index.json'));
+  await writeDirectoryTar(layout, join(work, 'layout.tar'));
+  const store = await ImageStore.open(join(work, 'root'), silentLogger);
+  await assert.rejects(
+    importArchive(join(work, 'layout.tar'), store, { log: silentLogger }),
+    (err: Error) => {
+      assert.equal((err as { code?: number }).code, 3);
+      assert.match(err.message, /neither an OCI image layout .* nor a docker save archive/);
+      return true;
+    },
+  );
+});
