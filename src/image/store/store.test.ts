@@ -200,6 +200,11 @@ test('tags move between images; the index reloads when another process changes i
   await b.commitImage(commitOf(two, 'example.com/app:latest'));
   const seen = new Map((await a.list()).map((i) => [i.id, i.repoTags]));
   assert.deepEqual(seen.get(one.configDigest), []);
+  assert.deepEqual(
+    (await a.get(one.configDigest))?.repoDigests,
+    [`example.com/app@${one.manifestDigest}`],
+    'the untagged image keeps its previous name as repo@digest',
+  );
   assert.deepEqual(seen.get(two.configDigest), ['example.com/app:latest']);
 });
 

@@ -166,8 +166,15 @@ export class ImageStore implements BlobSink {
       const existing = images.get(commit.configDigest);
       const repoDigest = commit.repository ? `${commit.repository}@${commit.manifestDigest}` : undefined;
       for (const other of images.values()) {
-        if (other.id === commit.configDigest) continue;
-        if (commit.tag) other.repoTags = other.repoTags.filter((t) => t !== commit.tag);
+        if (other.id === commit.configDigest || !commit.tag || !other.repoTags.includes(commit.tag)) continue;
+        other.repoTags = other.repoTags.filter((t) => t !== commit.tag);
+        // Like CRI-O's "previous name": an image that loses its last name
+        // keeps repo@digest, so crictl shows it as <none> and kubelet lists it.
+        if (other.repoTags.length === 0 && other.repoDigests.length === 0) {
+          other.repoDigests.push(
+            `${commit.tag.slice(0, commit.tag.lastIndexOf(':'))}@${other.manifestDigest}`,
+          );
+        }
       }
       const stored: StoredImage = existing ?? {
         id: commit.configDigest,
