@@ -20,6 +20,14 @@ import { imageListRpcs } from './server/image-list.js';
 import { imageStatusRpcs } from './server/image-status.js';
 import { imageRemoveRpcs } from './server/image-remove.js';
 import { imageFsInfoRpcs } from './server/image-fs-info.js';
+import { createOciEngine } from './oci/handlers.js';
+import type { ConmonEngine } from './oci/engine.js';
+import { detectSpecHost, type SpecHost } from './oci/spec/index.js';
+import { createPodNetwork } from './sandbox/network/index.js';
+import type { PodNetwork } from './sandbox/network-types.js';
+import { SandboxManager } from './sandbox/manager.js';
+import { podLifecycleRpcs } from './server/pod-lifecycle.js';
+import { podStatusRpcs } from './server/pod-status.js';
 
 /** The running daemon: configuration, subsystems and servers. */
 export class Daemon {
@@ -29,6 +37,8 @@ export class Daemon {
   private stopping?: Promise<void>;
   /** Opened by start(), after the socket is known to be free. */
   imageManager?: ImageManager;
+  /** Pod subsystem, set up by start() after the image store. */
+  pods?: { engine: ConmonEngine; specHost: SpecHost; network: PodNetwork; sandboxes: SandboxManager };
 
   private constructor(
     private readonly loadOptions: LoadOptions,
@@ -46,6 +56,11 @@ export class Daemon {
     const cgroupDriver =
       config.runtime.cgroup_driver === 'auto' ? await detectCgroupDriver() : config.runtime.cgroup_driver;
     const holder: { daemon?: Daemon } = {};
+    const pods = (): NonNullable<Daemon['pods']> => {
+      const value = holder.daemon?.pods;
+      if (!value) throw new UnavailableError('pod sandboxes are not set up yet');
+      return value;
+    };
     const ctx: ServerContext = {
       config: () => holder.daemon!.current,
       log,
@@ -56,6 +71,18 @@ export class Daemon {
         const images = holder.daemon?.imageManager;
         if (!images) throw new UnavailableError('the image store is not open yet');
         return images;
+      },
+      get engine(): ConmonEngine {
+        return pods().engine;
+      },
+      get specHost(): SpecHost {
+        return pods().specHost;
+      },
+      get network(): PodNetwork {
+        return pods().network;
+      },
+      get sandboxes(): SandboxManager {
+        return pods().sandboxes;
       },
     };
     holder.daemon = new Daemon(loadOptions, config, ctx, log, new RpcMetrics());
@@ -71,6 +98,8 @@ export class Daemon {
       ...versionRpcs(),
       ...statusRpcs(this.ctx),
       ...runtimeConfigRpcs(this.ctx),
+      ...podLifecycleRpcs(this.ctx),
+      ...podStatusRpcs(this.ctx),
     };
     const image: ImageImpl = {
       ...imageListRpcs(this.ctx),
@@ -90,6 +119,7 @@ export class Daemon {
     await prepareSocketPath(config.server.socket);
     // Reconciles the image store (temp files, half-made layers) before serving.
     this.imageManager = await ImageManager.open(() => this.current, this.log);
+    await this.startPods();
     this.grpc = createGrpcServer(this.handlers(), {
       log: this.log,
       maxMessageBytes: config.server.max_message_bytes,
@@ -106,6 +136,27 @@ export class Daemon {
       },
       'berth is serving',
     );
+  }
+
+  /** Engine, host facts, networking, then the sandbox records (reconciled with reality). */
+  private async startPods(): Promise<void> {
+    const config = this.current;
+    const specHost = await detectSpecHost({
+      restrictOomScoreAdj: config.runtime.restrict_oom_score_adj,
+      cgroupDriver: this.ctx.cgroupDriver,
+      log: this.log,
+    });
+    const engine = createOciEngine(config, this.log, this.ctx.cgroupDriver);
+    const network = createPodNetwork(() => this.current, this.log.child({ component: 'network' }));
+    const sandboxes = await SandboxManager.open({
+      config: () => this.current,
+      log: this.log,
+      engine,
+      network,
+      images: () => this.ctx.images,
+      specHost,
+    });
+    this.pods = { engine, specHost, network, sandboxes };
   }
 
   private async startMetrics(address: string): Promise<void> {
@@ -156,6 +207,9 @@ export class Daemon {
       if (grpc) {
         await new Promise<void>((resolve) => grpc.tryShutdown(() => resolve()));
       }
+      // Pods and their conmons keep running; only berth's watches end.
+      this.pods?.sandboxes.close();
+      this.pods?.engine.close();
       if (this.metricsServer) {
         await new Promise<void>((resolve) => this.metricsServer!.close(() => resolve()));
       }

@@ -50,6 +50,11 @@ export interface SandboxRecord {
   createdAtNs: string;
   /** Handler name (resolved: never empty). */
   runtimeHandler: string;
+  /**
+   * The handler as configured when the pod ran: stop and remove keep working
+   * on it even if the config no longer names it.
+   */
+  handler: RuntimeHandler;
   namespaces: SandboxNamespaces;
   /** Persistent netns (bind mount); absent for host network. */
   netnsPath?: string;

@@ -1,6 +1,10 @@
 import type { BerthConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import type { ImageManager } from '../image/manager.js';
+import type { ConmonEngine } from '../oci/engine.js';
+import type { SpecHost } from '../oci/spec/index.js';
+import type { PodNetwork } from '../sandbox/network-types.js';
+import type { SandboxManager } from '../sandbox/manager.js';
 
 /**
  * What RPC handlers share. Subsystems (images, sandboxes, containers,
@@ -22,4 +26,12 @@ export interface ServerContext {
    * before the server accepts calls; reading it earlier throws.
    */
   readonly images: ImageManager;
+  /** The OCI engine (conmon + runtimes); set up by Daemon.start. */
+  readonly engine: ConmonEngine;
+  /** Host facts for spec generation, detected once by Daemon.start. */
+  readonly specHost: SpecHost;
+  /** Pod networking (netns + CNI). */
+  readonly network: PodNetwork;
+  /** Pod sandboxes (records reconciled at start-up); also what containers use to find their pod. */
+  readonly sandboxes: SandboxManager;
 }

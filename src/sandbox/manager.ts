@@ -1,0 +1,628 @@
+/**
+ * Pod sandboxes: an infra (pause) container under conmon holding the pod's
+ * namespaces, its network (CNI), pod files and /dev/shm, recorded crash-safely.
+ *
+ * RunPodSandbox first commits a 'creating' record naming everything it is
+ * about to make, updates it as namespaces appear, and commits 'ready' last; a
+ * failure undoes every step, and a crash is undone at the next start-up from
+ * that record. Pods are never re-created after a restart.
+ */
+import { mkdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { BerthConfig } from '../config/schema.js';
+import {
+  BerthError,
+  FailedPreconditionError,
+  InvalidArgumentError,
+  errnoCode,
+  errorMessage,
+} from '../errors.js';
+import {
+  NamespaceMode,
+  PodSandboxConfig,
+  Protocol,
+  type PodSandboxFilter,
+  type RunPodSandboxRequest,
+} from '../generated/api.js';
+import type { ImageManager } from '../image/manager.js';
+import type { Logger } from '../log.js';
+import { validateCgroupParent } from '../oci/cgroup-driver.js';
+import { configuredHandlers, resolveHandler } from '../oci/handlers.js';
+import { buildSandboxSpec, type SpecHost } from '../oci/spec/index.js';
+import type { OciEngine, RuntimeHandler } from '../oci/types.js';
+import { newId, matchPrefix, resolvePrefix } from '../state/ids.js';
+import { KeyedMutex } from '../state/lock.js';
+import { NameRegistry } from '../state/names.js';
+import { RecordStore } from '../state/store.js';
+import { mountReadOnlyOverlay, mountShm, unmountAll } from './mounts.js';
+import type { HostPortMapping, PodIdentity, PodNetwork } from './network-types.js';
+import { ensureBuiltinPause, resolvePause } from './pause/index.js';
+import { validatePodSysctls } from './pod-setup.js';
+import { podHostname, validateDnsConfig, writePodFiles, writePodHosts } from './pod-files.js';
+import {
+  sandboxName,
+  type SandboxAccess,
+  type SandboxHook,
+  type SandboxNamespacePaths,
+  type SandboxNamespaces,
+  type SandboxRecord,
+} from './types.js';
+
+/** oom_score_adj of the infra process (CRI-O's and kubelet's PodInfraOOMAdj). */
+const INFRA_OOM_SCORE_ADJ = -998;
+/** How long a killed infra may take to be reported gone. */
+const INFRA_EXIT_TIMEOUT_MS = 10_000;
+
+export interface SandboxManagerOptions {
+  config: () => BerthConfig;
+  log: Logger;
+  engine: OciEngine;
+  network: PodNetwork;
+  images: () => ImageManager;
+  specHost: SpecHost;
+}
+
+/** What ListPodSandbox and PodSandboxStatus show for a record. */
+export type SandboxView = SandboxRecord & { ready: boolean };
+
+function nowNs(): string {
+  return (BigInt(Date.now()) * 1_000_000n + (process.hrtime.bigint() % 1_000_000n)).toString();
+}
+
+function parseRecord(value: unknown): SandboxRecord {
+  const r = value as Partial<SandboxRecord>;
+  if (
+    typeof r !== 'object' ||
+    r === null ||
+    r.version !== 1 ||
+    typeof r.id !== 'string' ||
+    typeof r.name !== 'string' ||
+    typeof r.podDir !== 'string' ||
+    typeof r.infra !== 'object' ||
+    typeof r.handler !== 'object' ||
+    !['creating', 'ready', 'notready'].includes(r.phase as string)
+  ) {
+    throw new Error('not a version 1 sandbox record');
+  }
+  return r as SandboxRecord;
+}
+
+function mode(value: NamespaceMode | undefined): 'pod' | 'container' | 'node' | 'target' {
+  switch (value ?? NamespaceMode.POD) {
+    case NamespaceMode.NODE:
+      return 'node';
+    case NamespaceMode.CONTAINER:
+      return 'container';
+    case NamespaceMode.TARGET:
+      return 'target';
+    default:
+      return 'pod';
+  }
+}
+
+function podNamespaces(config: PodSandboxConfig): SandboxNamespaces {
+  const options = config.linux?.securityContext?.namespaceOptions;
+  const network = mode(options?.network);
+  const ipc = mode(options?.ipc);
+  const pid = mode(options?.pid);
+  if (pid === 'target') {
+    throw new InvalidArgumentError('pod sandbox PID namespace mode TARGET is only valid for containers');
+  }
+  return {
+    network: network === 'node' ? 'node' : 'pod',
+    ipc: ipc === 'node' ? 'node' : 'pod',
+    pid,
+  };
+}
+
+function portMappings(config: PodSandboxConfig): HostPortMapping[] {
+  const out: HostPortMapping[] = [];
+  for (const pm of config.portMappings) {
+    // kubelet lists container ports without a host port too: nothing to map.
+    if (pm.hostPort <= 0) continue;
+    if (pm.hostPort > 65535 || pm.containerPort <= 0 || pm.containerPort > 65535) {
+      throw new InvalidArgumentError(
+        `port mapping ${pm.hostPort}->${pm.containerPort}: ports must be between 1 and 65535`,
+      );
+    }
+    const protocol = pm.protocol === Protocol.UDP ? 'udp' : pm.protocol === Protocol.SCTP ? 'sctp' : 'tcp';
+    out.push({ protocol, containerPort: pm.containerPort, hostPort: pm.hostPort, hostIP: pm.hostIp });
+  }
+  return out;
+}
+
+function identity(record: SandboxRecord): PodIdentity {
+  return {
+    id: record.id,
+    name: record.metadata.name,
+    namespace: record.metadata.namespace,
+    uid: record.metadata.uid,
+  };
+}
+
+export class SandboxManager implements SandboxAccess {
+  readonly names = new NameRegistry('name');
+  private readonly locks = new KeyedMutex();
+  private readonly stopHooks: SandboxHook[] = [];
+  private readonly removeHooks: SandboxHook[] = [];
+  /** Aborts the exit watch of each running infra. */
+  private readonly watches = new Map<string, AbortController>();
+  private builtinPause?: Promise<string>;
+  private closed = false;
+
+  private constructor(
+    private readonly options: SandboxManagerOptions,
+    private readonly store: RecordStore<SandboxRecord>,
+    private readonly log: Logger,
+  ) {}
+
+  /** Loads the records and reconciles them with reality (start-up). */
+  static async open(options: SandboxManagerOptions): Promise<SandboxManager> {
+    const log = options.log.child({ component: 'sandbox' });
+    const root = options.config().root;
+    const store = await RecordStore.open(join(root, 'state', 'sandboxes'), 'sandbox', parseRecord, log);
+    const manager = new SandboxManager(options, store, log);
+    await manager.reconcile();
+    return manager;
+  }
+
+  private get config(): BerthConfig {
+    return this.options.config();
+  }
+
+  private sandboxesDir(): string {
+    return join(this.config.root, 'sandboxes');
+  }
+
+  // ---- SandboxAccess -------------------------------------------------------
+
+  find(idOrPrefix: string): SandboxRecord | undefined {
+    const id = matchPrefix(this.visibleIds(), idOrPrefix, 'pod sandbox');
+    return id === undefined ? undefined : this.store.get(id);
+  }
+
+  get(idOrPrefix: string): SandboxRecord {
+    return this.store.get(resolvePrefix(this.visibleIds(), idOrPrefix, 'pod sandbox'))!;
+  }
+
+  list(): SandboxRecord[] {
+    return this.store.all().filter((r) => r.phase !== 'creating');
+  }
+
+  handlerOf(sandbox: SandboxRecord): RuntimeHandler {
+    return configuredHandlers(this.config).get(sandbox.runtimeHandler) ?? sandbox.handler;
+  }
+
+  namespacePaths(sandbox: SandboxRecord): SandboxNamespacePaths {
+    const proc = (ns: string): string => `/proc/${sandbox.infra.pid}/ns/${ns}`;
+    const paths: SandboxNamespacePaths = {};
+    if (sandbox.namespaces.network === 'pod') {
+      paths.network = sandbox.netnsPath;
+      paths.uts = proc('uts');
+    }
+    if (sandbox.namespaces.ipc === 'pod') paths.ipc = proc('ipc');
+    if (sandbox.namespaces.pid === 'pod') paths.pid = proc('pid');
+    return paths;
+  }
+
+  withLock<T>(sandboxId: string, fn: () => Promise<T>): Promise<T> {
+    return this.locks.with(sandboxId, fn);
+  }
+
+  onStop(hook: SandboxHook): void {
+    this.stopHooks.push(hook);
+  }
+
+  onRemove(hook: SandboxHook): void {
+    this.removeHooks.push(hook);
+  }
+
+  /** Whether the pod's infra is running as far as berth knows. */
+  isReady(record: SandboxRecord): boolean {
+    return record.phase === 'ready';
+  }
+
+  private visibleIds(): string[] {
+    return this.list().map((r) => r.id);
+  }
+
+  // ---- RunPodSandbox -------------------------------------------------------
+
+  async run(request: RunPodSandboxRequest): Promise<string> {
+    const config = request.config;
+    const metadata = config?.metadata;
+    if (!config || !metadata) throw new InvalidArgumentError('RunPodSandbox: config.metadata is missing');
+    for (const key of ['name', 'namespace', 'uid'] as const) {
+      if (!metadata[key]) throw new InvalidArgumentError(`RunPodSandbox: metadata.${key} is empty`);
+    }
+    const handler = resolveHandler(this.config, request.runtimeHandler);
+    const namespaces = podNamespaces(config);
+    const ports = portMappings(config);
+    const cgroupParent = validateCgroupParent(
+      config.linux?.cgroupParent ?? '',
+      this.options.specHost.cgroupDriver,
+    );
+    const sysctls = validatePodSysctls(this.config.runtime.default_sysctls, config.linux?.sysctls ?? {}, {
+      hostNetwork: namespaces.network === 'node',
+      hostIpc: namespaces.ipc === 'node',
+    });
+    const hostname = podHostname(metadata.name, config.hostname);
+    if (config.dnsConfig) validateDnsConfig(metadata.name, config.dnsConfig);
+    const meta = {
+      name: metadata.name,
+      namespace: metadata.namespace,
+      uid: metadata.uid,
+      attempt: metadata.attempt,
+    };
+    const id = newId();
+    const name = sandboxName(meta);
+    this.names.reserve(name, id, 'pod sandbox name');
+    try {
+      return await this.locks.with(id, () =>
+        this.create(id, name, meta, request, handler, { namespaces, ports, cgroupParent, sysctls, hostname }),
+      );
+    } catch (err) {
+      this.names.release(name, id);
+      throw err;
+    }
+  }
+
+  private async create(
+    id: string,
+    name: string,
+    metadata: SandboxRecord['metadata'],
+    request: RunPodSandboxRequest,
+    handler: RuntimeHandler,
+    checked: {
+      namespaces: SandboxNamespaces;
+      ports: HostPortMapping[];
+      cgroupParent: string;
+      sysctls: Record<string, string>;
+      hostname: string;
+    },
+  ): Promise<string> {
+    const { namespaces, ports, cgroupParent, sysctls, hostname } = checked;
+    const config = request.config!;
+    const podDir = join(this.sandboxesDir(), id);
+    const hostNetwork = namespaces.network === 'node';
+    const record: SandboxRecord = {
+      version: 1,
+      id,
+      name,
+      metadata,
+      labels: { ...config.labels },
+      annotations: { ...config.annotations },
+      config: PodSandboxConfig.toJSON(config),
+      phase: 'creating',
+      createdAtNs: nowNs(),
+      runtimeHandler: handler.name,
+      handler,
+      namespaces,
+      ips: [],
+      portMappings: ports,
+      podDir,
+      logDirectory: config.logDirectory,
+      shmPath: namespaces.ipc === 'node' ? '/dev/shm' : join(podDir, 'shm'),
+      shmMounted: namespaces.ipc !== 'node',
+      hostname,
+      hostnamePath: join(podDir, 'hostname'),
+      resolvConfPath: join(podDir, 'resolv.conf'),
+      hostsPath: join(podDir, 'hosts'),
+      cgroupParent,
+      sysctls,
+      infra: { id, pid: 0, bundleDir: join(podDir, 'bundle'), image: '', rootfs: '' },
+    };
+    const started = Date.now();
+    // The intent: a crash from here on is undone at start-up from this record.
+    await this.store.put(record);
+    try {
+      await mkdir(podDir, { recursive: true, mode: 0o711 });
+      if (record.shmMounted) {
+        await mkdir(record.shmPath, { mode: 0o1777 });
+        await mountShm(record.shmPath);
+      }
+      await writePodFiles({
+        podId: id,
+        podDir,
+        hostname,
+        dns: config.dnsConfig,
+        hostNetwork,
+        ips: [],
+      });
+      const pause = await resolvePause(this.config, this.options.images(), () => this.pauseRootfs());
+      record.infra.image = pause.image;
+      if (pause.lowerDirs.length === 1) {
+        record.infra.rootfs = pause.lowerDirs[0];
+      } else {
+        record.infra.rootfs = join(podDir, 'rootfs');
+        await mkdir(record.infra.rootfs);
+        await mountReadOnlyOverlay(pause.lowerDirs, record.infra.rootfs);
+      }
+      if (!hostNetwork) {
+        record.netnsPath = await this.options.network.createNetns(id);
+        await this.store.put(record);
+        // Before the infra starts: runsc (gVisor) copies the netns set-up at boot.
+        const status = await this.options.network.attach(identity(record), record.netnsPath, ports);
+        record.network = { name: status.networkName, result: status.result };
+        record.ips = status.ips;
+        await writePodHosts(podDir, hostname, record.ips);
+      }
+      const spec = buildSandboxSpec({
+        id,
+        config,
+        rootfs: record.infra.rootfs,
+        args: pause.args,
+        env: pause.env,
+        hostname,
+        netnsPath: record.netnsPath,
+        shmPath: record.shmMounted ? record.shmPath : undefined,
+        sysctls,
+        cgroupParent,
+        oomScoreAdj: INFRA_OOM_SCORE_ADJ,
+        annotations: this.infraAnnotations(record),
+        host: this.options.specHost,
+      });
+      const monitorCgroup = this.config.runtime.handlers[handler.name]?.monitor_cgroup || cgroupParent;
+      const { pid } = await this.options.engine.create({
+        id,
+        handler,
+        bundleDir: record.infra.bundleDir,
+        spec,
+        logPath: '',
+        stdin: false,
+        stdinOnce: false,
+        tty: false,
+        monitorCgroup: monitorCgroup || undefined,
+      });
+      record.infra.pid = pid;
+      await this.options.engine.start(id, handler);
+      record.phase = 'ready';
+      await this.store.put(record);
+    } catch (err) {
+      this.log.warn({ id, name, err: errorMessage(err) }, 'RunPodSandbox failed; undoing');
+      await this.undo(record).catch((undoErr: unknown) =>
+        this.log.error({ id, err: errorMessage(undoErr) }, 'undoing a failed RunPodSandbox left debris'),
+      );
+      if (err instanceof BerthError) throw err;
+      throw new FailedPreconditionError(
+        `running pod sandbox ${name} on runtime handler ${JSON.stringify(handler.name)}: ${errorMessage(err)}`,
+        { cause: err },
+      );
+    }
+    this.watch(record);
+    this.log.info(
+      { id, name, handler: handler.name, ips: record.ips, ms: Date.now() - started },
+      'pod sandbox ready',
+    );
+    return id;
+  }
+
+  private infraAnnotations(record: SandboxRecord): Record<string, string> {
+    // The keys containerd writes; runsc groups containers into one gVisor sandbox by them.
+    return {
+      'io.kubernetes.cri.container-type': 'sandbox',
+      'io.kubernetes.cri.sandbox-id': record.id,
+      'io.kubernetes.cri.sandbox-name': record.metadata.name,
+      'io.kubernetes.cri.sandbox-namespace': record.metadata.namespace,
+      'io.kubernetes.cri.sandbox-uid': record.metadata.uid,
+      'io.kubernetes.cri.sandbox-log-directory': record.logDirectory,
+    };
+  }
+
+  /** The built-in pause rootfs, built once per daemon. */
+  private pauseRootfs(): Promise<string> {
+    this.builtinPause ??= ensureBuiltinPause(this.config.root).catch((err: unknown) => {
+      this.builtinPause = undefined;
+      throw err;
+    });
+    return this.builtinPause;
+  }
+
+  /**
+   * Removes everything a (possibly half-made) record names: infra, network,
+   * netns, mounts, pod dir, record. Each step tolerates what is already gone.
+   */
+  private async undo(record: SandboxRecord): Promise<void> {
+    const problems: string[] = [];
+    const step = async (what: string, fn: () => Promise<unknown>): Promise<void> => {
+      try {
+        await fn();
+      } catch (err) {
+        problems.push(`${what}: ${errorMessage(err)}`);
+      }
+    };
+    const { engine, network } = this.options;
+    await step('delete infra', () => engine.delete(record.id, record.handler, true));
+    await step('conmon files', () => engine.cleanup(record.id));
+    if (record.namespaces.network === 'pod') {
+      await step('CNI DEL', () =>
+        network.detach(identity(record), record.netnsPath, record.portMappings, record.network?.result),
+      );
+    }
+    if (record.netnsPath) await step('netns', () => network.removeNetns(record.netnsPath!));
+    await step('unmount', () => unmountAll(record.podDir));
+    await step('pod dir', () => rm(record.podDir, { recursive: true, force: true }));
+    if (problems.length > 0) {
+      // Keep the record: the next start-up retries the clean-up.
+      throw new Error(problems.join('; '));
+    }
+    await this.store.delete(record.id);
+  }
+
+  // ---- exits ----------------------------------------------------------------
+
+  /** Marks the pod NOTREADY when its infra exits on its own. */
+  private watch(record: SandboxRecord): void {
+    if (this.closed) return;
+    this.watches.get(record.id)?.abort();
+    const controller = new AbortController();
+    this.watches.set(record.id, controller);
+    this.options.engine.waitExit(record.id, controller.signal).then(
+      (exit) =>
+        this.locks.with(record.id, async () => {
+          if (this.watches.get(record.id) === controller) this.watches.delete(record.id);
+          const current = this.store.get(record.id);
+          if (!current || current.phase !== 'ready') return;
+          this.log.warn({ id: record.id, exitCode: exit.exitCode }, 'pod sandbox infra exited: NOTREADY');
+          await this.store.put({ ...current, phase: 'notready' });
+        }),
+      () => undefined,
+    );
+  }
+
+  private unwatch(id: string): void {
+    this.watches.get(id)?.abort();
+    this.watches.delete(id);
+  }
+
+  // ---- StopPodSandbox / RemovePodSandbox ----------------------------------
+
+  /** Stops containers (hooks), the infra, the network; keeps the record. Unknown: nothing to do. */
+  async stop(idOrPrefix: string): Promise<void> {
+    const found = this.find(idOrPrefix);
+    if (!found) return;
+    await this.locks.with(found.id, async () => {
+      const record = this.store.get(found.id);
+      if (record) await this.stopLocked(record);
+    });
+  }
+
+  private async stopLocked(record: SandboxRecord): Promise<void> {
+    for (const hook of this.stopHooks) await hook(record);
+    const { engine, network } = this.options;
+    this.unwatch(record.id);
+    const state = await engine.state(record.id, record.handler);
+    if (state && state.status !== 'stopped') {
+      await engine.kill(record.id, record.handler, 'SIGKILL', true);
+      if (record.infra.pid > 0 && (await engine.exitInfo(record.id)) === undefined) {
+        await engine
+          .waitExit(record.id, AbortSignal.timeout(INFRA_EXIT_TIMEOUT_MS))
+          .catch(async (err: unknown) => {
+            // No exit file (conmon gone): trust the runtime's view instead.
+            const now = await engine.state(record.id, record.handler);
+            if (now && now.status !== 'stopped') {
+              throw new FailedPreconditionError(
+                `pod sandbox ${record.id}: infra did not stop within ${INFRA_EXIT_TIMEOUT_MS} ms: ${errorMessage(err)}`,
+              );
+            }
+          });
+      }
+    }
+    let next: SandboxRecord = record;
+    if (record.phase !== 'notready' || !record.stoppedAtNs) {
+      next = { ...record, phase: 'notready', stoppedAtNs: record.stoppedAtNs ?? nowNs() };
+      await this.store.put(next);
+    }
+    if (next.network || (next.namespaces.network === 'pod' && next.netnsPath)) {
+      await network.detach(identity(next), next.netnsPath, next.portMappings, next.network?.result);
+      if (next.netnsPath) await network.removeNetns(next.netnsPath);
+      next = { ...next, network: undefined, netnsPath: undefined };
+      await this.store.put(next);
+    }
+    // Containers are stopped: the pod's /dev/shm can go now (remove retries it).
+    if (next.shmMounted) await unmountAll(next.shmPath);
+  }
+
+  /** Stops if needed, removes containers (hooks), the infra, files and the record. Idempotent. */
+  async remove(idOrPrefix: string): Promise<void> {
+    const found = this.find(idOrPrefix);
+    if (!found) return;
+    await this.locks.with(found.id, async () => {
+      const record = this.store.get(found.id);
+      if (!record) return;
+      await this.stopLocked(record);
+      const current = this.store.get(record.id)!;
+      for (const hook of this.removeHooks) await hook(current);
+      await this.options.engine.delete(current.id, current.handler, true);
+      await this.options.engine.cleanup(current.id);
+      await unmountAll(current.podDir);
+      await rm(current.podDir, { recursive: true, force: true });
+      await this.store.delete(current.id);
+      this.names.release(current.name, current.id);
+      this.log.info({ id: current.id, name: current.name }, 'pod sandbox removed');
+    });
+  }
+
+  // ---- ListPodSandbox ------------------------------------------------------
+
+  filter(filter: PodSandboxFilter | undefined): SandboxRecord[] {
+    let records = this.list();
+    if (!filter) return records;
+    if (filter.id) {
+      // A filter is not a lookup: an unknown or ambiguous prefix just matches what it matches.
+      const exact = records.filter((r) => r.id === filter.id);
+      records = exact.length > 0 ? exact : records.filter((r) => r.id.startsWith(filter.id));
+    }
+    if (filter.state) {
+      const wantReady = filter.state.state === 0;
+      records = records.filter((r) => (r.phase === 'ready') === wantReady);
+    }
+    const selector = Object.entries(filter.labelSelector ?? {});
+    if (selector.length > 0) records = records.filter((r) => selector.every(([k, v]) => r.labels[k] === v));
+    return records;
+  }
+
+  // ---- start-up ------------------------------------------------------------
+
+  /**
+   * Half-made pods (a 'creating' record) are undone; ready pods whose infra
+   * is gone become NOTREADY; running infras are watched again; pod dirs and
+   * netns files no record names are removed. Nothing is re-created.
+   */
+  private async reconcile(): Promise<void> {
+    const { engine } = this.options;
+    for (const record of this.store.all()) {
+      if (record.phase === 'creating') {
+        this.log.warn(
+          { id: record.id, name: record.name },
+          'removing a pod sandbox left half-made by a crash',
+        );
+        await this.undo(record).catch((err: unknown) =>
+          this.log.error(
+            { id: record.id, err: errorMessage(err) },
+            'cleaning a half-made pod sandbox failed',
+          ),
+        );
+        continue;
+      }
+      this.names.reserve(record.name, record.id, 'pod sandbox name');
+      if (record.phase !== 'ready') continue;
+      const exit = await engine.exitInfo(record.id).catch(() => undefined);
+      const state = exit ? undefined : await engine.state(record.id, record.handler).catch(() => undefined);
+      if (state && state.status === 'running') {
+        this.watch(record);
+        continue;
+      }
+      this.log.warn(
+        { id: record.id, exitCode: exit?.exitCode, runtimeState: state?.status ?? 'unknown' },
+        'pod sandbox infra is gone since the last run: NOTREADY',
+      );
+      await this.store.put({ ...record, phase: 'notready' });
+    }
+    await this.removeOrphans();
+  }
+
+  private async removeOrphans(): Promise<void> {
+    const { readdir } = await import('node:fs/promises');
+    let entries: string[] = [];
+    try {
+      entries = await readdir(this.sandboxesDir());
+    } catch (err) {
+      if (errnoCode(err) !== 'ENOENT') throw err;
+    }
+    for (const entry of entries) {
+      if (this.store.has(entry)) continue;
+      const dir = join(this.sandboxesDir(), entry);
+      this.log.warn({ dir }, 'removing a pod directory no record names');
+      await unmountAll(dir).catch(() => undefined);
+      await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+    }
+  }
+
+  /** Stops exit watches (daemon shutdown); pods keep running. */
+  close(): void {
+    this.closed = true;
+    for (const controller of this.watches.values()) controller.abort();
+    this.watches.clear();
+  }
+}

@@ -1,0 +1,56 @@
+/**
+ * The few mounts a pod owns: its /dev/shm tmpfs and, for a multi-layer pause
+ * image, a read-only overlay root. Done with util-linux mount(8) (argv, no
+ * shell); unmounting is idempotent.
+ */
+import { readFile } from 'node:fs/promises';
+import { run, runChecked } from '../util/run.js';
+import { errorMessage } from '../errors.js';
+
+/** Default size of a pod's /dev/shm (as CRI-O and Docker). */
+export const SHM_SIZE = 64 * 1024 * 1024;
+
+export async function mountShm(path: string, sizeBytes = SHM_SIZE): Promise<void> {
+  await runChecked('mount', [
+    '-t',
+    'tmpfs',
+    '-o',
+    `nosuid,nodev,noexec,mode=1777,size=${sizeBytes}`,
+    'shm',
+    path,
+  ]);
+}
+
+/** A read-only overlay of lowerDirs (highest first) at target. */
+export async function mountReadOnlyOverlay(lowerDirs: string[], target: string): Promise<void> {
+  await runChecked('mount', ['-t', 'overlay', '-o', `ro,lowerdir=${lowerDirs.join(':')}`, 'overlay', target]);
+}
+
+/** Mount points at or below `path` (from /proc/self/mountinfo), deepest first. */
+export async function mountsUnder(path: string): Promise<string[]> {
+  const info = await readFile('/proc/self/mountinfo', 'utf8');
+  const prefix = path.endsWith('/') ? path : `${path}/`;
+  const found: string[] = [];
+  for (const line of info.split('\n')) {
+    const point = line.split(' ')[4];
+    if (point === undefined) continue;
+    // mountinfo escapes space, tab, newline and backslash as octal.
+    const decoded = point.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
+    if (decoded === path || decoded.startsWith(prefix)) found.push(decoded);
+  }
+  return found.sort((a, b) => b.length - a.length);
+}
+
+/** Unmounts everything at or below `path` (lazily if busy). Idempotent. */
+export async function unmountAll(path: string): Promise<void> {
+  for (const point of await mountsUnder(path)) {
+    const res = await run('umount', [point]);
+    if (res.code === 0) continue;
+    const lazy = await run('umount', ['-l', point]);
+    if (lazy.code !== 0 && (await mountsUnder(point)).includes(point)) {
+      throw new Error(
+        `unmounting ${point}: ${lazy.stderr.trim() || res.stderr.trim() || errorMessage(lazy.code)}`,
+      );
+    }
+  }
+}

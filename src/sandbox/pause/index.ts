@@ -1,0 +1,74 @@
+/**
+ * The infra container's root filesystem and command: the built-in catatonit
+ * pause, or runtime.pause_image (already in the store; pinned so image GC and
+ * RemoveImage leave it alone).
+ */
+import type { BerthConfig } from '../../config/schema.js';
+import { FailedPreconditionError } from '../../errors.js';
+import type { ImageManager } from '../../image/manager.js';
+import { BUILTIN_PAUSE_ARGS } from './builtin.js';
+
+export { ensureBuiltinPause } from './builtin.js';
+
+export interface PauseRootfs {
+  /** 'builtin' or the image reference. */
+  image: string;
+  /** Image ID when from an image. */
+  imageId?: string;
+  /**
+   * Read-only lower dirs, highest first. One dir is used as the root as it
+   * is; several need a read-only overlay mount per pod.
+   */
+  lowerDirs: string[];
+  args: string[];
+  env: string[];
+  cwd: string;
+}
+
+export async function resolvePause(
+  config: BerthConfig,
+  images: ImageManager,
+  builtinRootfs: () => Promise<string>,
+): Promise<PauseRootfs> {
+  const ref = config.runtime.pause_image;
+  if (ref === '') {
+    const command = config.runtime.pause_command;
+    return {
+      image: 'builtin',
+      lowerDirs: [await builtinRootfs()],
+      args: command.length > 0 ? command : BUILTIN_PAUSE_ARGS,
+      env: ['PATH=/'],
+      cwd: '/',
+    };
+  }
+  images.pin(ref);
+  const found = await images.resolve(ref);
+  if (!found) {
+    throw new FailedPreconditionError(
+      `pause image ${JSON.stringify(ref)} (runtime.pause_image) is not in the image store; pull it first (crictl pull ${ref})`,
+    );
+  }
+  const { record } = found;
+  const imageConfig = record.config.config ?? {};
+  const args =
+    config.runtime.pause_command.length > 0
+      ? config.runtime.pause_command
+      : [...(imageConfig.Entrypoint ?? []), ...(imageConfig.Cmd ?? [])];
+  if (args.length === 0) {
+    throw new FailedPreconditionError(
+      `pause image ${JSON.stringify(ref)} has no entrypoint or command; set runtime.pause_command`,
+    );
+  }
+  const lowerDirs = images.layerDirs(record).slice().reverse();
+  if (lowerDirs.length === 0) {
+    throw new FailedPreconditionError(`pause image ${JSON.stringify(ref)} has no layers`);
+  }
+  return {
+    image: ref,
+    imageId: record.id,
+    lowerDirs,
+    args,
+    env: imageConfig.Env ?? ['PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'],
+    cwd: imageConfig.WorkingDir || '/',
+  };
+}
