@@ -1,0 +1,234 @@
+/**
+ * Pod networking: persistent network namespaces plus CNI ADD/DEL of the
+ * configured network, with a per-pod record of what was attached (so DEL uses
+ * the same config and port mappings even after the config files change).
+ */
+import { readFile, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { BerthConfig } from '../../config/schema.js';
+import type { Logger } from '../../log.js';
+import {
+  InternalError,
+  InvalidArgumentError,
+  UnavailableError,
+  errnoCode,
+  errorMessage,
+} from '../../errors.js';
+import { writeJsonAtomic } from '../../util/atomic-file.js';
+import { findCniNetwork, type CniNetworkList } from '../cni-config.js';
+import type { HostPortMapping, PodIdentity, PodNetwork, PodNetworkStatus } from '../network-types.js';
+import {
+  addNetworkList,
+  checkNetworkList,
+  checkVersions,
+  delNetworkList,
+  resolvePlugins,
+  resultIps,
+  type CniExecOptions,
+  type CniInvocation,
+} from './cni.js';
+import { createNetns, isNetns, netnsPath, removeNetns } from './netns.js';
+
+export { CniError } from './cni.js';
+export { listNetns, isNetns, netnsPath } from './netns.js';
+
+export const POD_IFNAME = 'eth0';
+const DEFAULT_PLUGIN_TIMEOUT_MS = 60_000;
+
+export interface PodNetworkOptions {
+  /** A plugin running longer than this is killed (default 60 s). */
+  pluginTimeoutMs?: number;
+}
+
+/** What ADD used, kept under run_root so DEL repeats it exactly. */
+interface Attachment {
+  network: CniNetworkList;
+  portMappings: HostPortMapping[];
+  result?: unknown;
+}
+
+/** Runs operations on one key one at a time (per CNI network). */
+class KeyedLock {
+  private readonly tails = new Map<string, Promise<void>>();
+  async with<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.tails.get(key) ?? Promise.resolve();
+    let release!: () => void;
+    const tail = previous.then(() => new Promise<void>((resolve) => (release = resolve)));
+    this.tails.set(key, tail);
+    await previous;
+    try {
+      return await fn();
+    } finally {
+      release();
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    }
+  }
+}
+
+// Values go into CNI_ARGS, which is split on ';' and '='.
+function argValue(what: string, value: string, pod: PodIdentity): string {
+  if (/[;=\0\n]/.test(value)) {
+    throw new InvalidArgumentError(
+      `pod ${pod.id}: ${what} ${JSON.stringify(value)} contains ';', '=' or a control character`,
+    );
+  }
+  return value;
+}
+
+function invocation(pod: PodIdentity, netns: string, portMappings: HostPortMapping[]): CniInvocation {
+  return {
+    containerId: pod.id,
+    netns,
+    ifName: POD_IFNAME,
+    args: [
+      ['IgnoreUnknown', '1'],
+      ['K8S_POD_NAMESPACE', argValue('namespace', pod.namespace, pod)],
+      ['K8S_POD_NAME', argValue('name', pod.name, pod)],
+      ['K8S_POD_INFRA_CONTAINER_ID', argValue('id', pod.id, pod)],
+      ['K8S_POD_UID', argValue('uid', pod.uid, pod)],
+    ],
+    capabilityArgs: {
+      portMappings: portMappings.map((m) => ({
+        hostPort: m.hostPort,
+        containerPort: m.containerPort,
+        protocol: m.protocol,
+        hostIP: m.hostIP,
+      })),
+    },
+  };
+}
+
+function validatePortMappings(pod: PodIdentity, mappings: HostPortMapping[]): void {
+  for (const m of mappings) {
+    const ok = (p: number) => Number.isInteger(p) && p >= 1 && p <= 65535;
+    if (!ok(m.hostPort) || !ok(m.containerPort)) {
+      throw new InvalidArgumentError(
+        `pod ${pod.id}: port mapping ${m.hostPort}->${m.containerPort}/${m.protocol} has a port outside 1-65535`,
+      );
+    }
+  }
+}
+
+export function createPodNetwork(
+  config: () => BerthConfig,
+  log: Logger,
+  options: PodNetworkOptions = {},
+): PodNetwork & {
+  check(pod: PodIdentity, netnsPath: string): Promise<void>;
+} {
+  const locks = new KeyedLock();
+  const execOptions = (): CniExecOptions => ({
+    binDirs: config().network.cni_bin_dirs,
+    timeoutMs: options.pluginTimeoutMs ?? DEFAULT_PLUGIN_TIMEOUT_MS,
+  });
+  const attachmentFile = (podId: string) => join(config().run_root, 'cni-attachments', `${podId}.json`);
+
+  async function readAttachment(podId: string): Promise<Attachment | undefined> {
+    try {
+      return JSON.parse(await readFile(attachmentFile(podId), 'utf8')) as Attachment;
+    } catch (err) {
+      if (errnoCode(err) === 'ENOENT') return undefined;
+      log.warn(
+        { podId, err: errorMessage(err) },
+        'unreadable CNI attachment record; using the current config',
+      );
+      return undefined;
+    }
+  }
+
+  async function currentNetwork(): Promise<CniNetworkList> {
+    const { cni_conf_dir, network_name } = config().network;
+    const lookup = await findCniNetwork(cni_conf_dir, network_name);
+    if (!lookup.ok) throw new UnavailableError(`pod network is not ready: ${lookup.message}`);
+    return lookup.network;
+  }
+
+  return {
+    async createNetns(podId) {
+      return createNetns(config().run_root, podId);
+    },
+
+    async removeNetns(path) {
+      await removeNetns(path);
+    },
+
+    async attach(pod, nsPath, portMappings): Promise<PodNetworkStatus> {
+      netnsPath(config().run_root, pod.id); // validates the id
+      validatePortMappings(pod, portMappings);
+      const inv = invocation(pod, nsPath, portMappings);
+      if (!(await isNetns(nsPath))) {
+        throw new InternalError(`pod ${pod.id}: ${nsPath} is not a network namespace`);
+      }
+      const network = await currentNetwork();
+      const exec = execOptions();
+      await checkVersions(network, exec);
+      return locks.with(network.name, async () => {
+        const started = process.hrtime.bigint();
+        // Recorded before ADD: after a crash mid-ADD, DEL must use this config.
+        await writeJsonAtomic(attachmentFile(pod.id), { network, portMappings } satisfies Attachment);
+        let result: unknown;
+        try {
+          result = await addNetworkList(network, inv, exec);
+        } catch (err) {
+          // addNetworkList already deleted what it had added.
+          await unlink(attachmentFile(pod.id)).catch(() => undefined);
+          throw err;
+        }
+        await writeJsonAtomic(attachmentFile(pod.id), { network, portMappings, result } satisfies Attachment);
+        const ips = resultIps(result);
+        log.debug(
+          { podId: pod.id, network: network.name, ips, ms: Number(process.hrtime.bigint() - started) / 1e6 },
+          'CNI ADD done',
+        );
+        return { ips, networkName: network.name, result };
+      });
+    },
+
+    async detach(pod, nsPath, portMappings, prevResult) {
+      const recorded = await readAttachment(pod.id);
+      let network = recorded?.network;
+      if (!network) {
+        try {
+          network = await currentNetwork();
+        } catch (err) {
+          // Nothing to run DEL with; kubelet's stop must still succeed.
+          log.warn(
+            { podId: pod.id, err: errorMessage(err) },
+            'no CNI config to tear down the pod network with',
+          );
+          return;
+        }
+      }
+      const mappings = recorded?.portMappings ?? portMappings;
+      // Plugins treat an empty CNI_NETNS as "namespace gone" and still release IPs and rules.
+      const netns = nsPath && (await isNetns(nsPath)) ? nsPath : '';
+      const inv = invocation(pod, netns, mappings);
+      const exec = execOptions();
+      await locks.with(network.name, async () => {
+        await delNetworkList(network, inv, exec, prevResult ?? recorded?.result);
+      });
+      await unlink(attachmentFile(pod.id)).catch((err: unknown) => {
+        if (errnoCode(err) !== 'ENOENT') throw err;
+      });
+    },
+
+    async check(pod, nsPath) {
+      const recorded = await readAttachment(pod.id);
+      if (!recorded?.result) throw new InternalError(`pod ${pod.id} has no recorded CNI attachment to check`);
+      const inv = invocation(pod, nsPath, recorded.portMappings);
+      await checkNetworkList(recorded.network, inv, execOptions(), recorded.result);
+    },
+
+    async ready() {
+      const { cni_conf_dir, network_name, cni_bin_dirs } = config().network;
+      const lookup = await findCniNetwork(cni_conf_dir, network_name);
+      if (!lookup.ok) return lookup;
+      try {
+        await resolvePlugins(lookup.network, cni_bin_dirs);
+      } catch (err) {
+        return { ok: false, reason: 'NetworkPluginNotReady', message: errorMessage(err) };
+      }
+      return { ok: true };
+    },
+  };
+}
