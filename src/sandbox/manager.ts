@@ -7,7 +7,7 @@
  * failure undoes every step, and a crash is undone at the next start-up from
  * that record. Pods are never re-created after a restart.
  */
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BerthConfig } from '../config/schema.js';
 import {
@@ -38,6 +38,7 @@ import { mountReadOnlyOverlay, mountShm, unmountAll } from './mounts.js';
 import type { HostPortMapping, PodIdentity, PodNetwork } from './network-types.js';
 import { ensureBuiltinPause, resolvePause } from './pause/index.js';
 import { validatePodSysctls } from './pod-setup.js';
+import { listNetns } from './network/index.js';
 import { podHostname, validateDnsConfig, writePodFiles, writePodHosts } from './pod-files.js';
 import {
   sandboxName,
@@ -603,7 +604,6 @@ export class SandboxManager implements SandboxAccess {
   }
 
   private async removeOrphans(): Promise<void> {
-    const { readdir } = await import('node:fs/promises');
     let entries: string[] = [];
     try {
       entries = await readdir(this.sandboxesDir());
@@ -616,6 +616,17 @@ export class SandboxManager implements SandboxAccess {
       this.log.warn({ dir }, 'removing a pod directory no record names');
       await unmountAll(dir).catch(() => undefined);
       await rm(dir, { recursive: true, force: true }).catch(() => undefined);
+    }
+    // A netns made just before a crash, before its record named it.
+    const owned = new Set(this.store.all().map((r) => r.netnsPath));
+    for (const path of await listNetns(this.config.run_root)) {
+      if (owned.has(path)) continue;
+      this.log.warn({ path }, 'removing a network namespace no pod record names');
+      await this.options.network
+        .removeNetns(path)
+        .catch((err: unknown) =>
+          this.log.error({ path, err: errorMessage(err) }, 'removing an orphaned network namespace failed'),
+        );
     }
   }
 
