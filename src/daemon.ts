@@ -28,6 +28,12 @@ import type { PodNetwork } from './sandbox/network-types.js';
 import { SandboxManager } from './sandbox/manager.js';
 import { podLifecycleRpcs } from './server/pod-lifecycle.js';
 import { podStatusRpcs } from './server/pod-status.js';
+import { ContainerManager } from './container/manager.js';
+import { buildContainerSpec, linuxResources } from './oci/spec/index.js';
+import { containerLifecycleRpcs } from './server/container-lifecycle.js';
+import { containerStatusRpcs } from './server/container-status.js';
+import { containerExecRpcs } from './server/container-exec.js';
+import { containerStatsRpcs } from './server/container-stats.js';
 
 /** The running daemon: configuration, subsystems and servers. */
 export class Daemon {
@@ -39,6 +45,8 @@ export class Daemon {
   imageManager?: ImageManager;
   /** Pod subsystem, set up by start() after the image store. */
   pods?: { engine: ConmonEngine; specHost: SpecHost; network: PodNetwork; sandboxes: SandboxManager };
+  /** Containers, opened by start() after the sandboxes (names share their registry). */
+  containers?: ContainerManager;
 
   private constructor(
     private readonly loadOptions: LoadOptions,
@@ -84,6 +92,11 @@ export class Daemon {
       get sandboxes(): SandboxManager {
         return pods().sandboxes;
       },
+      get containers(): ContainerManager {
+        const containers = holder.daemon?.containers;
+        if (!containers) throw new UnavailableError('containers are not set up yet');
+        return containers;
+      },
     };
     holder.daemon = new Daemon(loadOptions, config, ctx, log, new RpcMetrics());
     return holder.daemon;
@@ -100,6 +113,10 @@ export class Daemon {
       ...runtimeConfigRpcs(this.ctx),
       ...podLifecycleRpcs(this.ctx),
       ...podStatusRpcs(this.ctx),
+      ...containerLifecycleRpcs(this.ctx),
+      ...containerStatusRpcs(this.ctx),
+      ...containerExecRpcs(this.ctx),
+      ...containerStatsRpcs(this.ctx),
     };
     const image: ImageImpl = {
       ...imageListRpcs(this.ctx),
@@ -157,6 +174,16 @@ export class Daemon {
       specHost,
     });
     this.pods = { engine, specHost, network, sandboxes };
+    this.containers = await ContainerManager.open({
+      config: () => this.current,
+      log: this.log.child({ component: 'container' }),
+      engine,
+      images: this.ctx.images,
+      sandboxes,
+      specHost,
+      buildSpec: buildContainerSpec,
+      resources: linuxResources,
+    });
   }
 
   private async startMetrics(address: string): Promise<void> {
@@ -208,6 +235,7 @@ export class Daemon {
         await new Promise<void>((resolve) => grpc.tryShutdown(() => resolve()));
       }
       // Pods and their conmons keep running; only berth's watches end.
+      this.containers?.close();
       this.pods?.sandboxes.close();
       this.pods?.engine.close();
       if (this.metricsServer) {

@@ -1,6 +1,7 @@
 import type { BerthConfig } from '../config/schema.js';
 import type { Logger } from '../log.js';
 import type { ImageManager } from '../image/manager.js';
+import type { ContainerManager } from '../container/manager.js';
 import type { ConmonEngine } from '../oci/engine.js';
 import type { SpecHost } from '../oci/spec/index.js';
 import type { PodNetwork } from '../sandbox/network-types.js';
@@ -34,4 +35,6 @@ export interface ServerContext {
   readonly network: PodNetwork;
   /** Pod sandboxes (records reconciled at start-up); also what containers use to find their pod. */
   readonly sandboxes: SandboxManager;
+  /** Containers (records reconciled at start-up after the sandboxes); stats through `containers.stats`. */
+  readonly containers: ContainerManager;
 }
