@@ -1,0 +1,494 @@
+/**
+ * PullImage: resolves a reference (short names through the search
+ * registries), fetches the manifest from the registry's mirrors in order and
+ * then the registry, picks this node's platform from an index, streams the
+ * config and layers into the store (in parallel, verified while they flow,
+ * skipping what is present), unpacks each layer as soon as its blob is in,
+ * and commits the image. Nothing is visible before the commit, so a failed or
+ * killed pull leaves no image that looks complete; the next pull reuses the
+ * blobs and layers that were finished.
+ *
+ * Two pulls of the same reference with the same credentials share one run;
+ * two pulls needing the same blob share its download.
+ */
+import { Readable } from 'node:stream';
+import type { BerthConfig } from '../../config/schema.js';
+import { BerthError, InvalidArgumentError, UnavailableError, errorMessage } from '../../errors.js';
+import type { Logger } from '../../log.js';
+import { ContentMismatchError } from '../layer/unpack.js';
+import {
+  formatReference,
+  parseReference,
+  pullCandidates,
+  repositoryName,
+  taggedName,
+  type ImageReference,
+} from '../reference.js';
+import {
+  credentialsFrom,
+  credentialsKey,
+  TokenCache,
+  type AuthConfigLike,
+  type Credentials,
+} from '../registry/auth.js';
+import { RepositoryClient, type FetchedManifest } from '../registry/client.js';
+import { Endpoints } from '../registry/hosts.js';
+import { chainIdOf } from '../store/layers.js';
+import { sha256Of } from '../store/blobs.js';
+import type { BlobSink, Digest, ImageConfigFile, ImageRecord } from '../types.js';
+import {
+  MANIFEST_ACCEPT,
+  nodePlatform,
+  parseManifest,
+  selectPlatform,
+  type Descriptor,
+  type ImageManifest,
+  type Platform,
+} from './manifest.js';
+import { Watchdog, type Transfer } from './progress.js';
+
+const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
+
+export interface PullOptions {
+  auth?: AuthConfigLike;
+  /** The caller's cancellation (client gone, deadline). */
+  signal?: AbortSignal;
+}
+
+/** A pull in progress that several callers wait for. */
+interface SharedPull {
+  promise: Promise<ImageRecord>;
+  controller: AbortController;
+  waiters: number;
+}
+
+/** A blob download in progress that several pulls may wait for. */
+interface SharedBlob {
+  promise: Promise<void>;
+  transfer: Transfer;
+}
+
+/** Runs `fn` for each item with at most `limit` running at once; the first failure aborts the rest. */
+async function eachLimited<T>(
+  items: readonly T[],
+  limit: number,
+  controller: AbortController,
+  fn: (item: T, index: number) => Promise<void>,
+): Promise<void> {
+  let next = 0;
+  let firstError: unknown;
+  const worker = async () => {
+    while (next < items.length && firstError === undefined) {
+      const i = next++;
+      try {
+        await fn(items[i], i);
+      } catch (err) {
+        if (firstError === undefined) {
+          firstError = err;
+          if (!controller.signal.aborted) controller.abort(err);
+        }
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  if (firstError !== undefined) throw firstError;
+}
+
+export class Puller {
+  private readonly endpoints: Endpoints;
+  private readonly tokens = new TokenCache();
+  private readonly pulls = new Map<string, SharedPull>();
+  private readonly blobs = new Map<Digest, SharedBlob>();
+  private readonly platform: Platform;
+
+  constructor(
+    private readonly store: BlobSink,
+    private readonly config: () => BerthConfig,
+    private readonly log: Logger,
+    options: { platform?: Platform } = {},
+  ) {
+    this.endpoints = new Endpoints(() => this.config().image.registries);
+    this.platform = options.platform ?? nodePlatform();
+  }
+
+  /** Pulls `input` (a reference as kubelet sends it) and returns the committed image. */
+  async pull(input: string, options: PullOptions = {}): Promise<ImageRecord> {
+    if (input === '') throw new InvalidArgumentError('PullImage: image reference is empty');
+    const parsed = parseReference(input);
+    const candidates =
+      parsed.domain !== undefined
+        ? pullCandidates(input, [])
+        : pullCandidates(input, this.config().image.unqualified_search_registries);
+    const creds = credentialsFrom(options.auth);
+    const errors: { ref: ImageReference; err: unknown }[] = [];
+    for (const ref of candidates) {
+      try {
+        return await this.shared(ref, creds, options.signal);
+      } catch (err) {
+        if (options.signal?.aborted) throw err;
+        errors.push({ ref, err });
+        this.log.debug({ image: formatReference(ref), err: errorMessage(err) }, 'pull candidate failed');
+      }
+    }
+    if (errors.length === 1) throw errors[0].err;
+    // The most telling failure decides the code: anything but "not found" first.
+    const decisive =
+      errors.find((e) => e.err instanceof BerthError && e.err.code !== 5 /* NOT_FOUND */)?.err ??
+      errors[0].err;
+    const summary = errors.map((e) => `${formatReference(e.ref)}: ${errorMessage(e.err)}`).join('; ');
+    const code = decisive instanceof BerthError ? decisive.code : 14;
+    throw new BerthError(code, `cannot pull ${input} from any search registry: ${summary}`);
+  }
+
+  /** Joins a running pull of the same reference and credentials, or starts one. */
+  private shared(ref: ImageReference, creds: Credentials, signal?: AbortSignal): Promise<ImageRecord> {
+    const key = `${formatReference(ref)}\0${credentialsKey(creds)}`;
+    let entry = this.pulls.get(key);
+    if (!entry) {
+      const controller = new AbortController();
+      const created: SharedPull = {
+        controller,
+        waiters: 0,
+        promise: this.pullOne(ref, creds, controller).finally(() => {
+          if (this.pulls.get(key) === created) this.pulls.delete(key);
+        }),
+      };
+      entry = created;
+      this.pulls.set(key, entry);
+    } else {
+      this.log.debug({ image: formatReference(ref) }, 'joining a pull already in progress');
+    }
+    const joined = entry;
+    joined.waiters++;
+    if (!signal) return joined.promise;
+    return new Promise<ImageRecord>((resolve, reject) => {
+      let done = false;
+      const onAbort = () => {
+        if (done) return;
+        done = true;
+        // The shared run stops only when nobody waits for it any more.
+        if (--joined.waiters === 0) joined.controller.abort(signal.reason);
+        reject(signal.reason instanceof Error ? signal.reason : new UnavailableError('pull cancelled'));
+      };
+      if (signal.aborted) return onAbort();
+      signal.addEventListener('abort', onAbort, { once: true });
+      joined.promise.then(
+        (r) => {
+          done = true;
+          signal.removeEventListener('abort', onAbort);
+          resolve(r);
+        },
+        (e: unknown) => {
+          done = true;
+          signal.removeEventListener('abort', onAbort);
+          reject(e instanceof Error ? e : new Error(String(e)));
+        },
+      );
+    });
+  }
+
+  private async pullOne(
+    ref: ImageReference,
+    creds: Credentials,
+    controller: AbortController,
+  ): Promise<ImageRecord> {
+    const image = formatReference(ref);
+    const started = Date.now();
+    const cfg = this.config().image;
+    const watchdog = new Watchdog(image, cfg.pull_progress_timeout_seconds * 1000, controller);
+    const signal = controller.signal;
+    try {
+      const { client, top, topDigest } = await this.resolveManifest(ref, creds, watchdog, signal);
+      let manifestBytes = top.bytes;
+      let manifestDigest = topDigest;
+      let manifest = parseManifest(top.bytes, top.mediaType, `manifest ${image}`);
+      let index: { digest: Digest; bytes: Buffer; mediaType: string } | undefined;
+      if (manifest.kind === 'index') {
+        index = { digest: topDigest, bytes: top.bytes, mediaType: manifest.mediaType };
+        const chosen = selectPlatform(manifest, this.platform, `image ${image} (index ${topDigest})`);
+        const child = await this.fetchManifest(client, chosen.digest, watchdog, signal);
+        verifyManifest(child.bytes, chosen, `manifest ${chosen.digest} of ${image}`);
+        manifestBytes = child.bytes;
+        manifestDigest = chosen.digest;
+        manifest = parseManifest(
+          child.bytes,
+          child.mediaType || chosen.mediaType,
+          `manifest ${chosen.digest} of ${image}`,
+        );
+        if (manifest.kind === 'index') {
+          throw new UnavailableError(
+            `image ${image}: index ${topDigest} points to another index ${chosen.digest}`,
+          );
+        }
+      }
+      const config = await this.fetchConfig(client, manifest, image, watchdog, signal);
+      const diffIds = config.rootfs.diff_ids;
+      if (diffIds.length !== manifest.layers.length) {
+        throw new ContentMismatchError(
+          `image ${image}: manifest ${manifestDigest} has ${manifest.layers.length} layers, its config lists ${diffIds.length}`,
+        );
+      }
+      const layers = manifest.layers.map((l, i) => ({
+        blobDigest: l.digest,
+        mediaType: l.mediaType || 'application/vnd.oci.image.layer.v1.tar+gzip',
+        size: l.size,
+        diffId: diffIds[i],
+      }));
+      // chainIDs of the parents: each layer's unpacked directory is named by its own.
+      const parents: (Digest | undefined)[] = [];
+      let chain: Digest | undefined;
+      for (const l of layers) {
+        parents.push(chain);
+        chain = chainIdOf(chain, l.diffId);
+      }
+      // Downloads are limited; each layer is unpacked as soon as its blob is in.
+      const unpacks: Promise<unknown>[] = [];
+      await eachLimited(layers, cfg.max_concurrent_downloads, controller, async (layer, i) => {
+        await this.ensureBlob(client, manifest.layers[i], `pull of ${image}`, watchdog, signal);
+        const unpack = this.store.unpackLayer(layer, parents[i]);
+        unpack.catch((err: unknown) => {
+          if (!signal.aborted) controller.abort(err);
+        });
+        unpacks.push(unpack);
+      }).catch(async (err: unknown) => {
+        await Promise.allSettled(unpacks);
+        throw err;
+      });
+      const results = await Promise.allSettled(unpacks);
+      const failed = results.find((r) => r.status === 'rejected');
+      if (failed) throw failed.reason;
+      const tag = ref.digest ? undefined : taggedName(ref);
+      const repository = repositoryName(ref);
+      let record = await this.store.commitImage({
+        configDigest: manifest.config.digest,
+        manifestDigest,
+        manifestMediaType: manifest.mediaType,
+        manifest: manifestBytes,
+        layers,
+        tag,
+        repository,
+      });
+      if (index) {
+        // The index digest is a name of the image too (kubelet pulls and looks up repo@index).
+        record = await this.store.commitImage({
+          configDigest: manifest.config.digest,
+          manifestDigest: index.digest,
+          manifestMediaType: index.mediaType,
+          manifest: index.bytes,
+          layers,
+          repository,
+        });
+      }
+      this.log.info(
+        { image, id: record.id, endpoint: client.name, ms: Date.now() - started },
+        'image pulled',
+      );
+      return record;
+    } catch (err) {
+      const reason: unknown = signal.reason;
+      if (signal.aborted && reason instanceof BerthError && !(err instanceof BerthError && err === reason)) {
+        throw reason;
+      }
+      throw err;
+    } finally {
+      watchdog.stop();
+    }
+  }
+
+  /** The top manifest from the first endpoint that has it (mirrors first). */
+  private async resolveManifest(
+    ref: ImageReference,
+    creds: Credentials,
+    watchdog: Watchdog,
+    signal: AbortSignal,
+  ): Promise<{ client: RepositoryClient; top: FetchedManifest; topDigest: Digest }> {
+    const image = formatReference(ref);
+    const reference = ref.digest ?? ref.tag ?? 'latest';
+    const failures: { client: RepositoryClient; err: unknown }[] = [];
+    for (const endpoint of this.endpoints.forRegistry(ref.registry)) {
+      const client = new RepositoryClient(endpoint, ref.repository, creds, this.tokens);
+      try {
+        const top = await this.fetchManifest(client, reference, watchdog, signal);
+        const topDigest = sha256Of(top.bytes);
+        if (ref.digest && topDigest !== ref.digest) {
+          throw new ContentMismatchError(`${client.name}: manifest for ${image} has digest ${topDigest}`);
+        }
+        if (!ref.digest && top.headerDigest?.startsWith('sha256:') && top.headerDigest !== topDigest) {
+          throw new ContentMismatchError(
+            `${client.name}: manifest for ${image} has digest ${topDigest}, the registry says ${top.headerDigest}`,
+          );
+        }
+        return { client, top, topDigest };
+      } catch (err) {
+        if (signal.aborted) throw err;
+        failures.push({ client, err });
+        this.log.debug({ image, endpoint: endpoint.host, err: errorMessage(err) }, 'manifest fetch failed');
+      }
+    }
+    if (failures.length === 1) throw failures[0].err;
+    // The registry itself (last) decides the code when it was tried; mirrors are a cache.
+    const decisive = failures.at(-1)!.err;
+    const code = decisive instanceof BerthError ? decisive.code : 14;
+    throw new BerthError(
+      code,
+      `cannot pull ${image}: ${failures.map((f) => errorMessage(f.err)).join('; ')}`,
+    );
+  }
+
+  private async fetchManifest(
+    client: RepositoryClient,
+    reference: string,
+    watchdog: Watchdog,
+    signal: AbortSignal,
+  ): Promise<FetchedManifest> {
+    const transfer: Transfer = {
+      name: `manifest ${client.repository}:${reference}`,
+      bytes: 0,
+      lastByteAt: Date.now(),
+    };
+    const done = watchdog.watch(transfer);
+    try {
+      return await client.manifest(reference, MANIFEST_ACCEPT, signal);
+    } finally {
+      done();
+    }
+  }
+
+  private async fetchConfig(
+    client: RepositoryClient,
+    manifest: ImageManifest,
+    image: string,
+    watchdog: Watchdog,
+    signal: AbortSignal,
+  ): Promise<ImageConfigFile> {
+    const d = manifest.config;
+    if (d.size > MAX_CONFIG_BYTES) {
+      throw new UnavailableError(
+        `image ${image}: config ${d.digest} is larger than ${MAX_CONFIG_BYTES} bytes`,
+      );
+    }
+    await this.ensureBlob(client, d, `pull of ${image}`, watchdog, signal);
+    let config: ImageConfigFile;
+    try {
+      config = JSON.parse(
+        Buffer.from(await this.store.readBlob(d.digest)).toString('utf8'),
+      ) as ImageConfigFile;
+    } catch (err) {
+      throw new UnavailableError(`image ${image}: config ${d.digest} is not JSON: ${errorMessage(err)}`);
+    }
+    if (typeof config !== 'object' || config === null || !Array.isArray(config.rootfs?.diff_ids)) {
+      throw new UnavailableError(`image ${image}: config ${d.digest} has no rootfs.diff_ids`);
+    }
+    return config;
+  }
+
+  /** Stores a blob unless present; joins another pull's download of it. */
+  private async ensureBlob(
+    client: RepositoryClient,
+    d: Descriptor,
+    what: string,
+    watchdog: Watchdog,
+    signal: AbortSignal,
+  ): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      if (await this.store.hasBlob(d.digest)) return;
+      const running = this.blobs.get(d.digest);
+      if (!running) break;
+      const done = watchdog.watch(running.transfer);
+      try {
+        await abortable(running.promise, signal);
+        return;
+      } catch (err) {
+        // Their download failed (or they were cancelled): fetch it ourselves, once.
+        if (signal.aborted || attempt > 0) throw err;
+      } finally {
+        done();
+      }
+    }
+    const transfer: Transfer = { name: `blob ${d.digest}`, size: d.size, bytes: 0, lastByteAt: Date.now() };
+    const promise = this.download(client, d, transfer, what, watchdog, signal);
+    const entry: SharedBlob = { promise, transfer };
+    this.blobs.set(d.digest, entry);
+    try {
+      await promise;
+    } finally {
+      if (this.blobs.get(d.digest) === entry) this.blobs.delete(d.digest);
+    }
+  }
+
+  private async download(
+    client: RepositoryClient,
+    d: Descriptor,
+    transfer: Transfer,
+    what: string,
+    watchdog: Watchdog,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const done = watchdog.watch(transfer);
+    const started = Date.now();
+    try {
+      const res = await client.blob(d.digest, signal);
+      if (res.length !== undefined && res.length !== d.size) {
+        res.body.destroy();
+        throw new ContentMismatchError(
+          `${what}: ${client.name} announces ${res.length} bytes for blob ${d.digest}, the manifest ${d.size}`,
+        );
+      }
+      await this.store.putBlob(d.digest, d.size, counted(res.body, transfer), signal);
+      this.log.debug({ blob: d.digest, bytes: transfer.bytes, ms: Date.now() - started }, 'blob stored');
+    } catch (err) {
+      if (err instanceof ContentMismatchError) {
+        throw new ContentMismatchError(`${what}: ${client.name}: ${err.message}`, { cause: err });
+      }
+      throw err;
+    } finally {
+      done();
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const p of this.pulls.values()) p.controller.abort(new UnavailableError('berth is shutting down'));
+    await this.endpoints.close();
+  }
+}
+
+function verifyManifest(bytes: Buffer, d: Descriptor, what: string): void {
+  if (bytes.length !== d.size) {
+    throw new ContentMismatchError(`${what}: ${bytes.length} bytes arrived, the index says ${d.size}`);
+  }
+  const actual = sha256Of(bytes);
+  if (actual !== d.digest) throw new ContentMismatchError(`${what}: the content has digest ${actual}`);
+}
+
+/** Waits for `promise` unless `signal` aborts first. */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason as Error);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason as Error);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e as Error);
+      },
+    );
+  });
+}
+
+/** The body, stamping the transfer with every chunk (for the stall watchdog). */
+function counted(body: Readable, transfer: Transfer): Readable {
+  return Readable.from(
+    (async function* () {
+      for await (const chunk of body as AsyncIterable<Buffer>) {
+        transfer.bytes += chunk.length;
+        transfer.lastByteAt = Date.now();
+        yield chunk;
+      }
+    })(),
+    { objectMode: false },
+  );
+}
