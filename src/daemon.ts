@@ -34,6 +34,7 @@ import { containerLifecycleRpcs } from './server/container-lifecycle.js';
 import { containerStatusRpcs } from './server/container-status.js';
 import { containerExecRpcs } from './server/container-exec.js';
 import { containerStatsRpcs } from './server/container-stats.js';
+import { imagePullRpcs } from './server/image-pull.js';
 
 /** The running daemon: configuration, subsystems and servers. */
 export class Daemon {
@@ -123,6 +124,7 @@ export class Daemon {
       ...imageStatusRpcs(this.ctx),
       ...imageRemoveRpcs(this.ctx),
       ...imageFsInfoRpcs(this.ctx),
+      ...imagePullRpcs(this.ctx),
     };
     deriveListStreams(runtime, image, this.current.server.max_message_bytes);
     return { runtime, image };
