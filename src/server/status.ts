@@ -8,7 +8,7 @@ export function statusRpcs(ctx: ServerContext): RuntimeImpl {
   return {
     status: async (request) => {
       const config = ctx.config();
-      const network = await findCniNetwork(config.network.cni_conf_dir, config.network.network_name);
+      const network = await ctx.network.ready();
       const conditions: RuntimeCondition[] = [
         { type: 'RuntimeReady', status: true, reason: '', message: '' },
         network.ok
@@ -21,8 +21,9 @@ export function statusRpcs(ctx: ServerContext): RuntimeImpl {
         info.configFiles = JSON.stringify(ctx.configFiles);
         info.cgroupDriver = ctx.cgroupDriver;
         info.podCidrs = JSON.stringify(ctx.podCidrs);
-        if (network.ok)
-          info.network = JSON.stringify({ name: network.network.name, file: network.network.file });
+        const lookup = await findCniNetwork(config.network.cni_conf_dir, config.network.network_name);
+        if (lookup.ok)
+          info.network = JSON.stringify({ name: lookup.network.name, file: lookup.network.file });
       }
       const handlers = Object.keys(config.runtime.handlers)
         .sort()

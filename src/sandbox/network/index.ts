@@ -28,6 +28,7 @@ import {
   type CniInvocation,
 } from './cni.js';
 import { createNetns, isNetns, netnsPath, removeNetns } from './netns.js';
+import { removeBridgeMasq, usesBridgeMasq } from './masq-cleanup.js';
 
 export { CniError } from './cni.js';
 export { listNetns, isNetns, netnsPath } from './netns.js';
@@ -206,6 +207,11 @@ export function createPodNetwork(
       const exec = execOptions();
       await locks.with(network.name, async () => {
         await delNetworkList(network, inv, exec, prevResult ?? recorded?.result);
+        if (netns === '' && usesBridgeMasq(network)) {
+          const removed = await removeBridgeMasq(network, pod.id);
+          if (removed.length)
+            log.info({ podId: pod.id, removed }, 'removed masquerade rules the bridge plugin left');
+        }
       });
       await unlink(attachmentFile(pod.id)).catch((err: unknown) => {
         if (errnoCode(err) !== 'ENOENT') throw err;
