@@ -348,7 +348,7 @@ export class SandboxManager implements SandboxAccess {
         record.ips = status.ips;
         await writePodHosts(podDir, hostname, record.ips);
       }
-      const spec = buildSandboxSpec({
+      const spec = await buildSandboxSpec({
         id,
         config,
         rootfs: record.infra.rootfs,

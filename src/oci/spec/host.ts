@@ -34,6 +34,30 @@ export async function detectCgroupVersion(root = '/sys/fs/cgroup'): Promise<1 | 
   }
 }
 
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Swap accounting and the hugetlb controller, which runc fails on when absent. */
+export async function detectControllers(
+  version: 1 | 2,
+  root = '/sys/fs/cgroup',
+): Promise<{ swapAccounting: boolean; hugetlb: boolean }> {
+  if (version === 2) {
+    const controllers = (await readFile(`${root}/cgroup.controllers`, 'utf8')).split(/\s+/);
+    return { swapAccounting: true, hugetlb: controllers.includes('hugetlb') };
+  }
+  return {
+    swapAccounting: await exists(`${root}/memory/memory.memsw.limit_in_bytes`),
+    hugetlb: await exists(`${root}/hugetlb/cgroup.procs`),
+  };
+}
+
 let oomProbe: Promise<boolean> | undefined;
 
 /**
@@ -90,9 +114,11 @@ export async function detectSpecHost(options: DetectOptions): Promise<SpecHost> 
       'oom_score_adj below berth’s own cannot be set here (no CAP_SYS_RESOURCE): lower values are clamped',
     );
   }
+  const cgroupVersion = await detectCgroupVersion();
   return {
     cgroupDriver: options.cgroupDriver === 'auto' ? await detectCgroupDriver() : options.cgroupDriver,
-    cgroupVersion: await detectCgroupVersion(),
+    cgroupVersion,
+    ...(await detectControllers(cgroupVersion)),
     boundingCapabilities: bounding,
     seccompEnabled,
     appArmorEnabled,

@@ -93,6 +93,10 @@ export interface SpecHost {
    * berth's own when it cannot lower scores (no CAP_SYS_RESOURCE), else -1000.
    */
   minOomScoreAdj: number;
+  /** The memory controller accounts swap (v1 memory.memsw.*; always on v2). */
+  swapAccounting: boolean;
+  /** The hugetlb controller is there (limits are dropped otherwise, as containerd tolerates). */
+  hugetlb: boolean;
 }
 
 /** What an OCI runtime binary supports, from `<runtime> features` (cached per binary). */
@@ -138,7 +142,7 @@ export interface SandboxSpecInput {
 export interface ProcessUser {
   uid: number;
   gid: number;
-  /** Supplementary groups (sorted, unique, without the primary gid unless asked for). */
+  /** Supplementary groups: the primary gid and the others (sorted, unique). */
   additionalGids: number[];
   /** Home directory from /etc/passwd (HOME is set from it when the env lacks one). */
   home: string;
