@@ -60,6 +60,8 @@ export interface ContainerManagerDeps {
 
 /** ExecSync output cap per stream (CRI-O and containerd use 16 MiB). */
 export const EXEC_SYNC_MAX_BYTES = 16 * 1024 * 1024;
+/** Room left in an ExecSync response for field tags, lengths and the exit code. */
+const EXEC_SYNC_FRAMING_BYTES = 1024;
 /** How long a SIGKILLed container may take to be reported exited. */
 const KILL_WAIT_MS = 30_000;
 
@@ -586,7 +588,11 @@ export class ContainerManager {
           `ExecSync in ${describeContainer(record)}: command ${JSON.stringify(cmd)} timed out after ${timeoutSeconds}s and was killed`,
         );
       }
-      return { stdout, stderr, exitCode: exit.exitCode };
+      // Both streams must fit one gRPC message (server.max_message_bytes): stdout gives way first.
+      const room = this.deps.config().server.max_message_bytes - EXEC_SYNC_FRAMING_BYTES;
+      const err = stderr.subarray(0, Math.max(0, room));
+      const out = stdout.subarray(0, Math.max(0, room - err.length));
+      return { stdout: out, stderr: err, exitCode: exit.exitCode };
     } finally {
       signal?.removeEventListener('abort', onAbort);
     }

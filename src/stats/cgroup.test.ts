@@ -108,11 +108,15 @@ test('CPU rate from two samples: the first call samples twice, later calls use t
     return second;
   });
   assert.equal(calls, 1);
-  assert.equal(r1, 500_000_000n, '50 ms of CPU in 100 ms is half a core');
+  assert.deepEqual(
+    r1,
+    { nanoCores: 500_000_000n, timestampNs: 1_100_000_000n, usageNs: 50_000_000n },
+    '50 ms of CPU in 100 ms is half a core',
+  );
   const r2 = await rates.rate('c', { timestampNs: 2_100_000_000n, cpuUsageNs: 2_050_000_000n }, async () => {
     throw new Error('no resample expected');
   });
-  assert.equal(r2, 2_000_000_000n, 'two cores');
+  assert.equal(r2?.nanoCores, 2_000_000_000n, 'two cores');
 });
 
 test('real cgroup of this process is readable with plausible values', async () => {

@@ -236,12 +236,13 @@ export class CpuRates {
   /**
    * The rate since the previous sample of `key`; when there is none (or it is
    * stale), waits `firstIntervalMs` and samples again through `resample`.
+   * Returns the rate with the sample it ends at (report those together).
    */
   async rate(
     key: string,
     sample: CgroupSample,
     resample: () => Promise<CgroupSample>,
-  ): Promise<bigint | undefined> {
+  ): Promise<{ nanoCores: bigint; timestampNs: bigint; usageNs: bigint } | undefined> {
     if (sample.cpuUsageNs === undefined) return undefined;
     let prev = this.last.get(key);
     let current = { timestampNs: sample.timestampNs, usageNs: sample.cpuUsageNs };
@@ -255,8 +256,8 @@ export class CpuRates {
     }
     this.last.set(key, current);
     const dt = current.timestampNs - prev.timestampNs;
-    if (dt <= 0n) return 0n;
-    return ((current.usageNs - prev.usageNs) * 1_000_000_000n) / dt;
+    const nanoCores = dt <= 0n ? 0n : ((current.usageNs - prev.usageNs) * 1_000_000_000n) / dt;
+    return { nanoCores, ...current };
   }
 
   forget(key: string): void {

@@ -56,9 +56,9 @@ export class StatsCollector {
     if (sample.cpuUsageNs === undefined) return undefined;
     const rate = await this.rates.rate(key, sample, () => readCgroup(dirs));
     return {
-      timestamp: sample.timestampNs,
-      usageCoreNanoSeconds: u64(sample.cpuUsageNs),
-      usageNanoCores: u64(rate),
+      timestamp: rate?.timestampNs ?? sample.timestampNs,
+      usageCoreNanoSeconds: u64(rate?.usageNs ?? sample.cpuUsageNs),
+      usageNanoCores: u64(rate?.nanoCores),
       psi: undefined,
     };
   }
