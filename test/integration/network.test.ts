@@ -400,6 +400,36 @@ test('a missing plugin: NetworkReady false naming it, ADD refused before anythin
   await net.network.removeNetns(netns);
 });
 
+test('bad pod identities and port mappings are refused before any plugin runs', async () => {
+  const p = pod(main, 'bad');
+  const netns = await main.network.createNetns(p.id);
+  try {
+    await assert.rejects(
+      main.network.attach({ ...p, name: 'a;K8S_POD_UID=evil' }, netns, []),
+      (err: Error & { code?: number }) => {
+        assert.equal(err.code, 3);
+        assert.match(err.message, /name "a;K8S_POD_UID=evil" contains ';', '='/);
+        return true;
+      },
+    );
+    await assert.rejects(
+      main.network.attach(p, netns, [{ protocol: 'tcp', containerPort: 0, hostPort: 70000, hostIP: '' }]),
+      /port mapping 70000->0\/tcp has a port outside 1-65535/,
+    );
+    await assert.rejects(
+      main.network.detach({ ...p, id: '../escape' }, undefined, [], undefined),
+      /not a valid netns name/,
+    );
+    await assert.rejects(main.network.attach(p, join(dir, 'not-a-netns'), []), /is not a network namespace/);
+    assert.deepEqual(
+      (await addrsIn(netns)).map((a) => a.ifname),
+      ['lo'],
+    );
+  } finally {
+    await main.network.removeNetns(netns);
+  }
+});
+
 test('a hanging plugin is killed at the timeout and the chain is undone', async () => {
   const hang = join(dir, 'hang-bin');
   await mkdir(hang, { recursive: true });

@@ -207,6 +207,7 @@ export function createPodNetwork(
     },
 
     async detach(pod, nsPath, portMappings, prevResult) {
+      netnsPath(config().run_root, pod.id); // validates the id (it names the record file)
       const recorded = await readAttachment(pod.id);
       let network = recorded?.network;
       if (!network) {
@@ -240,6 +241,7 @@ export function createPodNetwork(
     },
 
     async check(pod, nsPath) {
+      netnsPath(config().run_root, pod.id);
       const recorded = await readAttachment(pod.id);
       if (!recorded?.result) throw new InternalError(`pod ${pod.id} has no recorded CNI attachment to check`);
       const inv = invocation(pod, nsPath, recorded.portMappings);
