@@ -37,7 +37,7 @@ export async function resolvePause(
       image: 'builtin',
       lowerDirs: [await builtinRootfs()],
       args: command.length > 0 ? command : BUILTIN_PAUSE_ARGS,
-      env: ['PATH=/'],
+      env: [],
       cwd: '/',
     };
   }
