@@ -484,6 +484,31 @@ for (const [i, version] of [
   });
 }
 
+test('sweepAttachments releases the network of pods no record names, and only those', async () => {
+  const orphan = pod(main, 'orphan');
+  const netns = await main.network.createNetns(orphan.id);
+  const hostPort = await freePort();
+  const status = await main.network.attach(orphan, netns, [
+    { protocol: 'tcp', containerPort: 80, hostPort, hostIP: '' },
+  ]);
+  await writeFile(join(main.runRoot, 'cni-attachments', `${orphan.id}.json.abc.tmp`), '{');
+  const known = new Set([pod(main, 'a').id, pod(main, 'b').id]);
+  assert.deepEqual(await main.network.sweepAttachments(known), [orphan.id]);
+  assert.ok(!(await natRules()).includes(orphan.id));
+  const left = await allocations(main);
+  for (const ip of status.ips) assert.ok(!left.includes(ip), `${ip} released`);
+  assert.deepEqual(
+    await listNetns(main.runRoot),
+    [...known].map((id) => join(main.runRoot, 'netns', id)).sort(),
+  );
+  // The known pods keep their network.
+  assert.deepEqual(
+    (await readdir(join(main.runRoot, 'cni-attachments'))).sort(),
+    [...known].map((id) => `${id}.json`).sort(),
+  );
+  assert.deepEqual(await main.network.sweepAttachments(known), []);
+});
+
 test('no netns and no attachment records are left behind by the tests above', async () => {
   // Pods a and b are still attached on purpose; tear them down the way StopPodSandbox would.
   for (const label of ['a', 'b']) {

@@ -4,7 +4,7 @@
  * the same config and port mappings even after the config files change).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { BerthConfig } from '../../config/schema.js';
 import type { Logger } from '../../log.js';
@@ -43,6 +43,7 @@ export interface PodNetworkOptions {
 
 /** What ADD used, kept under run_root so DEL repeats it exactly. */
 interface Attachment {
+  pod: PodIdentity;
   network: CniNetworkList;
   portMappings: HostPortMapping[];
   result?: unknown;
@@ -132,7 +133,14 @@ export function createPodNetwork(
   log: Logger,
   options: PodNetworkOptions = {},
 ): PodNetwork & {
+  /** CNI CHECK of a recorded attachment (cniVersion 0.4.0 and newer). */
   check(pod: PodIdentity, netnsPath: string): Promise<void>;
+  /**
+   * Start-up reconciliation: CNI DEL (netns gone or not) for every recorded
+   * attachment whose pod id is not in `known`, releasing IPs and rules a
+   * crash left behind. Returns the pod ids cleaned.
+   */
+  sweepAttachments(known: ReadonlySet<string>): Promise<string[]>;
 } {
   const locks = new KeyedLock();
   const execOptions = (): CniExecOptions => ({
@@ -183,7 +191,7 @@ export function createPodNetwork(
       return locks.with(network.name, async () => {
         const started = process.hrtime.bigint();
         // Recorded before ADD: after a crash mid-ADD, DEL must use this config.
-        await writeVolatileJson(attachmentFile(pod.id), { network, portMappings } satisfies Attachment);
+        await writeVolatileJson(attachmentFile(pod.id), { pod, network, portMappings } satisfies Attachment);
         let result: unknown;
         try {
           result = await addNetworkList(network, inv, exec);
@@ -193,6 +201,7 @@ export function createPodNetwork(
           throw err;
         }
         await writeVolatileJson(attachmentFile(pod.id), {
+          pod,
           network,
           portMappings,
           result,
@@ -238,6 +247,38 @@ export function createPodNetwork(
       await unlink(attachmentFile(pod.id)).catch((err: unknown) => {
         if (errnoCode(err) !== 'ENOENT') throw err;
       });
+    },
+
+    async sweepAttachments(known) {
+      const dir = join(config().run_root, 'cni-attachments');
+      let names: string[];
+      try {
+        names = await readdir(dir);
+      } catch (err) {
+        if (errnoCode(err) === 'ENOENT') return [];
+        throw err;
+      }
+      const cleaned: string[] = [];
+      for (const name of names) {
+        if (name.endsWith('.tmp')) {
+          await unlink(join(dir, name)).catch(() => undefined);
+          continue;
+        }
+        const id = name.replace(/\.json$/, '');
+        if (!name.endsWith('.json') || known.has(id)) continue;
+        const recorded = await readAttachment(id);
+        const pod = recorded?.pod ?? { id, name: '', namespace: '', uid: '' };
+        try {
+          const path = netnsPath(config().run_root, id);
+          await this.detach(pod, path, recorded?.portMappings ?? [], recorded?.result);
+          await removeNetns(path);
+          cleaned.push(id);
+          log.warn({ podId: id }, 'released the network of a pod no record names');
+        } catch (err) {
+          log.error({ podId: id, err: errorMessage(err) }, 'releasing an orphaned pod network failed');
+        }
+      }
+      return cleaned;
     },
 
     async check(pod, nsPath) {
