@@ -498,7 +498,7 @@ test('sweepAttachments releases the network of pods no record names, and only th
   const left = await allocations(main);
   for (const ip of status.ips) assert.ok(!left.includes(ip), `${ip} released`);
   assert.deepEqual(
-    await listNetns(main.runRoot),
+    (await listNetns(main.runRoot)).sort(),
     [...known].map((id) => join(main.runRoot, 'netns', id)).sort(),
   );
   // The known pods keep their network.
