@@ -1,0 +1,339 @@
+/**
+ * A SPDY/3.1 connection over an upgraded HTTP socket, as Kubernetes clients
+ * (moby/spdystream) speak it: streams opened with SYN_STREAM and answered with
+ * SYN_REPLY, DATA with FIN for half-close, RST_STREAM to abort, PING echoed,
+ * GOAWAY to finish. Those clients send no flow-control frames, so SETTINGS and
+ * WINDOW_UPDATE are accepted and ignored; back-pressure comes from TCP
+ * (reading pauses while a stream's consumer is full).
+ */
+import { Duplex } from 'node:stream';
+import { EventEmitter } from 'node:events';
+import {
+  FLAG_FIN,
+  FLAG_UNIDIRECTIONAL,
+  FrameParser,
+  RstStatus,
+  SpdyProtocolError,
+  dataFrameHeader,
+  encodeFrame,
+  type Frame,
+} from './frames.js';
+import { HeaderCodec, type SpdyHeaders } from './headers.js';
+
+/** DATA frames berth sends are at most this long. */
+const MAX_DATA_FRAME = 64 * 1024;
+
+export class SpdyStream extends Duplex {
+  /** Headers of the SYN_STREAM (or, for streams we opened, of the SYN_REPLY). */
+  headers: SpdyHeaders;
+  private remoteReset = false;
+  private localFinSent = false;
+
+  constructor(
+    private readonly connection: SpdyConnection,
+    readonly id: number,
+    headers: SpdyHeaders,
+  ) {
+    super({ allowHalfOpen: true, readableHighWaterMark: 1024 * 1024, writableHighWaterMark: 256 * 1024 });
+    this.headers = headers;
+  }
+
+  /** First value of a header of this stream. */
+  header(name: string): string | undefined {
+    return this.headers.get(name.toLowerCase())?.[0];
+  }
+
+  override _read(): void {
+    this.connection.streamWantsData(this);
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    if (this.remoteReset || this.connection.closed) return callback();
+    this.connection.writeData(this.id, chunk, false, callback);
+  }
+
+  override _final(callback: (error?: Error | null) => void): void {
+    this.sendFin();
+    callback();
+  }
+
+  override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
+    this.connection.forget(this);
+    callback(error);
+  }
+
+  /** Sends RST_STREAM and discards the stream. */
+  reset(status: number = RstStatus.CANCEL): void {
+    if (!this.remoteReset && !this.connection.closed)
+      this.connection.sendFrame({ type: 'rst_stream', streamId: this.id, status });
+    this.remoteReset = true;
+    this.destroy();
+  }
+
+  /** @internal a DATA frame (or FIN) from the peer. */
+  receive(data: Buffer, fin: boolean): void {
+    if (this.readableEnded || this.destroyed) return;
+    if (data.length > 0 && !this.push(data)) this.connection.streamFull(this);
+    if (fin) this.push(null);
+  }
+
+  /** @internal the peer reset the stream. */
+  receiveReset(): void {
+    this.remoteReset = true;
+    if (!this.readableEnded) this.push(null);
+    this.emit('reset');
+    this.destroy();
+  }
+
+  /** @internal */
+  sendFin(): void {
+    if (this.localFinSent || this.remoteReset || this.connection.closed) return;
+    this.localFinSent = true;
+    this.connection.writeData(this.id, Buffer.alloc(0), true, () => undefined);
+  }
+}
+
+export interface SpdyConnectionOptions {
+  role: 'server' | 'client';
+  /** Close the connection after this long without any traffic (0: never). */
+  idleTimeoutMs?: number;
+}
+
+/**
+ * Events: 'stream' (SpdyStream, a stream the peer opened), 'close', 'error'
+ * (protocol errors; the connection is closed after).
+ */
+export class SpdyConnection extends EventEmitter {
+  private readonly parser = new FrameParser();
+  private readonly codec = new HeaderCodec();
+  private readonly streams = new Map<number, SpdyStream>();
+  private readonly replyWaiters = new Map<number, (headers: SpdyHeaders | Error) => void>();
+  private readonly full = new Set<SpdyStream>();
+  private readonly drainWaiters: (() => void)[] = [];
+  /** Frames waiting behind an asynchronous header decompression, in order. */
+  private readonly queue: Frame[] = [];
+  private decoding = false;
+  private nextStreamId: number;
+  private lastPeerStreamId = 0;
+  private closing = false;
+  closed = false;
+
+  constructor(
+    private readonly socket: Duplex,
+    private readonly options: SpdyConnectionOptions,
+  ) {
+    super();
+    this.nextStreamId = options.role === 'client' ? 1 : 2;
+    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    socket.on('end', () => this.shutdown());
+    socket.on('close', () => this.shutdown());
+    socket.on('error', () => this.shutdown());
+    socket.on('drain', () => {
+      for (const waiter of this.drainWaiters.splice(0)) waiter();
+    });
+    const timed = socket as Duplex & { setTimeout?: (ms: number, cb?: () => void) => void };
+    if (options.idleTimeoutMs && typeof timed.setTimeout === 'function') {
+      timed.setTimeout(options.idleTimeoutMs, () => {
+        this.emit('idle');
+        this.close();
+      });
+    }
+  }
+
+  /** Opens a stream (the client side; tests and benchmarks use it). */
+  openStream(headers: Record<string, string>, fin = false): Promise<SpdyStream> {
+    if (this.closed || this.closing) return Promise.reject(new Error('SPDY connection is closed'));
+    const id = this.nextStreamId;
+    this.nextStreamId += 2;
+    const stream = new SpdyStream(this, id, new Map());
+    this.streams.set(id, stream);
+    this.sendFrame({
+      type: 'syn_stream',
+      streamId: id,
+      associatedId: 0,
+      priority: 0,
+      flags: fin ? FLAG_FIN : 0,
+      headerBlock: this.codec.compress(Object.entries(headers)),
+    });
+    return new Promise((resolve, reject) => {
+      this.replyWaiters.set(id, (reply) => {
+        if (reply instanceof Error) return reject(reply);
+        stream.headers = reply;
+        resolve(stream);
+      });
+    });
+  }
+
+  /** GOAWAY, then ends the socket once queued writes are out. */
+  close(): void {
+    if (this.closing || this.closed) return;
+    this.closing = true;
+    this.sendFrame({ type: 'goaway', lastGoodStreamId: this.lastPeerStreamId, status: 0 });
+    this.socket.end();
+    // A peer that never closes its side must not keep the socket forever.
+    setTimeout(() => this.socket.destroy(), 5000).unref();
+  }
+
+  /** Tears down at once (no GOAWAY). */
+  destroy(): void {
+    this.socket.destroy();
+    this.shutdown();
+  }
+
+  sendFrame(frame: Frame): void {
+    if (this.closed || this.socket.writableEnded) return;
+    this.socket.write(encodeFrame(frame));
+  }
+
+  /** @internal */
+  writeData(streamId: number, data: Buffer, fin: boolean, callback: () => void): void {
+    if (this.closed || this.socket.writableEnded) return callback();
+    let ok = true;
+    if (data.length === 0) {
+      ok = this.socket.write(dataFrameHeader(streamId, fin ? FLAG_FIN : 0, 0));
+    }
+    for (let offset = 0; offset < data.length; offset += MAX_DATA_FRAME) {
+      const piece = data.subarray(offset, Math.min(offset + MAX_DATA_FRAME, data.length));
+      const last = offset + piece.length >= data.length;
+      this.socket.write(dataFrameHeader(streamId, fin && last ? FLAG_FIN : 0, piece.length));
+      ok = this.socket.write(piece);
+    }
+    if (ok) callback();
+    else this.drainWaiters.push(callback);
+  }
+
+  /** @internal a stream's buffer is full: stop reading the socket. */
+  streamFull(stream: SpdyStream): void {
+    this.full.add(stream);
+    this.socket.pause();
+  }
+
+  /** @internal a stream's consumer wants more. */
+  streamWantsData(stream: SpdyStream): void {
+    if (this.full.delete(stream) && this.full.size === 0 && !this.closed) this.socket.resume();
+  }
+
+  /** @internal */
+  forget(stream: SpdyStream): void {
+    this.streams.delete(stream.id);
+    this.streamWantsData(stream);
+  }
+
+  private onData(chunk: Buffer): void {
+    let frames: Frame[];
+    try {
+      frames = this.parser.push(chunk);
+    } catch (err) {
+      return this.fail(err);
+    }
+    this.queue.push(...frames);
+    this.drain();
+  }
+
+  private drain(): void {
+    while (!this.decoding && this.queue.length > 0 && !this.closed) {
+      const frame = this.queue.shift()!;
+      if (frame.type === 'syn_stream' || frame.type === 'syn_reply' || frame.type === 'headers') {
+        this.decoding = true;
+        this.codec.decompress(frame.headerBlock).then(
+          (headers) => {
+            this.decoding = false;
+            this.onHeaders(frame, headers);
+            this.drain();
+          },
+          (err: unknown) => this.fail(err),
+        );
+        return;
+      }
+      this.onFrame(frame);
+    }
+  }
+
+  private onHeaders(frame: Frame, headers: SpdyHeaders): void {
+    if (frame.type === 'syn_stream') {
+      const id = frame.streamId;
+      if (id === 0 || this.streams.has(id) || id <= this.lastPeerStreamId) {
+        this.sendFrame({ type: 'rst_stream', streamId: id, status: RstStatus.PROTOCOL_ERROR });
+        return;
+      }
+      this.lastPeerStreamId = id;
+      if (this.closing) {
+        this.sendFrame({ type: 'rst_stream', streamId: id, status: RstStatus.REFUSED_STREAM });
+        return;
+      }
+      const stream = new SpdyStream(this, id, headers);
+      this.streams.set(id, stream);
+      this.sendFrame({
+        type: 'syn_reply',
+        streamId: id,
+        flags: 0,
+        headerBlock: this.codec.compress([]),
+      });
+      if (frame.flags & FLAG_FIN) stream.receive(Buffer.alloc(0), true);
+      if (frame.flags & FLAG_UNIDIRECTIONAL) stream.sendFin();
+      this.emit('stream', stream);
+    } else if (frame.type === 'syn_reply') {
+      const waiter = this.replyWaiters.get(frame.streamId);
+      this.replyWaiters.delete(frame.streamId);
+      waiter?.(headers);
+      if (frame.flags & FLAG_FIN) this.streams.get(frame.streamId)?.receive(Buffer.alloc(0), true);
+    } else if (frame.type === 'headers') {
+      const stream = this.streams.get(frame.streamId);
+      if (stream) {
+        for (const [name, values] of headers) stream.headers.set(name, values);
+        if (frame.flags & FLAG_FIN) stream.receive(Buffer.alloc(0), true);
+      }
+    }
+  }
+
+  private onFrame(frame: Frame): void {
+    switch (frame.type) {
+      case 'data': {
+        const stream = this.streams.get(frame.streamId);
+        // Data for a stream already gone is dropped (it may have been reset).
+        stream?.receive(frame.data, (frame.flags & FLAG_FIN) !== 0);
+        break;
+      }
+      case 'rst_stream': {
+        const waiter = this.replyWaiters.get(frame.streamId);
+        this.replyWaiters.delete(frame.streamId);
+        waiter?.(new Error(`SPDY stream ${frame.streamId} was refused (status ${frame.status})`));
+        this.streams.get(frame.streamId)?.receiveReset();
+        break;
+      }
+      case 'ping':
+        // Echo pings the peer started (their IDs have the peer's parity).
+        if ((frame.id % 2 === 1) === (this.options.role === 'server')) this.sendFrame(frame);
+        break;
+      case 'goaway':
+        this.close();
+        break;
+      case 'settings':
+      case 'window_update':
+      case 'unknown':
+        break;
+      default:
+        break;
+    }
+  }
+
+  private fail(err: unknown): void {
+    const error = err instanceof Error ? err : new SpdyProtocolError(String(err));
+    if (this.listenerCount('error') > 0) this.emit('error', error);
+    this.sendFrame({ type: 'goaway', lastGoodStreamId: this.lastPeerStreamId, status: 1 });
+    this.socket.end();
+    this.shutdown();
+  }
+
+  private shutdown(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.queue.length = 0;
+    for (const waiter of this.replyWaiters.values()) waiter(new Error('SPDY connection closed'));
+    this.replyWaiters.clear();
+    for (const waiter of this.drainWaiters.splice(0)) waiter();
+    for (const stream of [...this.streams.values()]) stream.receiveReset();
+    this.codec.close();
+    this.emit('close');
+  }
+}

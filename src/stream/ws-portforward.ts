@@ -1,0 +1,48 @@
+/**
+ * Port forwarding over WebSocket (kubelet's v4 channel protocol): for the
+ * i-th port, channel 2i carries data both ways and channel 2i+1 errors. The
+ * first message on each channel is the port, 16-bit little-endian. Each port
+ * gets one connection, opened at once; the socket closes when all have ended.
+ */
+import type { Logger } from '../log.js';
+import { dialInNetns } from './netns-dial.js';
+import type { PortForwardTarget } from './types.js';
+import type { ChannelSocket } from './websocket.js';
+
+export async function serveWsPortForward(
+  channels: ChannelSocket,
+  ports: number[],
+  options: { podSandboxId: string; target: PortForwardTarget; idleTimeoutSeconds: number; log: Logger },
+): Promise<void> {
+  const relays: (() => void)[] = [];
+  channels.ws.once('close', () => relays.forEach((kill) => kill()));
+  await Promise.all(
+    ports.map(async (port, i) => {
+      const dataChannel = 2 * i;
+      const errorChannel = 2 * i + 1;
+      const portBytes = Buffer.alloc(2);
+      portBytes.writeUInt16LE(port);
+      await channels.send(dataChannel, portBytes);
+      await channels.send(errorChannel, portBytes);
+      const relay = dialInNetns(options.target.netnsPath, port, options.idleTimeoutSeconds);
+      relays.push(relay.kill);
+      channels.reader(dataChannel).pipe(relay.input);
+      const writer = channels.writer(dataChannel);
+      const flushed = new Promise<void>((resolve) => {
+        writer.once('finish', () => resolve());
+        writer.once('error', () => resolve());
+      });
+      relay.output.pipe(writer);
+      const failure = await relay.done;
+      await flushed;
+      if (failure) {
+        options.log.debug({ port, podSandboxId: options.podSandboxId, failure }, 'port forward failed');
+        await channels.send(
+          errorChannel,
+          Buffer.from(`error forwarding port ${port} to pod ${options.podSandboxId}, uid : ${failure}`),
+        );
+      }
+    }),
+  );
+  channels.close(1000);
+}
