@@ -11,7 +11,7 @@
  * Two pulls of the same reference with the same credentials share one run;
  * two pulls needing the same blob share its download.
  */
-import { Readable } from 'node:stream';
+import { PassThrough, Readable } from 'node:stream';
 import type { BerthConfig } from '../../config/schema.js';
 import { BerthError, InvalidArgumentError, UnavailableError, errorMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
@@ -35,7 +35,8 @@ import { RepositoryClient, type FetchedManifest } from '../registry/client.js';
 import { Endpoints } from '../registry/hosts.js';
 import { chainIdOf } from '../store/layers.js';
 import { sha256Of } from '../store/blobs.js';
-import type { BlobSink, Digest, ImageConfigFile, ImageRecord } from '../types.js';
+import type { ImageStore } from '../store/store.js';
+import type { Digest, ImageConfigFile, ImageRecord } from '../types.js';
 import {
   MANIFEST_ACCEPT,
   nodePlatform,
@@ -48,6 +49,8 @@ import {
 import { Watchdog, type Transfer } from './progress.js';
 
 const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
+/** Bytes buffered between the download and the layer unpacker reading along. */
+const TEE_BUFFER = 1024 * 1024;
 
 export interface PullOptions {
   auth?: AuthConfigLike;
@@ -102,7 +105,7 @@ export class Puller {
   private readonly platform: Platform;
 
   constructor(
-    private readonly store: BlobSink,
+    private readonly store: ImageStore,
     private readonly config: () => BerthConfig,
     private readonly log: Logger,
     options: { platform?: Platform } = {},
@@ -244,7 +247,12 @@ export class Puller {
       // Downloads are limited; each layer is unpacked as soon as its blob is in.
       const unpacks: Promise<unknown>[] = [];
       await eachLimited(layers, cfg.max_concurrent_downloads, controller, async (layer, i) => {
-        await this.ensureBlob(client, manifest.layers[i], `pull of ${image}`, watchdog, signal);
+        // A layer downloaded now is unpacked from the same bytes as they arrive.
+        const chainId = chainIdOf(parents[i], layer.diffId);
+        await this.ensureBlob(client, manifest.layers[i], `pull of ${image}`, watchdog, signal, (stream) =>
+          this.store.layers.unpack(layer, chainId, () => stream, signal),
+        );
+        // Present by now unless the blob was already stored or came from another pull's download.
         const unpack = this.store.unpackLayer(layer, parents[i]);
         unpack.catch((err: unknown) => {
           if (!signal.aborted) controller.abort(err);
@@ -389,6 +397,7 @@ export class Puller {
     what: string,
     watchdog: Watchdog,
     signal: AbortSignal,
+    along?: (stream: Readable) => Promise<unknown>,
   ): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       if (await this.store.hasBlob(d.digest)) return;
@@ -406,7 +415,7 @@ export class Puller {
       }
     }
     const transfer: Transfer = { name: `blob ${d.digest}`, size: d.size, bytes: 0, lastByteAt: Date.now() };
-    const promise = this.download(client, d, transfer, what, watchdog, signal);
+    const promise = this.download(client, d, transfer, what, watchdog, signal, along);
     const entry: SharedBlob = { promise, transfer };
     this.blobs.set(d.digest, entry);
     try {
@@ -423,6 +432,7 @@ export class Puller {
     what: string,
     watchdog: Watchdog,
     signal: AbortSignal,
+    along?: (stream: Readable) => Promise<unknown>,
   ): Promise<void> {
     const done = watchdog.watch(transfer);
     const started = Date.now();
@@ -434,7 +444,23 @@ export class Puller {
           `${what}: ${client.name} announces ${res.length} bytes for blob ${d.digest}, the manifest ${d.size}`,
         );
       }
-      await this.store.putBlob(d.digest, d.size, counted(res.body, transfer), signal);
+      if (!along) {
+        await this.store.putBlob(d.digest, d.size, counted(res.body, transfer), signal);
+      } else {
+        const side = new PassThrough({ highWaterMark: TEE_BUFFER });
+        const consuming = along(side);
+        const [stored, consumed] = await Promise.allSettled([
+          this.store.putBlob(
+            d.digest,
+            d.size,
+            counted(res.body, transfer, { stream: side, settled: consuming }),
+            signal,
+          ),
+          consuming,
+        ]);
+        if (stored.status === 'rejected') throw stored.reason;
+        if (consumed.status === 'rejected') throw consumed.reason;
+      }
       this.log.debug({ blob: d.digest, bytes: transfer.bytes, ms: Date.now() - started }, 'blob stored');
     } catch (err) {
       if (err instanceof ContentMismatchError) {
@@ -479,16 +505,52 @@ function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
-/** The body, stamping the transfer with every chunk (for the stall watchdog). */
-function counted(body: Readable, transfer: Transfer): Readable {
+/** A copy of the body for a second consumer (the layer unpacker), which may not want it. */
+interface Side {
+  stream: PassThrough;
+  /** Settles when the consumer is done, whether or not it read the stream. */
+  settled: Promise<unknown>;
+}
+
+/**
+ * The body, stamping the transfer with every chunk (for the stall watchdog)
+ * and copying it to `side` with backpressure while the side consumer runs.
+ */
+function counted(body: Readable, transfer: Transfer, side?: Side): Readable {
+  let sideDone = false;
+  const sideSettled = side?.settled.then(
+    () => (sideDone = true),
+    () => (sideDone = true),
+  );
   return Readable.from(
     (async function* () {
-      for await (const chunk of body as AsyncIterable<Buffer>) {
-        transfer.bytes += chunk.length;
-        transfer.lastByteAt = Date.now();
-        yield chunk;
+      try {
+        for await (const chunk of body as AsyncIterable<Buffer>) {
+          transfer.bytes += chunk.length;
+          transfer.lastByteAt = Date.now();
+          if (side && !sideDone && !side.stream.destroyed && !side.stream.write(chunk)) {
+            await Promise.race([drainedOrClosed(side.stream), sideSettled]);
+          }
+          yield chunk;
+        }
+        side?.stream.end();
+      } finally {
+        // Stopped early (the blob failed): the side consumer must not wait for more.
+        if (side && !side.stream.writableEnded) side.stream.destroy();
       }
     })(),
     { objectMode: false },
   );
+}
+
+function drainedOrClosed(stream: PassThrough): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      stream.off('drain', done);
+      stream.off('close', done);
+      resolve();
+    };
+    stream.on('drain', done);
+    stream.on('close', done);
+  });
 }
