@@ -1,0 +1,329 @@
+/**
+ * bench/pod-start: how fast berth starts pods, next to the floor (bare `runc
+ * run -d`, CNI ADD on a fresh netns) and, when Debian's containerd is
+ * installed, containerd measured the same way in the same run.
+ *
+ *   node dist/bench/pod-start/main.js [--sequential 20] [--concurrent 10] [--running 100]
+ *
+ * Each pod is one RunPodSandbox + CreateContainer + StartContainer over gRPC,
+ * with the same catatonit pause and busybox workload on both runtimes.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { ContainerConfig, PodSandboxConfig } from '../../src/generated/api.js';
+import { runChecked } from '../../src/util/run.js';
+import { BERTH_MAIN, startBerth } from '../../test/helpers/berth-process.js';
+import type { CriClients } from '../../test/helpers/cri-client.js';
+import { containerdInstalled, startContainerd } from '../lib/containerd.js';
+import { pidsByName, rssBytes } from '../lib/proc.js';
+import { fmtMiB, fmtMs, median, msSince, percentile, table } from '../lib/stats.js';
+import { PAUSE_IMAGE, WORKLOAD_IMAGE, writeBenchImages } from './images.js';
+import { measureRuncFloor } from './runc-floor.js';
+import { formatCniFloor, measureCniFloor } from './cni-floor.js';
+
+const CNI_BIN_DIR = '/usr/lib/cni';
+
+interface PodTiming {
+  runPodSandbox: number;
+  createContainer: number;
+  startContainer: number;
+  total: number;
+}
+
+interface TargetResult {
+  name: string;
+  sequential: PodTiming[];
+  concurrent: PodTiming[];
+  concurrentWallMs: number;
+  rssIdle: number;
+  rssAt: { pods: number; rss: number }[];
+  monitorRss: number[];
+  listContainersMs: number[];
+}
+
+interface Target {
+  name: string;
+  cri: CriClients;
+  daemonPid: number;
+  monitorName: string;
+  logDir: string;
+}
+
+function conflist(bridge: string, subnet: string): string {
+  return JSON.stringify(
+    {
+      cniVersion: '1.0.0',
+      name: `${bridge}-net`,
+      plugins: [
+        {
+          type: 'bridge',
+          bridge,
+          isGateway: true,
+          ipMasq: false,
+          hairpinMode: true,
+          ipam: { type: 'host-local', ranges: [[{ subnet }]], routes: [{ dst: '0.0.0.0/0' }] },
+        },
+        { type: 'portmap', capabilities: { portMappings: true } },
+      ],
+    },
+    null,
+    2,
+  );
+}
+
+async function startPod(target: Target, index: number): Promise<{ podId: string; timing: PodTiming }> {
+  const uid = randomBytes(8).toString('hex');
+  const logDirectory = join(target.logDir, uid);
+  await mkdir(logDirectory, { recursive: true });
+  const sandboxConfig = PodSandboxConfig.fromPartial({
+    metadata: { name: `bench-${index}-${uid.slice(0, 6)}`, uid, namespace: 'bench', attempt: 0 },
+    hostname: `bench-${index}`,
+    logDirectory,
+    linux: {},
+  });
+  const t0 = process.hrtime.bigint();
+  const { podSandboxId } = await target.cri.runtime.runPodSandbox({
+    config: sandboxConfig,
+    runtimeHandler: '',
+  });
+  const runPodSandbox = msSince(t0);
+  const t1 = process.hrtime.bigint();
+  const { containerId } = await target.cri.runtime.createContainer({
+    podSandboxId,
+    config: ContainerConfig.fromPartial({
+      metadata: { name: 'work', attempt: 0 },
+      image: { image: WORKLOAD_IMAGE },
+      logPath: 'work.log',
+      linux: {},
+    }),
+    sandboxConfig,
+  });
+  const createContainer = msSince(t1);
+  const t2 = process.hrtime.bigint();
+  await target.cri.runtime.startContainer({ containerId });
+  const startContainer = msSince(t2);
+  return {
+    podId: podSandboxId,
+    timing: { runPodSandbox, createContainer, startContainer, total: msSince(t0) },
+  };
+}
+
+async function removePods(target: Target, podIds: string[]): Promise<void> {
+  for (const podSandboxId of podIds) {
+    await target.cri.runtime.stopPodSandbox({ podSandboxId });
+    await target.cri.runtime.removePodSandbox({ podSandboxId });
+  }
+}
+
+async function monitorRss(name: string): Promise<number[]> {
+  const pids = await pidsByName(name);
+  return (await Promise.all(pids.map(rssBytes))).filter(Number.isFinite);
+}
+
+async function measureTarget(
+  target: Target,
+  counts: { sequential: number; concurrent: number; running: number },
+): Promise<TargetResult> {
+  // One warm-up pod so both runtimes have their caches and code paths hot.
+  const warm = await startPod(target, 0);
+  await removePods(target, [warm.podId]);
+  const rssIdle = await rssBytes(target.daemonPid);
+
+  const sequential: PodTiming[] = [];
+  const sequentialIds: string[] = [];
+  for (let i = 0; i < counts.sequential; i++) {
+    const pod = await startPod(target, i + 1);
+    sequential.push(pod.timing);
+    sequentialIds.push(pod.podId);
+  }
+  await removePods(target, sequentialIds);
+
+  const wallStart = process.hrtime.bigint();
+  const concurrentPods = await Promise.all(
+    Array.from({ length: counts.concurrent }, (_, i) => startPod(target, 100 + i)),
+  );
+  const concurrentWallMs = msSince(wallStart);
+  await removePods(
+    target,
+    concurrentPods.map((p) => p.podId),
+  );
+
+  const running: string[] = [];
+  const rssAt: { pods: number; rss: number }[] = [];
+  for (let i = 0; i < counts.running; i++) {
+    running.push((await startPod(target, 1000 + i)).podId);
+    if (i + 1 === 20 || i + 1 === counts.running) {
+      rssAt.push({ pods: i + 1, rss: await rssBytes(target.daemonPid) });
+    }
+  }
+  const monitors = await monitorRss(target.monitorName);
+  const listContainersMs: number[] = [];
+  for (let i = 0; i < 200; i++) {
+    const t = process.hrtime.bigint();
+    await target.cri.runtime.listContainers({ filter: undefined });
+    listContainersMs.push(msSince(t));
+  }
+  await removePods(target, running);
+  return {
+    name: target.name,
+    sequential,
+    concurrent: concurrentPods.map((p) => p.timing),
+    concurrentWallMs,
+    rssIdle,
+    rssAt,
+    monitorRss: monitors,
+    listContainersMs,
+  };
+}
+
+function summarize(results: TargetResult[]): string {
+  const rows: string[][] = [];
+  const phases: (keyof PodTiming)[] = ['runPodSandbox', 'createContainer', 'startContainer', 'total'];
+  for (const mode of ['sequential', 'concurrent'] as const) {
+    for (const phase of phases) {
+      const row = [`${mode} ${phase}`];
+      for (const r of results) {
+        const samples = r[mode].map((t) => t[phase]);
+        row.push(`${fmtMs(median(samples))} / ${fmtMs(percentile(samples, 95))}`);
+      }
+      if (results.length === 2) {
+        const a = median(results[0][mode].map((t) => t[phase]));
+        const b = median(results[1][mode].map((t) => t[phase]));
+        row.push(`${(a / b).toFixed(2)}`);
+      }
+      rows.push(row);
+    }
+  }
+  const scalar = (label: string, value: (r: TargetResult) => number, fmt: (n: number) => string) => {
+    const row = [label, ...results.map((r) => fmt(value(r)))];
+    if (results.length === 2) row.push((value(results[0]) / value(results[1])).toFixed(2));
+    rows.push(row);
+  };
+  scalar('concurrent wall time', (r) => r.concurrentWallMs, fmtMs);
+  scalar('daemon RSS idle', (r) => r.rssIdle, fmtMiB);
+  for (let i = 0; i < results[0].rssAt.length; i++) {
+    const pods = results[0].rssAt[i].pods;
+    scalar(`daemon RSS, ${pods} pods running`, (r) => r.rssAt[i]?.rss ?? Number.NaN, fmtMiB);
+  }
+  scalar(
+    'daemon RSS per running pod',
+    (r) => {
+      const last = r.rssAt.at(-1);
+      return last ? (last.rss - r.rssIdle) / last.pods : Number.NaN;
+    },
+    fmtMiB,
+  );
+  scalar('monitor RSS (median per process)', (r) => median(r.monitorRss), fmtMiB);
+  scalar('monitor processes', (r) => r.monitorRss.length, String);
+  scalar('ListContainers median', (r) => median(r.listContainersMs), fmtMs);
+  scalar('ListContainers p99', (r) => percentile(r.listContainersMs, 99), fmtMs);
+  const header = ['metric (median / p95)', ...results.map((r) => r.name)];
+  if (results.length === 2) header.push(`${results[0].name}/${results[1].name}`);
+  return table(header, rows);
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      sequential: { type: 'string', default: '20' },
+      concurrent: { type: 'string', default: '10' },
+      running: { type: 'string', default: '100' },
+      /** Comma-separated: which runtimes to measure (containerd only when installed). */
+      targets: { type: 'string', default: 'berth,containerd' },
+    },
+  });
+  const counts = {
+    sequential: Number(values.sequential),
+    concurrent: Number(values.concurrent),
+    running: Number(values.running),
+  };
+  const work = await mkdtemp(join(tmpdir(), 'berth-bench-pod-'));
+  const results: TargetResult[] = [];
+  try {
+    const images = await writeBenchImages(work);
+
+    const runcFloor = await measureRuncFloor(20);
+    const cniFloor = await measureCniFloor(20);
+    console.log(
+      table(
+        ['floor', 'median', 'p95'],
+        [['runc run -d', fmtMs(median(runcFloor)), fmtMs(percentile(runcFloor, 95))]],
+      ),
+    );
+    console.log(formatCniFloor(cniFloor));
+
+    const targets = new Set(values.targets.split(','));
+    const berthDir = join(work, 'berth');
+    if (targets.has('berth')) {
+      await mkdir(join(berthDir, 'cni'), { recursive: true });
+      await writeFile(join(berthDir, 'cni', '10-bench.conflist'), conflist('bbench0', '10.231.0.0/16'));
+      const berth = await startBerth({ dir: berthDir, toml: 'log_level = "warn"\n' });
+      try {
+        await runChecked(process.execPath, [
+          BERTH_MAIN,
+          'image',
+          'import',
+          images.workload,
+          '--config',
+          berth.configFile,
+        ]);
+        results.push(
+          await measureTarget(
+            {
+              name: 'berth',
+              cri: berth.cri,
+              daemonPid: berth.process.pid!,
+              monitorName: 'conmon',
+              logDir: join(work, 'logs-berth'),
+            },
+            counts,
+          ),
+        );
+      } finally {
+        await berth.stop();
+      }
+    }
+
+    if (targets.has('containerd') && containerdInstalled()) {
+      const cniDir = join(work, 'containerd-cni');
+      await mkdir(cniDir, { recursive: true });
+      await writeFile(join(cniDir, '10-bench.conflist'), conflist('cbench0', '10.232.0.0/16'));
+      const containerd = await startContainerd(join(work, 'containerd'), {
+        sandboxImage: PAUSE_IMAGE,
+        cniConfDir: cniDir,
+        cniBinDir: CNI_BIN_DIR,
+      });
+      try {
+        await containerd.importArchive(images.pause);
+        await containerd.importArchive(images.workload);
+        results.push(
+          await measureTarget(
+            {
+              name: 'containerd',
+              cri: containerd.cri,
+              daemonPid: containerd.pid,
+              monitorName: 'containerd-shim',
+              logDir: join(work, 'logs-containerd'),
+            },
+            counts,
+          ),
+        );
+      } finally {
+        await containerd.stop();
+      }
+    } else if (targets.has('containerd')) {
+      console.log('containerd not installed (apt-get install containerd): berth measured alone');
+    }
+    console.log(summarize(results));
+  } finally {
+    for (const bridge of ['bbench0', 'cbench0']) {
+      await runChecked('ip', ['link', 'del', bridge]).catch(() => undefined);
+    }
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+await main();
