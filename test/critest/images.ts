@@ -26,15 +26,31 @@
 import {
   buildImage,
   buildIndex,
+  busyboxRootfs,
   dir,
   file,
+  hardlink,
   pushToRegistry,
   type BuiltImage,
   type BuiltIndex,
   type ImageSpec,
   type LayerSpec,
   type MediaTypes,
+  type TarEntry,
 } from '../helpers/image-builder.js';
+
+/**
+ * The busybox rootfs with its applets as hard links to /bin/busybox, as in the
+ * upstream busybox images. With symlinks a masked path such as /bin/ls (the
+ * MaskedPaths spec) would follow the link and mask busybox itself.
+ */
+async function hardlinkedRootfs(): Promise<TarEntry[]> {
+  return (await busyboxRootfs()).map((e) =>
+    e.type === 'symlink' && e.linkname === 'busybox' && e.path.startsWith('bin/')
+      ? hardlink(e.path, 'bin/busybox')
+      : e,
+  );
+}
 
 /** busybox 1.36's /etc/passwd and /etc/group (what the upstream images are built FROM). */
 export const BUSYBOX_PASSWD = [
@@ -223,12 +239,22 @@ const ECR = 'public.ecr.aws/docker/library/';
 
 /** Every stand-in critest pulls, keyed by reference. `arch` is the host's GOARCH. */
 export async function buildStandIns(arch = 'amd64'): Promise<StandIn[]> {
+  const rootfs = await hardlinkedRootfs();
   const base = (spec: ImageSpec): ImageSpec => ({
-    passwd: BUSYBOX_PASSWD,
-    group: BUSYBOX_GROUP,
     architecture: arch,
     ...spec,
-    layers: [SHIMS, ...(spec.layers ?? [])],
+    base: false,
+    layers: [
+      {
+        entries: [
+          ...rootfs,
+          file('etc/passwd', spec.passwd ?? BUSYBOX_PASSWD),
+          file('etc/group', spec.group ?? BUSYBOX_GROUP),
+        ],
+      },
+      SHIMS,
+      ...(spec.layers ?? []),
+    ],
   });
   // Upstream images are multi-arch Docker manifest lists; so are these (the
   // extra platforms are small fakes that cannot run, for platform selection).
