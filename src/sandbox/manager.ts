@@ -314,40 +314,59 @@ export class SandboxManager implements SandboxAccess {
       infra: { id, pid: 0, bundleDir: join(podDir, 'bundle'), image: '', rootfs: '' },
     };
     const started = Date.now();
+    const steps: Record<string, number> = {};
+    const timed = async <T>(step: string, fn: () => Promise<T>): Promise<T> => {
+      const t0 = performance.now();
+      try {
+        return await fn();
+      } finally {
+        steps[step] = Math.round((performance.now() - t0) * 10) / 10;
+      }
+    };
     // The intent: a crash from here on is undone at start-up from this record.
-    await this.store.put(record);
+    await timed('intent', () => this.store.put(record));
     try {
       await mkdir(podDir, { recursive: true, mode: 0o711 });
-      if (record.shmMounted) {
-        await mkdir(record.shmPath, { mode: 0o1777 });
-        await mountShm(record.shmPath);
-      }
-      await writePodFiles({
-        podId: id,
-        podDir,
-        hostname,
-        dns: config.dnsConfig,
-        hostNetwork,
-        ips: [],
-      });
-      const pause = await resolvePause(this.config, this.options.images(), () => this.pauseRootfs());
-      record.infra.image = pause.image;
-      if (pause.lowerDirs.length === 1) {
-        record.infra.rootfs = pause.lowerDirs[0];
-      } else {
-        record.infra.rootfs = join(podDir, 'rootfs');
-        await mkdir(record.infra.rootfs);
-        await mountReadOnlyOverlay(pause.lowerDirs, record.infra.rootfs);
-      }
-      if (!hostNetwork) {
-        record.netnsPath = await this.options.network.createNetns(id);
-        await this.store.put(record);
+      // Files and mounts on one side, netns + CNI (the slow part) on the other.
+      const local = (async () => {
+        if (record.shmMounted) {
+          await timed('shm', async () => {
+            await mkdir(record.shmPath, { mode: 0o1777 });
+            await mountShm(record.shmPath);
+          });
+        }
+        await timed('files', () =>
+          writePodFiles({ podId: id, podDir, hostname, dns: config.dnsConfig, hostNetwork, ips: [] }),
+        );
+        const pause = await resolvePause(this.config, this.options.images(), () => this.pauseRootfs());
+        record.infra.image = pause.image;
+        if (pause.lowerDirs.length === 1) {
+          record.infra.rootfs = pause.lowerDirs[0];
+        } else {
+          record.infra.rootfs = join(podDir, 'rootfs');
+          await mkdir(record.infra.rootfs);
+          await mountReadOnlyOverlay(pause.lowerDirs, record.infra.rootfs);
+        }
+        return pause;
+      })();
+      const networking = (async () => {
+        if (hostNetwork) return;
+        const netnsPath = await timed('netns', () => this.options.network.createNetns(id));
+        record.netnsPath = netnsPath;
+        await timed('netnsRecord', () => this.store.put(record));
         // Before the infra starts: runsc (gVisor) copies the netns set-up at boot.
-        const status = await this.options.network.attach(identity(record), record.netnsPath, ports);
+        const status = await timed('cni', () =>
+          this.options.network.attach(identity(record), netnsPath, ports),
+        );
         record.network = { name: status.networkName, result: status.result };
         record.ips = status.ips;
-        await writePodHosts(podDir, hostname, record.ips);
-      }
+      })();
+      // Both finish before anything is undone, so undo never races a running step.
+      const [localResult, networkResult] = await Promise.allSettled([local, networking]);
+      if (localResult.status === 'rejected') throw localResult.reason;
+      if (networkResult.status === 'rejected') throw networkResult.reason;
+      const pause = localResult.value;
+      if (!hostNetwork) await writePodHosts(podDir, hostname, record.ips);
       const spec = await buildSandboxSpec({
         id,
         config,
@@ -364,21 +383,23 @@ export class SandboxManager implements SandboxAccess {
         host: this.options.specHost,
       });
       const monitorCgroup = this.config.runtime.handlers[handler.name]?.monitor_cgroup || cgroupParent;
-      const { pid } = await this.options.engine.create({
-        id,
-        handler,
-        bundleDir: record.infra.bundleDir,
-        spec,
-        logPath: '',
-        stdin: false,
-        stdinOnce: false,
-        tty: false,
-        monitorCgroup: monitorCgroup || undefined,
-      });
+      const { pid } = await timed('create', () =>
+        this.options.engine.create({
+          id,
+          handler,
+          bundleDir: record.infra.bundleDir,
+          spec,
+          logPath: '',
+          stdin: false,
+          stdinOnce: false,
+          tty: false,
+          monitorCgroup: monitorCgroup || undefined,
+        }),
+      );
       record.infra.pid = pid;
-      await this.options.engine.start(id, handler);
+      await timed('start', () => this.options.engine.start(id, handler));
       record.phase = 'ready';
-      await this.store.put(record);
+      await timed('commit', () => this.store.put(record));
     } catch (err) {
       this.log.warn({ id, name, err: errorMessage(err) }, 'RunPodSandbox failed; undoing');
       await this.undo(record).catch((undoErr: unknown) =>
@@ -392,7 +413,7 @@ export class SandboxManager implements SandboxAccess {
     }
     this.watch(record);
     this.log.info(
-      { id, name, handler: handler.name, ips: record.ips, ms: Date.now() - started },
+      { id, name, handler: handler.name, ips: record.ips, ms: Date.now() - started, steps },
       'pod sandbox ready',
     );
     return id;

@@ -116,6 +116,16 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
+/** argv of a process; `runc start` returns just before `runc init` execs the payload. */
+async function cmdlineOf(pid: number): Promise<string[]> {
+  const deadline = Date.now() + 5_000;
+  for (;;) {
+    const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').filter(Boolean);
+    if (argv[1] !== 'init' || Date.now() > deadline) return argv;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 async function mountedAt(path: string): Promise<boolean> {
   const info = await readFile('/proc/self/mountinfo', 'utf8');
   return info.split('\n').some((line) => line.split(' ')[4] === path);
@@ -202,8 +212,7 @@ describe('pod sandboxes', { timeout: 600_000 }, () => {
     const i = await info(id);
     assert.equal(i.processStatus, 'running');
     assert.equal(i.image, 'builtin');
-    const cmdline = (await readFile(`/proc/${i.pid}/cmdline`, 'utf8')).split('\0').filter(Boolean);
-    assert.deepEqual(cmdline, ['/catatonit', '-P']);
+    assert.deepEqual(await cmdlineOf(i.pid), ['/catatonit', '-P']);
     assert.notEqual(await readlink(`/proc/${i.pid}/ns/net`), await readlink('/proc/self/ns/net'));
     assert.notEqual(await readlink(`/proc/${i.pid}/ns/ipc`), await readlink('/proc/self/ns/ipc'));
     assert.notEqual(await readlink(`/proc/${i.pid}/ns/uts`), await readlink('/proc/self/ns/uts'));
@@ -301,6 +310,26 @@ describe('pod sandboxes', { timeout: 600_000 }, () => {
     assert.equal(await exists(i.netnsPath), false);
     assert.equal(await exists(i.podDir), false);
     assert.equal(await mountedAt(i.shmPath), false);
+  });
+
+  it('reports NOTREADY once the infra dies on its own, and still stops and removes the pod', async () => {
+    const id = await runPod(podConfig());
+    const i = await info(id);
+    process.kill(i.pid, 'SIGKILL');
+    const deadline = Date.now() + 10_000;
+    let state: PodSandboxState | undefined;
+    while (Date.now() < deadline) {
+      state = (await berth.cri.runtime.podSandboxStatus({ podSandboxId: id, verbose: false })).status?.state;
+      if (state === PodSandboxState.SANDBOX_NOTREADY) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(state, PodSandboxState.SANDBOX_NOTREADY);
+    // The network is still attached until kubelet stops the pod.
+    assert.equal(await exists(i.netnsPath), true);
+    await berth.cri.runtime.stopPodSandbox({ podSandboxId: id });
+    assert.equal(await exists(i.netnsPath), false);
+    await berth.cri.runtime.removePodSandbox({ podSandboxId: id });
+    assert.equal(await exists(i.podDir), false);
   });
 
   it('runs a pod in the host network namespace', async () => {
@@ -553,7 +582,7 @@ describe('pod sandboxes', { timeout: 600_000 }, () => {
     // The same infra process: nothing was re-created.
     const again = await info(running);
     assert.equal(again.pid, runningInfo.pid);
-    assert.equal((await readFile(`/proc/${again.pid}/cmdline`, 'utf8')).split('\0')[0], '/catatonit');
+    assert.deepEqual(await cmdlineOf(again.pid), ['/catatonit', '-P']);
     // Names survive too.
     const name = before.find((p) => p.id === running)!.metadata!;
     await assert.rejects(
