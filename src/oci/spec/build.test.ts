@@ -220,6 +220,31 @@ test('infra spec: host network/IPC/PID, systemd slice, oom -998 where allowed', 
   );
 });
 
+test('infra spec of a privileged pod: no capabilities, but sysfs and cgroupfs read-write', async () => {
+  const spec = await buildSandboxSpec({
+    id: 'sb5',
+    config: podConfig({ linux: { securityContext: { privileged: true } } }),
+    rootfs: '/pause/rootfs',
+    args: ['/pause'],
+    hostname: 'h',
+    netnsPath: '/run/netns/x',
+    shmPath: '/s',
+    sysctls: {},
+    cgroupParent: '',
+    host: v1,
+  });
+  assert.deepEqual(spec.process?.capabilities?.bounding, []);
+  assert.deepEqual(spec.mounts?.find((m) => m.destination === '/sys')?.options, [
+    'nosuid',
+    'noexec',
+    'nodev',
+    'rw',
+  ]);
+  assert.ok(spec.mounts?.find((m) => m.destination === '/sys/fs/cgroup')?.options?.includes('rw'));
+  assert.deepEqual((spec.linux as OciLinux).maskedPaths, DEFAULT_MASKED_PATHS);
+  assert.equal((spec.linux as OciLinux).cgroupsPath, '/berth-sb5');
+});
+
 test('container spec: image user and groups, argv, env, cwd created, pod files, joined namespaces, stop signal', async () => {
   const { spec, user, stopSignal, mounts } = await buildContainerSpec(
     containerInput({

@@ -44,9 +44,9 @@ export function criAnnotations(
  * Spec of the infra container: read-only rootfs, the pause argv, the pod's
  * namespaces (netns file or host; IPC/UTS new or host; PID new unless NODE),
  * sysctls, cgroupsPath under the pod's parent, the clamped oom_score_adj, the
- * pod's /dev/shm, seccomp, no_new_privs, no capabilities (pause needs none;
- * a privileged pod's infra gets the host's), annotations (with the pod's
- * resources and overhead as containerd records them).
+ * pod's /dev/shm, seccomp, no_new_privs, no capabilities (pause needs none,
+ * even in a privileged pod), annotations (with the pod's resources and
+ * overhead as containerd records them).
  */
 export async function buildSandboxSpec(input: SandboxSpecInput): Promise<OciSpec> {
   const what = `pod sandbox ${input.id}`;
@@ -60,6 +60,9 @@ export async function buildSandboxSpec(input: SandboxSpecInput): Promise<OciSpec
   const rootfs = checkAbsolutePath(input.rootfs, `${what}: rootfs`);
 
   const namespaces = sandboxNamespaces(nsOptions, input.netnsPath, what);
+  // In a privileged pod sysfs must be mounted read-write here: every sysfs mount
+  // of one netns shares the first mount's superblock, read-only flag included,
+  // so a read-only one in the infra would make /sys read-only for privileged containers.
   const mounts: OciMount[] = defaultMounts({ privileged, hostIpc });
   const shm = hostIpc ? '/dev/shm' : input.shmPath;
   if (!shm) throw new InvalidArgumentError(`${what}: no /dev/shm path for the pod`);
@@ -85,7 +88,7 @@ export async function buildSandboxSpec(input: SandboxSpecInput): Promise<OciSpec
     (a, b) => a - b,
   );
 
-  const caps = privileged ? input.host.boundingCapabilities : [];
+  const caps: string[] = [];
   const seccomp = await seccompFor(
     effectiveProfile(security?.seccomp, security?.seccompProfilePath ?? '', what),
     {
@@ -101,14 +104,13 @@ export async function buildSandboxSpec(input: SandboxSpecInput): Promise<OciSpec
     namespaces,
     cgroupsPath: containerCgroupsPath(input.cgroupParent, input.id, input.host.cgroupDriver),
     resources: {
-      devices: privileged ? [{ allow: true, access: 'rwm' }] : defaultDeviceRules(),
+      devices: defaultDeviceRules(),
       cpu: { shares: SANDBOX_CPU_SHARES },
     },
     ...(Object.keys(input.sysctls).length > 0 ? { sysctl: { ...input.sysctls } } : {}),
     ...(seccomp ? { seccomp } : {}),
-    ...(privileged
-      ? {}
-      : { maskedPaths: [...DEFAULT_MASKED_PATHS], readonlyPaths: [...DEFAULT_READONLY_PATHS] }),
+    maskedPaths: [...DEFAULT_MASKED_PATHS],
+    readonlyPaths: [...DEFAULT_READONLY_PATHS],
   };
 
   return {
