@@ -25,6 +25,7 @@ import {
   type RunPodSandboxRequest,
 } from '../generated/api.js';
 import type { ImageManager } from '../image/manager.js';
+import { Puller } from '../image/pull/puller.js';
 import type { Logger } from '../log.js';
 import { validateCgroupParent } from '../oci/cgroup-driver.js';
 import { configuredHandlers, resolveHandler } from '../oci/handlers.js';
@@ -149,6 +150,7 @@ export class SandboxManager implements SandboxAccess {
   /** Aborts the exit watch of each running infra. */
   private readonly watches = new Map<string, AbortController>();
   private builtinPause?: Promise<string>;
+  private puller?: Puller;
   private closed = false;
 
   private constructor(
@@ -338,7 +340,14 @@ export class SandboxManager implements SandboxAccess {
         await timed('files', () =>
           writePodFiles({ podId: id, podDir, hostname, dns: config.dnsConfig, hostNetwork, ips: [] }),
         );
-        const pause = await resolvePause(this.config, this.options.images(), () => this.pauseRootfs());
+        const pause = await timed('pause', () =>
+          resolvePause(
+            this.config,
+            this.options.images(),
+            () => this.pauseRootfs(),
+            (ref) => this.pullPause(ref),
+          ),
+        );
         record.infra.image = pause.image;
         if (pause.lowerDirs.length === 1) {
           record.infra.rootfs = pause.lowerDirs[0];
@@ -429,6 +438,13 @@ export class SandboxManager implements SandboxAccess {
       'io.kubernetes.cri.sandbox-uid': record.metadata.uid,
       'io.kubernetes.cri.sandbox-log-directory': record.logDirectory,
     };
+  }
+
+  /** Pulls runtime.pause_image (one puller, so concurrent pods share the download). */
+  private pullPause(ref: string): Promise<unknown> {
+    const images = this.options.images();
+    this.puller ??= new Puller(images.store, () => this.config, this.log.child({ component: 'pull' }));
+    return this.puller.pull(ref);
   }
 
   /** The built-in pause rootfs, built once per daemon. */

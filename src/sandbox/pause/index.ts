@@ -4,7 +4,7 @@
  * RemoveImage leave it alone).
  */
 import type { BerthConfig } from '../../config/schema.js';
-import { FailedPreconditionError } from '../../errors.js';
+import { errorMessage, FailedPreconditionError } from '../../errors.js';
 import type { ImageManager } from '../../image/manager.js';
 import { BUILTIN_PAUSE_ARGS } from './builtin.js';
 
@@ -25,10 +25,15 @@ export interface PauseRootfs {
   cwd: string;
 }
 
+/**
+ * `pull` fetches runtime.pause_image when the store lacks it: kubelet never
+ * pulls the sandbox image itself (CRI-O and containerd pull it on demand too).
+ */
 export async function resolvePause(
   config: BerthConfig,
   images: ImageManager,
   builtinRootfs: () => Promise<string>,
+  pull: (ref: string) => Promise<unknown>,
 ): Promise<PauseRootfs> {
   const ref = config.runtime.pause_image;
   if (ref === '') {
@@ -42,11 +47,20 @@ export async function resolvePause(
     };
   }
   images.pin(ref);
-  const found = await images.resolve(ref);
+  let found = await images.resolve(ref);
   if (!found) {
-    throw new FailedPreconditionError(
-      `pause image ${JSON.stringify(ref)} (runtime.pause_image) is not in the image store; pull it first (crictl pull ${ref})`,
-    );
+    try {
+      await pull(ref);
+    } catch (err) {
+      throw new FailedPreconditionError(
+        `pause image ${JSON.stringify(ref)} (runtime.pause_image) is not in the image store and pulling it failed: ${errorMessage(err)}`,
+        { cause: err },
+      );
+    }
+    found = await images.resolve(ref);
+    if (!found) {
+      throw new FailedPreconditionError(`pause image ${JSON.stringify(ref)} was pulled but cannot be found`);
+    }
   }
   const { record } = found;
   const imageConfig = record.config.config ?? {};

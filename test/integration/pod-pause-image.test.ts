@@ -1,0 +1,154 @@
+/**
+ * runtime.pause_image: the infra runs from a pulled image (pulled on demand
+ * from the local registry, pinned), with its rootfs a read-only overlay of the
+ * image's layers that goes away with the pod.
+ */
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { access, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { status } from '@grpc/grpc-js';
+import { startBerth, type RunningBerth } from '../helpers/berth-process.js';
+import { startRegistry, type TestRegistry } from '../helpers/registry.js';
+import { buildImage, file, type BuiltImage } from '../helpers/image-builder.js';
+import {
+  ImageSpec,
+  LinuxPodSandboxConfig,
+  NamespaceMode,
+  PodSandboxConfig,
+  PodSandboxState,
+} from '../../src/generated/api.js';
+
+let registry: TestRegistry;
+let berth: RunningBerth;
+let image: BuiltImage;
+let ref: string;
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await access(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function mountedAt(path: string): Promise<boolean> {
+  const info = await readFile('/proc/self/mountinfo', 'utf8');
+  return info.split('\n').some((line) => line.split(' ')[4] === path);
+}
+
+/** A host-network pod: this test is about the infra's image, not CNI. */
+function hostPod(name: string): PodSandboxConfig {
+  return PodSandboxConfig.fromPartial({
+    metadata: { name, namespace: 'berth-test', uid: `uid-${name}`, attempt: 0 },
+    hostname: name,
+    linux: LinuxPodSandboxConfig.fromPartial({
+      securityContext: {
+        namespaceOptions: {
+          network: NamespaceMode.NODE,
+          pid: NamespaceMode.CONTAINER,
+          ipc: NamespaceMode.POD,
+        },
+      },
+    }),
+  });
+}
+
+before(async () => {
+  registry = await startRegistry();
+  // Two layers: the infra root must be an overlay of both.
+  image = await buildImage({
+    layers: [{ entries: [file('pause-marker', 'from the pause image\n')] }],
+    config: { entrypoint: ['/bin/sleep'], cmd: ['2147483647'] },
+  });
+  await registry.push('berth/pause', '1', image);
+  ref = `${registry.host}/berth/pause:1`;
+  berth = await startBerth({
+    toml: `
+[runtime]
+pause_image = "${ref}"
+
+[image.registries."${registry.host}"]
+insecure = true
+`,
+  });
+});
+
+after(async () => {
+  await berth?.cleanup();
+  await registry?.stop();
+});
+
+test('the infra runs the configured pause image, pulled on demand and pinned', async () => {
+  const before = await berth.cri.image.imageStatus({
+    image: ImageSpec.fromPartial({ image: ref }),
+    verbose: false,
+  });
+  assert.equal(before.image, undefined, 'the pause image is not there before the first pod');
+
+  const { podSandboxId: id } = await berth.cri.runtime.runPodSandbox({
+    config: hostPod('pause-a'),
+    runtimeHandler: '',
+  });
+  const res = await berth.cri.runtime.podSandboxStatus({ podSandboxId: id, verbose: true });
+  assert.equal(res.status?.state, PodSandboxState.SANDBOX_READY);
+  const info = JSON.parse(res.info.info) as { pid: number; image: string; podDir: string };
+  assert.equal(info.image, ref);
+  const argv = async () => (await readFile(`/proc/${info.pid}/cmdline`, 'utf8')).split('\0').filter(Boolean);
+  for (let i = 0; i < 100 && (await argv())[1] === 'init'; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(await argv(), ['/bin/sleep', '2147483647']);
+  // Both layers are visible through the pod's read-only overlay root.
+  const rootfs = join(info.podDir, 'rootfs');
+  assert.equal(await mountedAt(rootfs), true);
+  assert.equal(await readFile(join(rootfs, 'pause-marker'), 'utf8'), 'from the pause image\n');
+  assert.equal(await exists(join(rootfs, 'bin', 'busybox')), true);
+
+  const status_ = await berth.cri.image.imageStatus({
+    image: ImageSpec.fromPartial({ image: ref }),
+    verbose: false,
+  });
+  assert.equal(status_.image?.id, image.configDigest);
+  assert.equal(status_.image?.pinned, true);
+
+  // A second pod uses the stored image (one pull in the registry log).
+  const { podSandboxId: second } = await berth.cri.runtime.runPodSandbox({
+    config: hostPod('pause-b'),
+    runtimeHandler: '',
+  });
+  const manifestGets = registry
+    .requests()
+    .filter((r) => r.method === 'GET' && r.path.includes('/berth/pause/manifests/')).length;
+  assert.equal(manifestGets, 1);
+
+  for (const pod of [id, second]) await berth.cri.runtime.removePodSandbox({ podSandboxId: pod });
+  assert.equal(await mountedAt(rootfs), false);
+  assert.equal(await exists(info.podDir), false);
+});
+
+test('a pause image that cannot be pulled fails the pod with the reason and leaves nothing', async () => {
+  await berth.stop();
+  const missing = `${registry.host}/berth/absent:1`;
+  berth = await startBerth({
+    dir: berth.dir,
+    toml: `
+[runtime]
+pause_image = "${missing}"
+
+[image.registries."${registry.host}"]
+insecure = true
+`,
+  });
+  await assert.rejects(
+    berth.cri.runtime.runPodSandbox({ config: hostPod('pause-c'), runtimeHandler: '' }),
+    (err: { code: number; details: string }) => {
+      assert.equal(err.code, status.FAILED_PRECONDITION);
+      assert.match(
+        err.details,
+        new RegExp(`pause image "${missing.replace(/[.]/g, '\\.')}".*pulling it failed`),
+      );
+      return true;
+    },
+  );
+  assert.deepEqual((await berth.cri.runtime.listPodSandbox({ filter: undefined })).items, []);
+});
