@@ -76,7 +76,10 @@ export async function runExec(
     } else {
       stdin?.end();
     }
-    streams.onResize((size) => proc.resize(size.width, size.height));
+    streams.onResize((size) => {
+      log.trace({ width: size.width, height: size.height }, 'terminal resize');
+      proc.resize(size.width, size.height);
+    });
     // A client that disconnects takes its process with it.
     void streams.closed.then(() => {
       if (proc.child.exitCode === null && proc.child.signalCode === null) proc.kill('SIGKILL');
@@ -111,7 +114,10 @@ export async function runAttach(
   let outcome: Outcome;
   try {
     const attach = await openAttach(target.socketPath, target.ctlPath);
-    streams.onResize((size) => attach.resize(size.width, size.height));
+    streams.onResize((size) => {
+      log.trace({ width: size.width, height: size.height }, 'terminal resize');
+      attach.resize(size.width, size.height);
+    });
     const output = attach.pump(streams.stdout, options.tty ? streams.stdout : streams.stderr);
     let stdinDone: Promise<'stdin-closed'> = new Promise(() => undefined);
     if (options.stdin && streams.stdin) {

@@ -58,3 +58,20 @@ function parseSize(text: string): TerminalSize | undefined {
     return undefined;
   }
 }
+
+/** Resize events for one session; the latest size is kept for a listener that comes later. */
+export class ResizeEvents {
+  private listener?: (size: TerminalSize) => void;
+  private latest?: TerminalSize;
+
+  emit(size: TerminalSize): void {
+    this.latest = size;
+    this.listener?.(size);
+  }
+
+  /** The listener gets the size already received (the client's initial one), then each change. */
+  listen(listener: (size: TerminalSize) => void): void {
+    this.listener = listener;
+    if (this.latest) listener(this.latest);
+  }
+}

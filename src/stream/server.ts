@@ -329,10 +329,23 @@ export class StreamServer {
       rawResponse(socket, code, reason, [], `${resolved.message}\n`);
       return;
     }
-    const ws = await new Promise<WebSocket>((resolve) => {
-      this.wss.options.handleProtocols = () => chosen ?? false;
-      this.wss.handleUpgrade(req, socket, head, (client) => resolve(client));
-    });
+    // ws rejects subprotocol names with '/' (SPDY/3.1+portforward.k8s.io), so
+    // berth negotiates itself and adds the answer to the response headers.
+    delete req.headers['sec-websocket-protocol'];
+    const addProtocol = (headers: string[], request: IncomingMessage) => {
+      if (request === req && chosen) headers.push(`Sec-WebSocket-Protocol: ${chosen}`);
+    };
+    this.wss.on('headers', addProtocol);
+    const ws = await new Promise<WebSocket | undefined>((resolve) => {
+      // A failed handshake never calls back; the socket closes instead.
+      const onClose = () => resolve(undefined);
+      socket.once('close', onClose);
+      this.wss.handleUpgrade(req, socket, head, (client) => {
+        socket.off('close', onClose);
+        resolve(client);
+      });
+    }).finally(() => this.wss.off('headers', addProtocol));
+    if (!ws) return;
     const raw = socket as Socket;
     raw.setNoDelay?.(true);
     raw.setTimeout?.(idleMs, () => ws.terminate());

@@ -9,9 +9,8 @@
 import { once } from 'node:events';
 import type { SpdyConnection, SpdyStream } from './spdy/connection.js';
 import type { CommandStreams } from './command.js';
-import { ResizeDecoder } from './resize.js';
+import { ResizeDecoder, ResizeEvents } from './resize.js';
 import { encodeOutcome, type Outcome } from './status.js';
-import type { TerminalSize } from './types.js';
 
 export const SPDY_COMMAND_PROTOCOLS = [
   'v5.channel.k8s.io',
@@ -100,18 +99,18 @@ export function spdyCommandStreams(
     stdout?.resume();
     stderr?.resume();
     if (v === 1) stdin?.end();
-    const listeners: ((size: TerminalSize) => void)[] = [];
+    const resizes = new ResizeEvents();
     if (resize) {
       const decoder = new ResizeDecoder();
       resize.on('data', (chunk: Buffer) => {
-        for (const size of decoder.push(chunk)) listeners.forEach((l) => l(size));
+        for (const size of decoder.push(chunk)) resizes.emit(size);
       });
     }
     return {
       stdin: choice.stdin ? stdin : null,
       stdout: choice.stdout ? stdout : null,
       stderr: choice.stderr ? stderr : null,
-      onResize: (listener) => listeners.push(listener),
+      onResize: (listener) => resizes.listen(listener),
       closed: new Promise<void>((resolve) => {
         if (conn.closed) resolve();
         conn.once('close', () => resolve());

@@ -6,10 +6,9 @@
  */
 import type { Writable } from 'node:stream';
 import type { CommandStreams } from './command.js';
-import { ResizeDecoder } from './resize.js';
+import { ResizeDecoder, ResizeEvents } from './resize.js';
 import { encodeOutcome, type Outcome } from './status.js';
 import type { StreamChoice } from './spdy-command.js';
-import type { TerminalSize } from './types.js';
 import type { ChannelSocket } from './websocket.js';
 
 const STDIN = 0;
@@ -32,10 +31,10 @@ export function wsCommandStreams(channels: ChannelSocket, choice: StreamChoice):
   const stderr = choice.stderr ? channels.writer(STDERR) : null;
   const stdin = choice.stdin ? channels.reader(STDIN) : null;
   void channels.send(choice.stdout ? STDOUT : choice.stderr ? STDERR : ERROR, Buffer.alloc(0));
-  const listeners: ((size: TerminalSize) => void)[] = [];
+  const resizes = new ResizeEvents();
   const decoder = new ResizeDecoder();
   channels.reader(RESIZE).on('data', (chunk: Buffer) => {
-    for (const size of decoder.push(chunk)) listeners.forEach((l) => l(size));
+    for (const size of decoder.push(chunk)) resizes.emit(size);
   });
   const closed = new Promise<void>((resolve) => {
     if (channels.ws.readyState >= channels.ws.CLOSING) resolve();
@@ -46,7 +45,7 @@ export function wsCommandStreams(channels: ChannelSocket, choice: StreamChoice):
     stdout,
     stderr,
     closed,
-    onResize: (listener) => listeners.push(listener),
+    onResize: (listener) => resizes.listen(listener),
     async finish(outcome: Outcome) {
       await Promise.all([endWriter(stdout), endWriter(stderr)]);
       const bytes = encodeOutcome(outcome, channels.protocol.jsonStatus);

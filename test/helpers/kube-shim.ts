@@ -140,19 +140,17 @@ export async function startKubeShim(options: KubeShimOptions): Promise<KubeShim>
       res.writeHead(200, { 'content-type': 'application/json' }).end(json(body));
       return;
     }
-    res
-      .writeHead(404, { 'content-type': 'application/json' })
-      .end(
-        json({
-          kind: 'Status',
-          apiVersion: 'v1',
-          metadata: {},
-          status: 'Failure',
-          message: `${path} not found`,
-          reason: 'NotFound',
-          code: 404,
-        }),
-      );
+    res.writeHead(404, { 'content-type': 'application/json' }).end(
+      json({
+        kind: 'Status',
+        apiVersion: 'v1',
+        metadata: {},
+        status: 'Failure',
+        message: `${path} not found`,
+        reason: 'NotFound',
+        code: 404,
+      }),
+    );
   });
 
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
