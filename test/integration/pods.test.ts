@@ -365,6 +365,38 @@ describe('pod sandboxes', { timeout: 600_000 }, () => {
     await berth.cri.runtime.removePodSandbox({ podSandboxId: id });
   });
 
+  it('uses the host PID and IPC namespaces (and the host /dev/shm) when asked', async () => {
+    const id = await runPod(
+      podConfig({
+        linux: {
+          cgroupParent: '',
+          sysctls: {},
+          overhead: undefined,
+          resources: undefined,
+          securityContext: LinuxSandboxSecurityContext.fromPartial({
+            namespaceOptions: {
+              network: NamespaceMode.POD,
+              pid: NamespaceMode.NODE,
+              ipc: NamespaceMode.NODE,
+            },
+          }),
+        },
+      }),
+    );
+    const i = await info(id);
+    assert.equal(await readlink(`/proc/${i.pid}/ns/pid`), await readlink('/proc/self/ns/pid'));
+    assert.equal(await readlink(`/proc/${i.pid}/ns/ipc`), await readlink('/proc/self/ns/ipc'));
+    assert.notEqual(await readlink(`/proc/${i.pid}/ns/net`), await readlink('/proc/self/ns/net'));
+    assert.equal(i.shmPath, '/dev/shm');
+    assert.equal(await exists(join(i.podDir, 'shm')), false);
+    const { status: st } = await berth.cri.runtime.podSandboxStatus({ podSandboxId: id, verbose: false });
+    assert.equal(st?.linux?.namespaces?.options?.pid, NamespaceMode.NODE);
+    assert.equal(st?.linux?.namespaces?.options?.ipc, NamespaceMode.NODE);
+    await berth.cri.runtime.removePodSandbox({ podSandboxId: id });
+    // The host's /dev/shm is left alone.
+    assert.equal(await mountedAt('/dev/shm'), true);
+  });
+
   it('shares a PID namespace through the infra when the pod asks for it', async () => {
     const id = await runPod(
       podConfig({

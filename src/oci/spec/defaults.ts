@@ -115,13 +115,7 @@ export function defaultMounts(options: { privileged: boolean; hostIpc: boolean }
     { destination: '/sys', type: 'sysfs', source: 'sysfs', options: sysOptions },
     { destination: '/sys/fs/cgroup', type: 'cgroup', source: 'cgroup', options: [...sysOptions, 'relatime'] },
   ];
-  // With the host's IPC namespace a new mqueue mount is refused: bind the host's.
-  if (options.hostIpc)
-    mounts[3] = {
-      destination: '/dev/mqueue',
-      type: 'bind',
-      source: '/dev/mqueue',
-      options: ['rbind', 'nosuid', 'noexec', 'nodev'],
-    };
+  // With the host's IPC namespace the mqueue mount shows the host's queues: the same as
+  // binding the host's /dev/mqueue, which need not exist (it does not on every node).
   return mounts;
 }
