@@ -8,6 +8,9 @@
  *             signed by a throwaway certificate the registry trusts; Basic
  *             credentials or an identity token (OAuth2 refresh token) get one
  *
+ * `tls: true` puts an HTTPS front (a certificate for 127.0.0.1 from a
+ * throwaway CA, `caFile`) before the registry.
+ *
  * Optionally a transparent front (`gate: true`) relays every request and can
  * hold a blob after some bytes (`stallBlob`) to stage stalls and crashes
  * mid-download. `requests()` parses the registry's access log.
@@ -15,7 +18,14 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, createPrivateKey, randomUUID, sign, X509Certificate } from 'node:crypto';
 import { mkdtemp, open, readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http';
+import {
+  createServer,
+  request as httpRequest,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runChecked } from '../../src/util/run.js';
@@ -31,6 +41,8 @@ export interface RegistryOptions {
   identityToken?: string;
   /** Start the relaying front and publish its address instead of the registry's. */
   gate?: boolean;
+  /** Serve HTTPS (through the front) with a certificate for 127.0.0.1 from a throwaway CA. */
+  tls?: boolean;
 }
 
 export interface LoggedRequest {
@@ -42,10 +54,12 @@ export interface LoggedRequest {
 export interface TestRegistry {
   /** "127.0.0.1:PORT" as references and berth config name it (the gate's when there is one). */
   host: string;
-  /** "http://127.0.0.1:PORT". */
+  /** "http://127.0.0.1:PORT" (https with `tls`). */
   url: string;
   /** The registry's own address, bypassing the gate. */
   directUrl: string;
+  /** tls: the PEM file of the CA that signed the front's certificate. */
+  caFile?: string;
   dataDir: string;
   /** Pushes with the right credentials for the mode; returns the top digest. */
   push(repository: string, tag: string, image: BuiltImage | BuiltIndex): Promise<string>;
@@ -210,8 +224,65 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Test
     let onStalled: (() => void)[] = [];
     let stalledOnce = false;
     let gateUrl: string | undefined;
-    if (options.gate) {
-      const gate = createServer((req, res) => {
+    let tlsOptions: { key: Buffer; cert: Buffer } | undefined;
+    if (options.tls) {
+      const openssl = (...args: string[]) => runChecked('/usr/bin/openssl', args);
+      await openssl(
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-days',
+        '2',
+        '-subj',
+        '/CN=berth-test-ca',
+        '-keyout',
+        join(dir, 'ca.key'),
+        '-out',
+        join(dir, 'ca.crt'),
+        '-addext',
+        'basicConstraints=critical,CA:TRUE',
+        '-addext',
+        'keyUsage=critical,keyCertSign,cRLSign',
+      );
+      await openssl(
+        'req',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-subj',
+        '/CN=127.0.0.1',
+        '-keyout',
+        join(dir, 'server.key'),
+        '-out',
+        join(dir, 'server.csr'),
+      );
+      await writeFile(join(dir, 'server.ext'), 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n');
+      await openssl(
+        'x509',
+        '-req',
+        '-in',
+        join(dir, 'server.csr'),
+        '-CA',
+        join(dir, 'ca.crt'),
+        '-CAkey',
+        join(dir, 'ca.key'),
+        '-CAcreateserial',
+        '-days',
+        '2',
+        '-out',
+        join(dir, 'server.crt'),
+        '-extfile',
+        join(dir, 'server.ext'),
+      );
+      tlsOptions = {
+        key: await readFile(join(dir, 'server.key')),
+        cert: await readFile(join(dir, 'server.crt')),
+      };
+    }
+    if (options.gate || options.tls) {
+      const handler = (req: IncomingMessage, res: ServerResponse) => {
         const upstream = httpRequest(
           { host: '127.0.0.1', port, method: req.method, path: req.url, headers: req.headers },
           (up) => {
@@ -251,9 +322,10 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Test
         upstream.on('error', () => res.destroy());
         res.on('close', () => upstream.destroy());
         req.pipe(upstream);
-      });
+      };
+      const gate = tlsOptions ? createHttpsServer(tlsOptions, handler) : createServer(handler);
       servers.push(gate);
-      gateUrl = `http://127.0.0.1:${await listen(gate)}`;
+      gateUrl = `${tlsOptions ? 'https' : 'http'}://127.0.0.1:${await listen(gate)}`;
     }
     const url = gateUrl ?? directUrl;
 
@@ -267,7 +339,8 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Test
       return join(dataDir, 'docker', 'registry', 'v2', 'blobs', 'sha256', hex.slice(0, 2), hex, 'data');
     };
     return {
-      host: url.slice('http://'.length),
+      host: url.replace(/^https?:\/\//, ''),
+      ...(options.tls ? { caFile: join(dir, 'ca.crt') } : {}),
       url,
       directUrl,
       dataDir,

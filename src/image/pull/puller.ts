@@ -50,7 +50,7 @@ import { Watchdog, type Transfer } from './progress.js';
 
 const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 /** Bytes buffered between the download and the layer unpacker reading along. */
-const TEE_BUFFER = 1024 * 1024;
+const TEE_BUFFER = 512 * 1024;
 
 export interface PullOptions {
   auth?: AuthConfigLike;
@@ -313,7 +313,7 @@ export class Puller {
     const image = formatReference(ref);
     const reference = ref.digest ?? ref.tag ?? 'latest';
     const failures: { client: RepositoryClient; err: unknown }[] = [];
-    for (const endpoint of this.endpoints.forRegistry(ref.registry)) {
+    for (const endpoint of await this.endpoints.forRegistry(ref.registry)) {
       const client = new RepositoryClient(endpoint, ref.repository, creds, this.tokens);
       try {
         const top = await this.fetchManifest(client, reference, watchdog, signal);

@@ -4,11 +4,11 @@
  * insecure host) and a keep-alive connection pool trusting the system CAs
  * plus the host's extra CA file.
  */
-import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { getCACertificates, rootCertificates } from 'node:tls';
 import { Agent } from 'undici';
 import type { RegistryConfig } from '../../config/schema.js';
-import { InvalidArgumentError, errorMessage } from '../../errors.js';
+import { FailedPreconditionError, errorMessage } from '../../errors.js';
 import { DOCKER_HUB } from '../reference.js';
 
 export interface Endpoint {
@@ -21,6 +21,14 @@ export interface Endpoint {
 }
 
 const KEEP_ALIVE_MS = 30_000;
+
+let systemCAs: string[] | undefined;
+
+/** Node's bundled roots plus the system store, read once (reading blocks for a while). */
+function trustedCAs(): string[] {
+  systemCAs ??= [...new Set([...rootCertificates, ...getCACertificates('system')])];
+  return systemCAs;
+}
 
 /** Docker Hub's API is served under another name than its references use. */
 function apiHost(registry: string): string {
@@ -42,46 +50,50 @@ export class Endpoints {
     return all[host] ?? (host === 'registry-1.docker.io' ? all[DOCKER_HUB] : undefined);
   }
 
-  private endpoint(host: string, mirror: boolean): Endpoint {
+  private async endpoint(host: string, mirror: boolean): Promise<Endpoint> {
     const cfg = this.configOf(host);
     const insecure = cfg?.insecure ?? false;
     const caFile = cfg?.ca_file ?? '';
     const key = `${host}\0${insecure}\0${caFile}`;
     let agent = this.agents.get(key);
     if (!agent) {
+      // Certificates do not matter where any certificate is accepted.
       let ca: string[] | undefined;
-      if (caFile) {
-        let extra: string;
-        try {
-          extra = readFileSync(caFile, 'utf8');
-        } catch (err) {
-          throw new InvalidArgumentError(
-            `registry ${host}: cannot read ca_file ${caFile}: ${errorMessage(err)}`,
-          );
+      if (!insecure) {
+        ca = trustedCAs();
+        if (caFile) {
+          try {
+            ca = [...ca, await readFile(caFile, 'utf8')];
+          } catch (err) {
+            throw new FailedPreconditionError(
+              `registry ${host}: cannot read ca_file ${caFile}: ${errorMessage(err)}`,
+            );
+          }
         }
-        ca = [...new Set([...rootCertificates, ...getCACertificates('system')]), extra];
-      } else {
-        ca = [...new Set([...rootCertificates, ...getCACertificates('system')])];
       }
-      agent = new Agent({
-        keepAliveTimeout: KEEP_ALIVE_MS,
-        keepAliveMaxTimeout: 10 * KEEP_ALIVE_MS,
-        connections: 16,
-        connect: { ca, rejectUnauthorized: !insecure, timeout: 15_000 },
-      });
+      // Another pull may have made the pool while the CA file was read.
+      agent =
+        this.agents.get(key) ??
+        new Agent({
+          keepAliveTimeout: KEEP_ALIVE_MS,
+          keepAliveMaxTimeout: 10 * KEEP_ALIVE_MS,
+          connections: 16,
+          connect: { ca, rejectUnauthorized: !insecure, timeout: 15_000 },
+        });
       this.agents.set(key, agent);
     }
     return { host, insecure, mirror, dispatcher: agent };
   }
 
   /** The endpoints to try for a registry, in order. */
-  forRegistry(registry: string): Endpoint[] {
+  async forRegistry(registry: string): Promise<Endpoint[]> {
     const host = apiHost(registry);
     const cfg = this.configOf(registry) ?? this.configOf(host);
-    const out = (cfg?.mirrors ?? []).map((m) => this.endpoint(mirrorHost(m), true));
-    if (!cfg?.mirror_only) out.push(this.endpoint(host, false));
+    const out: Endpoint[] = [];
+    for (const m of cfg?.mirrors ?? []) out.push(await this.endpoint(mirrorHost(m), true));
+    if (!cfg?.mirror_only) out.push(await this.endpoint(host, false));
     if (out.length === 0) {
-      throw new InvalidArgumentError(`registry ${registry} is mirror_only but has no mirrors configured`);
+      throw new FailedPreconditionError(`registry ${registry} is mirror_only but has no mirrors configured`);
     }
     return out;
   }

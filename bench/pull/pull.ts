@@ -1,0 +1,182 @@
+/**
+ * bench/pull: berth's PullImage against `skopeo copy docker://… oci:…` for a
+ * ~100 MB image of 10 layers served by Debian's docker-registry on 127.0.0.1,
+ * alternating, 5 runs each (medians). While berth pulls, the bench samples
+ * berth's RSS (peak, from VmHWM reset before each pull) and calls ListImages
+ * back to back to measure its latency (p99): the event loop must stay free.
+ *
+ * Run by hand (not part of npm test), as root:
+ *   npm run build && node dist/bench/pull/pull.js [--runs 5] [--layers 10] [--mib 100]
+ * Targets: throughput ratio berth/skopeo >= 1.0, peak RSS <= 150 MiB, p99 <= 20 ms.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { startBerth } from '../../test/helpers/berth-process.js';
+import { startRegistry } from '../../test/helpers/registry.js';
+import { buildImage, file, type LayerSpec, type TarEntry } from '../../test/helpers/image-builder.js';
+import {
+  ImageSpec,
+  ListImagesRequest,
+  PullImageRequest,
+  RemoveImageRequest,
+} from '../../src/generated/api.js';
+import { runChecked } from '../../src/util/run.js';
+import { median, percentile } from '../lib/stats.js';
+import { rssBytes } from '../lib/proc.js';
+
+const { values: args } = parseArgs({
+  options: {
+    runs: { type: 'string', default: '5' },
+    layers: { type: 'string', default: '10' },
+    mib: { type: 'string', default: '100' },
+  },
+});
+const RUNS = Number(args.runs);
+const LAYERS = Number(args.layers);
+const TARGET_BYTES = Number(args.mib) * 1024 * 1024;
+
+/** Text-like data: compresses roughly 3:1 with gzip, like binaries and libraries do. */
+function textish(size: number, seed: number): Buffer {
+  const words: string[] = [];
+  for (let i = 0; i < 512; i++) {
+    words.push(
+      createHash('sha256')
+        .update(`${seed}:${i}`)
+        .digest('hex')
+        .slice(0, 3 + (i % 9)),
+    );
+  }
+  const out = Buffer.alloc(size);
+  let off = 0;
+  let n = seed;
+  while (off < size) {
+    n = (n * 1103515245 + 12345) & 0x7fffffff;
+    off += out.write(words[n % words.length] + (n % 7 === 0 ? '\n' : ' '), off);
+  }
+  return out;
+}
+
+/** Layers of about TARGET_BYTES gzipped in all: a random half (incompressible) and a text half. */
+function layerSpecs(): LayerSpec[] {
+  const perLayer = Math.floor(TARGET_BYTES / LAYERS);
+  const specs: LayerSpec[] = [];
+  for (let l = 0; l < LAYERS - 1; l++) {
+    const entries: TarEntry[] = [];
+    const files = 16;
+    for (let f = 0; f < files; f++) {
+      const size = Math.floor(perLayer / files);
+      // Half the files random (≈ size compressed), half text (≈ size/3 compressed).
+      entries.push(
+        file(`data/l${l}/f${f}`, f % 2 === 0 ? randomBytes(size * 2) : textish(size * 2, l * 100 + f)),
+      );
+    }
+    specs.push({ entries, compression: 'gzip' });
+  }
+  return specs;
+}
+
+function fmt(ms: number): string {
+  return `${ms.toFixed(0)} ms`;
+}
+
+async function main(): Promise<void> {
+  const work = await mkdtemp(join(tmpdir(), 'berth-bench-pull-'));
+  const registry = await startRegistry({ mode: 'open' });
+  let berth: Awaited<ReturnType<typeof startBerth>> | undefined;
+  try {
+    console.log(`building a ${LAYERS}-layer image of about ${args.mib} MiB…`);
+    const image = await buildImage({ layers: layerSpecs() });
+    const total = image.layers.reduce((s, l) => s + l.size, 0) + image.config.length;
+    console.log(
+      `image: ${image.layers.length} layers, ${(total / 1024 / 1024).toFixed(1)} MiB compressed, ` +
+        `${(image.layers.reduce((s, l) => s + l.tar.length, 0) / 1024 / 1024).toFixed(1)} MiB unpacked`,
+    );
+    await registry.push('bench/big', 'v1', image);
+    const ref = `${registry.host}/bench/big:v1`;
+    berth = await startBerth({
+      args: ['--log_level', 'info'],
+      toml: `[image.registries."${registry.host}"]\ninsecure = true\n`,
+    });
+    // The template's debug level would log every RPC; info is what production runs.
+    const b = berth;
+    const pid = b.process.pid!;
+    await writeFile(join(work, 'noop'), '');
+
+    const startRss = await rssBytes(pid);
+    const berthMs: number[] = [];
+    const skopeoMs: number[] = [];
+    const listLatencies: number[] = [];
+    let peakRss = 0;
+    let baselineRss = 0;
+    for (let run = 0; run < RUNS; run++) {
+      // berth: from an empty store each time.
+      await b.cri.image.removeImage(
+        RemoveImageRequest.fromPartial({ image: ImageSpec.fromPartial({ image: ref }) }),
+      );
+      baselineRss = Math.max(baselineRss, await rssBytes(pid));
+      await writeFile(`/proc/${pid}/clear_refs`, '5'); // resets VmHWM to the current RSS
+      let pulling = true;
+      const lister = (async () => {
+        while (pulling) {
+          const t = performance.now();
+          await b.cri.image.listImages(ListImagesRequest.fromPartial({}));
+          listLatencies.push(performance.now() - t);
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      })();
+      const t0 = performance.now();
+      const res = await b.cri.image.pullImage(
+        PullImageRequest.fromPartial({ image: ImageSpec.fromPartial({ image: ref }) }),
+      );
+      berthMs.push(performance.now() - t0);
+      pulling = false;
+      await lister;
+      if (res.imageRef !== image.configDigest) throw new Error(`berth pulled ${res.imageRef}`);
+      const status = await import('node:fs/promises').then((fs) =>
+        fs.readFile(`/proc/${pid}/status`, 'utf8'),
+      );
+      const hwm = Number(/^VmHWM:\s+(\d+)\s+kB$/m.exec(status)?.[1] ?? NaN) * 1024;
+      peakRss = Math.max(peakRss, hwm);
+
+      // skopeo: into a fresh OCI layout.
+      const dest = join(work, `oci-${run}`);
+      const t1 = performance.now();
+      await runChecked('/usr/bin/skopeo', [
+        'copy',
+        '--quiet',
+        '--src-tls-verify=false',
+        `docker://${ref}`,
+        `oci:${dest}:v1`,
+      ]);
+      skopeoMs.push(performance.now() - t1);
+      await rm(dest, { recursive: true, force: true });
+      console.log(`run ${run + 1}: berth ${fmt(berthMs.at(-1)!)}, skopeo ${fmt(skopeoMs.at(-1)!)}`);
+    }
+    const bm = median(berthMs);
+    const sm = median(skopeoMs);
+    const mib = total / 1024 / 1024;
+    console.log('');
+    console.log(`berth  PullImage   median ${fmt(bm)}  (${(mib / (bm / 1000)).toFixed(0)} MiB/s)`);
+    console.log(`skopeo copy        median ${fmt(sm)}  (${(mib / (sm / 1000)).toFixed(0)} MiB/s)`);
+    console.log(`throughput ratio berth/skopeo: ${(sm / bm).toFixed(2)}  (target >= 1.0)`);
+    console.log(
+      `berth peak RSS during pulls: ${(peakRss / 1024 / 1024).toFixed(0)} MiB (at start ${(startRss / 1024 / 1024).toFixed(0)} MiB, between pulls up to ${(baselineRss / 1024 / 1024).toFixed(0)} MiB; target <= 150 MiB)`,
+    );
+    console.log(
+      `ListImages during pulls: ${listLatencies.length} calls, p50 ${percentile(listLatencies, 50).toFixed(1)} ms, ` +
+        `p99 ${percentile(listLatencies, 99).toFixed(1)} ms, max ${Math.max(...listLatencies).toFixed(1)} ms (target p99 <= 20 ms)`,
+    );
+  } finally {
+    await berth?.cleanup();
+    await registry.stop();
+    await rm(work, { recursive: true, force: true });
+  }
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});
