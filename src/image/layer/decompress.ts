@@ -59,10 +59,13 @@ export function peek(stream: Readable, n: number): Promise<Buffer> {
   });
 }
 
+/** Output chunk size: zlib's 16 KiB default means a file write and a callback per 16 KiB. */
+const CHUNK = 256 * 1024;
+
 /** A decompressing transform for the sniffed compression. */
 export function decompressor(compression: Compression): Transform {
-  if (compression === 'gzip') return createGunzip();
-  if (compression === 'zstd') return createZstdDecompress();
+  if (compression === 'gzip') return createGunzip({ chunkSize: CHUNK });
+  if (compression === 'zstd') return createZstdDecompress({ chunkSize: CHUNK });
   return new PassThrough();
 }
 
