@@ -47,9 +47,6 @@ async function main(): Promise<number> {
     echo: process.stdout,
   });
   console.log(`\n${formatSummary(result)}`);
-  for (const [name, content] of Object.entries(result.benchmarkFiles)) {
-    console.log(`\n${name}:\n${content.slice(0, 4000)}`);
-  }
   if (keep) console.log(`\nwork directory kept: ${result.workDir}`);
   return result.failed.length === 0 && result.leftovers.length === 0 && result.exitCode === 0 ? 0 : 1;
 }
