@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { startBerth, type RunningBerth } from '../helpers/berth-process.js';
 import {
+  LinuxContainerResources,
   LinuxSandboxSecurityContext,
   NamespaceMode,
   PodSandboxFilter,
@@ -491,6 +492,57 @@ describe('pod sandboxes', { timeout: 600_000 }, () => {
       await run('rmdir', [join('/sys/fs/cgroup', controller, `berthtest${TEST_RUN}.slice`, slice)]);
       await run('rmdir', [join('/sys/fs/cgroup', controller, `berthtest${TEST_RUN}.slice`)]);
     }
+  });
+
+  it('records pod resources and overhead on the infra; the pause itself gets the minimum CPU weight', async () => {
+    const resources = LinuxContainerResources.fromPartial({
+      cpuPeriod: 100000n,
+      cpuQuota: 50000n,
+      cpuShares: 512n,
+      memoryLimitInBytes: 256n * 1024n * 1024n,
+    });
+    const overhead = LinuxContainerResources.fromPartial({
+      cpuShares: 64n,
+      memoryLimitInBytes: 32n * 1024n * 1024n,
+    });
+    const id = await runPod(
+      podConfig({
+        linux: { cgroupParent: '', sysctls: {}, overhead, resources, securityContext: undefined },
+      }),
+    );
+    const i = await info(id);
+    const annotations = (i.runtimeSpec as unknown as { annotations: Record<string, string> }).annotations;
+    assert.equal(annotations['io.kubernetes.cri.sandbox-cpu-quota'], '50000');
+    assert.equal(annotations['io.kubernetes.cri.sandbox-cpu-shares'], '512');
+    assert.equal(annotations['io.kubernetes.cri.sandbox-memory'], String(256 * 1024 * 1024));
+    assert.equal(annotations['io.kubernetes.cri.sandbox-overhead-cpu-shares'], '64');
+    assert.equal(annotations['io.kubernetes.cri.sandbox-overhead-memory'], String(32 * 1024 * 1024));
+    assert.equal(annotations['io.kubernetes.cri.container-type'], 'sandbox');
+    assert.equal(annotations['berth.test/annotation'], 'kept');
+    const cpuLine = (await readFile(`/proc/${i.pid}/cgroup`, 'utf8'))
+      .split('\n')
+      .find((l) => /^\d+:(cpu|cpu,cpuacct|cpuacct,cpu):/.test(l));
+    assert.ok(cpuLine, 'the infra is in a cpu cgroup');
+    const cpuPath = cpuLine.split(':').slice(2).join(':');
+    assert.equal((await readFile(join('/sys/fs/cgroup/cpu', cpuPath, 'cpu.shares'), 'utf8')).trim(), '2');
+    await berth.cri.runtime.removePodSandbox({ podSandboxId: id });
+  });
+
+  it('runs and removes pods concurrently, each with its own address', async () => {
+    const configs = Array.from({ length: 8 }, () => podConfig());
+    const ids = await Promise.all(configs.map((c) => runPod(c)));
+    assert.equal(new Set(ids).size, ids.length);
+    const statuses = await Promise.all(
+      ids.map((id) => berth.cri.runtime.podSandboxStatus({ podSandboxId: id, verbose: false })),
+    );
+    const ips = statuses.map((s) => s.status!.network!.ip);
+    assert.ok(statuses.every((s) => s.status!.state === PodSandboxState.SANDBOX_READY));
+    assert.equal(new Set(ips).size, ips.length, `distinct IPs: ${ips.join(' ')}`);
+    await Promise.all(ids.map((id) => berth.cri.runtime.removePodSandbox({ podSandboxId: id })));
+    const left = (await berth.cri.runtime.listPodSandbox({ filter: undefined })).items.filter((p) =>
+      ids.includes(p.id),
+    );
+    assert.deepEqual(left, []);
   });
 
   it('refuses an unknown handler, listing the configured ones, and leaves nothing', async () => {
