@@ -59,7 +59,10 @@ export interface SandboxManagerOptions {
   config: () => BerthConfig;
   log: Logger;
   engine: OciEngine;
-  network: PodNetwork;
+  network: PodNetwork & {
+    /** CNI DEL of attachments whose pod no record names (start-up). */
+    sweepAttachments(known: ReadonlySet<string>): Promise<string[]>;
+  };
   images: () => ImageManager;
   specHost: SpecHost;
 }
@@ -641,6 +644,10 @@ export class SandboxManager implements SandboxAccess {
   }
 
   private async removeOrphans(): Promise<void> {
+    // IPs and port rules of pods that never got (or lost) a record.
+    await this.options.network
+      .sweepAttachments(new Set(this.store.ids()))
+      .catch((err: unknown) => this.log.error({ err: errorMessage(err) }, 'sweeping CNI attachments failed'));
     let entries: string[] = [];
     try {
       entries = await readdir(this.sandboxesDir());
