@@ -6,7 +6,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, readdir, rm, rmdir, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, readlink, rm, rmdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -566,6 +566,22 @@ describe('generated specs on runc + conmon', () => {
       devices: [{ containerPath: '/dev/mynull', hostPath: '/dev/null', permissions: 'rwm' }],
     });
     assert.deepEqual(dev.out.trim().split('\n'), ['c', 'wrote']);
+  });
+
+  it('a container in the host IPC namespace runs (the node need not have a /dev/mqueue)', async () => {
+    const r = await sh('readlink /proc/self/ns/ipc; mount | grep -c " /dev/mqueue type mqueue"', {
+      linux: {
+        securityContext: {
+          namespaceOptions: {
+            network: NamespaceMode.POD,
+            ipc: NamespaceMode.NODE,
+            pid: NamespaceMode.CONTAINER,
+          },
+        },
+      },
+    });
+    assert.equal(r.exitCode, 0, r.out);
+    assert.deepEqual(r.out.trim().split('\n'), [await readlink('/proc/self/ns/ipc'), '1']);
   });
 
   it('a tty container gets a terminal', async () => {
