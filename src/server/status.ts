@@ -3,6 +3,8 @@ import { renderConfig } from '../config/render.js';
 import type { ServerContext } from './context.js';
 import type { RuntimeImpl } from './rpc.js';
 import { StatusResponse, type RuntimeCondition } from '../generated/api.js';
+import { configuredHandlers } from '../oci/handlers.js';
+import { supportsRecursiveReadOnly } from '../oci/spec/index.js';
 
 export function statusRpcs(ctx: ServerContext): RuntimeImpl {
   return {
@@ -25,17 +27,24 @@ export function statusRpcs(ctx: ServerContext): RuntimeImpl {
         if (lookup.ok)
           info.network = JSON.stringify({ name: lookup.network.name, file: lookup.network.file });
       }
-      const handlers = Object.keys(config.runtime.handlers)
-        .sort()
-        .map((name) => ({
-          name,
-          features: { recursiveReadOnlyMounts: false, userNamespaces: false },
-        }));
+      // Recursive read-only mounts where the handler's runtime reports `rro` (runc does).
+      const handlers = await Promise.all(
+        [...configuredHandlers(config)]
+          .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+          .map(async ([name, handler]) => ({
+            name,
+            features: {
+              recursiveReadOnlyMounts: await supportsRecursiveReadOnly(handler),
+              userNamespaces: false,
+            },
+          })),
+      );
       return StatusResponse.fromPartial({
         status: { conditions },
         info,
         runtimeHandlers: handlers,
-        features: { supplementalGroupsPolicy: false, userNamespacesHostNetwork: false },
+        // Merge and Strict are both implemented by the spec builder (src/oci/spec/user.ts).
+        features: { supplementalGroupsPolicy: true, userNamespacesHostNetwork: false },
       });
     },
   };
