@@ -545,14 +545,70 @@ describe('pod sandboxes', { timeout: 600_000 }, () => {
     assert.deepEqual(left, []);
   });
 
-  it('refuses an unknown handler, listing the configured ones, and leaves nothing', async () => {
-    await assert.rejects(
-      berth.cri.runtime.runPodSandbox({ config: podConfig(), runtimeHandler: 'kata' }),
-      grpcError(
-        status.INVALID_ARGUMENT,
-        /unknown runtime handler "kata"; configured handlers: crun, runc, runc-b, runsc/,
-      ),
+  it('refuses an unknown handler and bad pod configs with INVALID_ARGUMENT, leaving nothing', async () => {
+    const snapshot = async () => ({
+      dirs: await readdir(join(dir, 'root', 'sandboxes')).catch(() => []),
+      records: await readdir(join(dir, 'root', 'state', 'sandboxes')).catch(() => []),
+      netns: await readdir(join(dir, 'run', 'netns')).catch(() => []),
+      pods: (await berth.cri.runtime.listPodSandbox({ filter: undefined })).items.length,
+    });
+    const before = await snapshot();
+    const bad = async (config: PodSandboxConfig, pattern: RegExp, runtimeHandler = '') =>
+      assert.rejects(
+        berth.cri.runtime.runPodSandbox({ config, runtimeHandler }),
+        grpcError(status.INVALID_ARGUMENT, pattern),
+      );
+    await bad(
+      podConfig(),
+      /unknown runtime handler "kata"; configured handlers: crun, runc, runc-b, runsc/,
+      'kata',
     );
+    await bad(podConfig({ metadata: undefined }), /config\.metadata is missing/);
+    const noUid = podConfig();
+    await bad({ ...noUid, metadata: { ...noUid.metadata!, uid: '' } }, /metadata\.uid is empty/);
+    await bad(
+      podConfig({ hostname: 'not a hostname!' }),
+      /hostname "not a hostname!" is not a valid host name/,
+    );
+    await bad(
+      podConfig({ dnsConfig: { servers: ['not-an-ip'], searches: [], options: [] } }),
+      /DNS server "not-an-ip" is not an IP address/,
+    );
+    await bad(
+      podConfig({ portMappings: [{ protocol: 0, containerPort: 80, hostPort: 70000, hostIp: '' }] }),
+      /ports must be between 1 and 65535/,
+    );
+    await bad(
+      podConfig({
+        linux: {
+          cgroupParent: '/kubepods/../escape',
+          sysctls: {},
+          overhead: undefined,
+          resources: undefined,
+          securityContext: undefined,
+        },
+      }),
+      /cgroup parent "\/kubepods\/\.\.\/escape" contains '\.\.'/,
+    );
+    await bad(
+      podConfig({
+        linux: {
+          cgroupParent: '',
+          sysctls: {},
+          overhead: undefined,
+          resources: undefined,
+          securityContext: LinuxSandboxSecurityContext.fromPartial({
+            namespaceOptions: {
+              network: NamespaceMode.POD,
+              pid: NamespaceMode.TARGET,
+              ipc: NamespaceMode.POD,
+            },
+          }),
+        },
+      }),
+      /PID namespace mode TARGET is only valid for containers/,
+    );
+    assert.deepEqual(await snapshot(), before);
   });
 
   it('answers a duplicate name with an error naming the holder', async () => {
