@@ -35,11 +35,15 @@ import { containerStatusRpcs } from './server/container-status.js';
 import { containerExecRpcs } from './server/container-exec.js';
 import { containerStatsRpcs } from './server/container-stats.js';
 import { imagePullRpcs } from './server/image-pull.js';
+import { StreamServer } from './stream/server.js';
+import { criStreamBackend } from './stream/cri-backend.js';
+import { streamRpcs } from './server/stream-rpcs.js';
 
 /** The running daemon: configuration, subsystems and servers. */
 export class Daemon {
   private grpc?: GrpcServer;
   private metricsServer?: HttpServer;
+  private streamServer?: StreamServer;
   private current: BerthConfig;
   private stopping?: Promise<void>;
   /** Opened by start(), after the socket is known to be free. */
@@ -117,6 +121,7 @@ export class Daemon {
       ...containerLifecycleRpcs(this.ctx),
       ...containerStatusRpcs(this.ctx),
       ...containerExecRpcs(this.ctx),
+      ...streamRpcs(() => this.streamServer),
       ...containerStatsRpcs(this.ctx),
     };
     const image: ImageImpl = {
@@ -139,6 +144,12 @@ export class Daemon {
     // Reconciles the image store (temp files, half-made layers) before serving.
     this.imageManager = await ImageManager.open(() => this.current, this.log);
     await this.startPods();
+    this.streamServer = new StreamServer({
+      config: () => this.current.streaming,
+      backend: criStreamBackend(this.ctx),
+      log: this.log.child({ component: 'stream' }),
+    });
+    await this.streamServer.start();
     this.grpc = createGrpcServer(this.handlers(), {
       log: this.log,
       maxMessageBytes: config.server.max_message_bytes,
@@ -236,6 +247,7 @@ export class Daemon {
       if (grpc) {
         await new Promise<void>((resolve) => grpc.tryShutdown(() => resolve()));
       }
+      await this.streamServer?.close();
       // Pods and their conmons keep running; only berth's watches end.
       this.containers?.close();
       this.pods?.sandboxes.close();

@@ -11,6 +11,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Writable } from 'node:stream';
+import { basename, dirname } from 'node:path';
 import { ctlMessage, WIN_RESIZE_EVENT, writeCtl } from '../../conmon/ctl.js';
 import { FailedPreconditionError } from '../errors.js';
 
@@ -86,7 +87,9 @@ export class FrameSplitter {
 }
 
 export async function openAttach(socketPath: string, ctlPath: string): Promise<AttachSession> {
-  const relay: ChildProcess = spawn(PERL_PATH, ['-e', RELAY, socketPath], {
+  // Relative to its directory: a unix socket path may not exceed 108 bytes.
+  const relay: ChildProcess = spawn(PERL_PATH, ['-e', RELAY, basename(socketPath)], {
+    cwd: dirname(socketPath),
     stdio: ['pipe', 'pipe', 'pipe'],
   });
   relay.stdin!.on('error', () => undefined);
@@ -115,7 +118,7 @@ export async function openAttach(socketPath: string, ctlPath: string): Promise<A
     relay.stdout!.on('data', onData);
     relay.once('exit', onExit);
     relay.once('error', (err) =>
-      reject(new FailedPreconditionError(`cannot run ${PERL_PATH}: ${err.message}`)),
+      reject(new FailedPreconditionError(`cannot attach through ${socketPath}: ${err.message}`)),
     );
   });
 

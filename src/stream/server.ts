@@ -384,7 +384,7 @@ export class StreamServer {
     });
   }
 
-  private resolve(pending: PendingRequest) {
+  private async resolve(pending: PendingRequest) {
     const backend = this.options.backend;
     switch (pending.kind) {
       case 'exec':
