@@ -67,9 +67,7 @@ export interface SandboxManagerOptions {
   specHost: SpecHost;
 }
 
-/** What ListPodSandbox and PodSandboxStatus show for a record. */
-export type SandboxView = SandboxRecord & { ready: boolean };
-
+/** Wall-clock nanoseconds (ms precision from Date, the rest from hrtime so close events stay ordered). */
 function nowNs(): string {
   return (BigInt(Date.now()) * 1_000_000n + (process.hrtime.bigint() % 1_000_000n)).toString();
 }
@@ -391,7 +389,6 @@ export class SandboxManager implements SandboxAccess {
         sysctls,
         cgroupParent,
         oomScoreAdj: INFRA_OOM_SCORE_ADJ,
-        annotations: this.infraAnnotations(record),
         host: this.options.specHost,
       });
       const monitorCgroup = this.config.runtime.handlers[handler.name]?.monitor_cgroup || cgroupParent;
@@ -429,18 +426,6 @@ export class SandboxManager implements SandboxAccess {
       'pod sandbox ready',
     );
     return id;
-  }
-
-  private infraAnnotations(record: SandboxRecord): Record<string, string> {
-    // The keys containerd writes; runsc groups containers into one gVisor sandbox by them.
-    return {
-      'io.kubernetes.cri.container-type': 'sandbox',
-      'io.kubernetes.cri.sandbox-id': record.id,
-      'io.kubernetes.cri.sandbox-name': record.metadata.name,
-      'io.kubernetes.cri.sandbox-namespace': record.metadata.namespace,
-      'io.kubernetes.cri.sandbox-uid': record.metadata.uid,
-      'io.kubernetes.cri.sandbox-log-directory': record.logDirectory,
-    };
   }
 
   /** Pulls runtime.pause_image (one puller, so concurrent pods share the download). */
