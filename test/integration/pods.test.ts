@@ -672,6 +672,8 @@ describe('pod sandboxes', { timeout: 600_000 }, () => {
 
   it('fails on crun with an error naming the handler and undoes every step', async () => {
     const netnsBefore = await readdir(join(dir, 'run', 'netns')).catch(() => []);
+    const dirsBefore = await readdir(join(dir, 'root', 'sandboxes')).catch(() => []);
+    const recordsBefore = await readdir(join(dir, 'root', 'state', 'sandboxes')).catch(() => []);
     const config = podConfig();
     await assert.rejects(
       berth.cri.runtime.runPodSandbox({ config, runtimeHandler: 'crun' }),
@@ -683,6 +685,14 @@ describe('pod sandboxes', { timeout: 600_000 }, () => {
     const pods = (await berth.cri.runtime.listPodSandbox({ filter: undefined })).items;
     assert.ok(!pods.some((p) => p.metadata?.name === config.metadata!.name));
     assert.deepEqual(await readdir(join(dir, 'run', 'netns')).catch(() => []), netnsBefore);
+    // Pod dir (with its /dev/shm mount), record and crun's state: all gone.
+    assert.deepEqual(await readdir(join(dir, 'root', 'sandboxes')).catch(() => []), dirsBefore);
+    assert.deepEqual(await readdir(join(dir, 'root', 'state', 'sandboxes')).catch(() => []), recordsBefore);
+    const mounts = (await readFile('/proc/self/mountinfo', 'utf8'))
+      .split('\n')
+      .filter((l) => (l.split(' ')[4] ?? '').startsWith(join(dir, 'root', 'sandboxes')));
+    assert.equal(mounts.length, dirsBefore.length, 'only the shm mounts of pods that still exist');
+    assert.deepEqual(await readdir(join(dir, 'crun')).catch(() => []), []);
     // The IP went back to the pool and the name is free again.
     const ipam = await readdir(join(dir, 'ipam', `berth-pods-${TEST_RUN}`)).catch(() => []);
     const live = (await berth.cri.runtime.listPodSandbox({ filter: undefined })).items.filter(
