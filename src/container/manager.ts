@@ -44,7 +44,10 @@ import {
 } from './record.js';
 
 /** The engine berth uses, plus what conmon can tell after a restart. */
-export type ContainerEngine = OciEngine & { conmonAlive(id: string): Promise<boolean> };
+export type ContainerEngine = OciEngine & {
+  conmonAlive(id: string): Promise<boolean>;
+  conmonPid(id: string): Promise<number>;
+};
 
 export interface ContainerManagerDeps {
   config: () => BerthConfig;
@@ -635,6 +638,7 @@ export class ContainerManager {
     const info = {
       sandboxID: record.podSandboxId,
       pid: stateOf(record) === 'exited' ? 0 : record.pid,
+      conmonPid: await this.deps.engine.conmonPid(record.id).catch(() => 0),
       runtimeHandler: record.handler,
       rootfs: rootfsPaths(record.containerDir).merged,
       bundle: record.bundleDir,

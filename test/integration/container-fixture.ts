@@ -84,16 +84,18 @@ export async function startEnv(prefix: string): Promise<Env> {
   );
   const berth = await startBerth({ dir: berthDir });
   await importImages(berth.configFile, work);
-  return {
+  const env: Env = {
     work,
     berth,
     bridge,
     async cleanup() {
-      await cleanupBerth(berth);
+      // env.berth, not the first one: restart tests replace it.
+      await cleanupBerth(env.berth);
       await run('/usr/sbin/ip', ['link', 'del', bridge]).catch(() => undefined);
       await rm(work, { recursive: true, force: true });
     },
   };
+  return env;
 }
 
 /** Removes every pod (and so every container) berth knows, then stops it. */
