@@ -65,6 +65,8 @@ export interface ContainerManagerDeps {
 export const EXEC_SYNC_MAX_BYTES = 16 * 1024 * 1024;
 /** Room left in an ExecSync response for field tags, lengths and the exit code. */
 const EXEC_SYNC_FRAMING_BYTES = 1024;
+/** How long Remove waits for conmon to record the exit of a container it killed. */
+const REMOVE_EXIT_WAIT_MS = 5_000;
 /** How long a SIGKILLed container may take to be reported exited. */
 const KILL_WAIT_MS = 30_000;
 
@@ -377,11 +379,12 @@ export class ContainerManager {
 
   /**
    * Stop signal, up to `timeoutSeconds` for the exit, then SIGKILL. An exited
-   * container is fine (idempotent).
+   * container is fine, and so is an unknown ID (idempotent, as RemoveContainer).
    */
   async stop(idOrPrefix: string, timeoutSeconds: number): Promise<void> {
-    const id = this.get(idOrPrefix).id;
-    await this.locks.with(id, () => this.stopLocked(id, timeoutSeconds));
+    const record = this.find(idOrPrefix);
+    if (!record) return;
+    await this.locks.with(record.id, () => this.stopLocked(record.id, timeoutSeconds));
   }
 
   private async stopLocked(id: string, timeoutSeconds: number): Promise<void> {
@@ -439,7 +442,12 @@ export class ContainerManager {
     if (!record) return;
     this.watching.get(id)?.abort();
     this.watching.delete(id);
+    const monitored = await this.deps.engine.conmonAlive(id).catch(() => false);
     await this.deps.engine.delete(id, this.handlerOf(record), true);
+    if (monitored) {
+      // conmon writes the exit file once it sees the kill: let it, so cleanup leaves nothing behind.
+      await this.deps.engine.waitExit(id, AbortSignal.timeout(REMOVE_EXIT_WAIT_MS)).catch(() => undefined);
+    }
     await this.deps.engine.cleanup(id);
     await removeRootfs(rootfsPaths(record.containerDir));
     // The record goes last: a crash before this leaves a record a second Remove finishes.
