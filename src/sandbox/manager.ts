@@ -134,6 +134,16 @@ function portMappings(config: PodSandboxConfig): HostPortMapping[] {
   return out;
 }
 
+/**
+ * Whether CNI ADD must finish before the infra starts. runc and crun only
+ * join the netns file, so both can run at once; other runtimes (runsc copies
+ * the netns set-up when its sandbox boots, VM runtimes wire the guest) wait.
+ */
+function attachesBeforeStart(handler: RuntimeHandler): boolean {
+  const binary = handler.path.split('/').at(-1) ?? '';
+  return handler.type !== 'oci' || !['runc', 'crun'].includes(binary);
+}
+
 function identity(record: SandboxRecord): PodIdentity {
   return {
     id: record.id,
@@ -359,54 +369,69 @@ export class SandboxManager implements SandboxAccess {
         }
         return pause;
       })();
-      const networking = (async () => {
+      const netns = (async () => {
         if (hostNetwork) return;
         const netnsPath = await timed('netns', () => this.options.network.createNetns(id));
         record.netnsPath = netnsPath;
         await timed('netnsRecord', () => this.store.put(record));
-        // Before the infra starts: runsc (gVisor) copies the netns set-up at boot.
+      })();
+      // Both finish before anything is undone, so undo never races a running step.
+      const [localResult, netnsResult] = await Promise.allSettled([local, netns]);
+      if (localResult.status === 'rejected') throw localResult.reason;
+      if (netnsResult.status === 'rejected') throw netnsResult.reason;
+      const pause = localResult.value;
+      const attach = async (): Promise<void> => {
+        if (hostNetwork) return;
         const status = await timed('cni', () =>
-          this.options.network.attach(identity(record), netnsPath, ports),
+          this.options.network.attach(identity(record), record.netnsPath!, ports),
         );
         record.network = { name: status.networkName, result: status.result };
         record.ips = status.ips;
-      })();
-      // Both finish before anything is undone, so undo never races a running step.
-      const [localResult, networkResult] = await Promise.allSettled([local, networking]);
-      if (localResult.status === 'rejected') throw localResult.reason;
-      if (networkResult.status === 'rejected') throw networkResult.reason;
-      const pause = localResult.value;
-      if (!hostNetwork) await writePodHosts(podDir, hostname, record.ips);
-      const spec = await buildSandboxSpec({
-        id,
-        config,
-        rootfs: record.infra.rootfs,
-        args: pause.args,
-        env: pause.env,
-        hostname,
-        netnsPath: record.netnsPath,
-        shmPath: record.shmMounted ? record.shmPath : undefined,
-        sysctls,
-        cgroupParent,
-        oomScoreAdj: INFRA_OOM_SCORE_ADJ,
-        host: this.options.specHost,
-      });
-      const monitorCgroup = this.config.runtime.handlers[handler.name]?.monitor_cgroup || cgroupParent;
-      const { pid } = await timed('create', () =>
-        this.options.engine.create({
+      };
+      const infra = async (): Promise<void> => {
+        const spec = await buildSandboxSpec({
           id,
-          handler,
-          bundleDir: record.infra.bundleDir,
-          spec,
-          logPath: '',
-          stdin: false,
-          stdinOnce: false,
-          tty: false,
-          monitorCgroup: monitorCgroup || undefined,
-        }),
-      );
-      record.infra.pid = pid;
-      await timed('start', () => this.options.engine.start(id, handler));
+          config,
+          rootfs: record.infra.rootfs,
+          args: pause.args,
+          env: pause.env,
+          hostname,
+          netnsPath: record.netnsPath,
+          shmPath: record.shmMounted ? record.shmPath : undefined,
+          sysctls,
+          cgroupParent,
+          oomScoreAdj: INFRA_OOM_SCORE_ADJ,
+          host: this.options.specHost,
+        });
+        const monitorCgroup = this.config.runtime.handlers[handler.name]?.monitor_cgroup || cgroupParent;
+        const { pid } = await timed('create', () =>
+          this.options.engine.create({
+            id,
+            handler,
+            bundleDir: record.infra.bundleDir,
+            spec,
+            logPath: '',
+            stdin: false,
+            stdinOnce: false,
+            tty: false,
+            monitorCgroup: monitorCgroup || undefined,
+          }),
+        );
+        record.infra.pid = pid;
+        await timed('start', () => this.options.engine.start(id, handler));
+      };
+      // net.* sysctls may name eth0 (net.ipv4.conf.eth0.*): runc writes them after CNI made it.
+      const netSysctls = Object.keys(sysctls).some((key) => key.startsWith('net.'));
+      if (attachesBeforeStart(handler) || netSysctls) {
+        await attach();
+        await infra();
+      } else {
+        // runc's pause never looks at its network: CNI ADD runs beside the infra's start-up.
+        const [attached, started] = await Promise.allSettled([attach(), infra()]);
+        if (attached.status === 'rejected') throw attached.reason;
+        if (started.status === 'rejected') throw started.reason;
+      }
+      if (!hostNetwork) await writePodHosts(podDir, hostname, record.ips);
       record.phase = 'ready';
       await timed('commit', () => this.store.put(record));
     } catch (err) {
