@@ -143,6 +143,8 @@ describe('container lifecycle', () => {
     assert.equal(await exists(rootfs), false, 'rootfs gone');
     assert.equal(await exists(join(env.berth.dir, 'root', 'containers', id)), false, 'container dir gone');
     assert.equal(await exists(join(env.berth.dir, 'root', 'state', 'containers', `${id}.json`)), false);
+    assert.equal(await exists(join(env.berth.dir, 'run', 'conmon', id)), false, 'conmon files gone');
+    assert.equal(await exists(join(env.berth.dir, 'run', 'exits', id)), false, 'exit file gone');
     const mounts = await readFile('/proc/self/mountinfo', 'utf8');
     assert.ok(!mounts.includes(id), 'no mount of the container left');
     // The name is free again.
@@ -301,6 +303,60 @@ describe('ListContainers', () => {
   });
 });
 
+describe('removal and pods', () => {
+  it('RemoveContainer of a running container kills it and leaves no file, mount or process', async () => {
+    const rt = env.berth.cri.runtime;
+    const id = await create('rm-running', { command: ['sleep', '1000'] });
+    await rt.startContainer({ containerId: id });
+    const info = JSON.parse((await rt.containerStatus({ containerId: id, verbose: true })).info.info) as {
+      pid: number;
+      conmonPid: number;
+    };
+    await rt.removeContainer({ containerId: id });
+    assert.equal(await exists(`/proc/${info.pid}`), false, 'container process gone');
+    const deadline = Date.now() + 5000;
+    while (Date.now() < deadline && (await exists(`/proc/${info.conmonPid}`)))
+      await new Promise((r) => setTimeout(r, 50));
+    assert.equal(await exists(`/proc/${info.conmonPid}`), false, 'its conmon exited');
+    for (const path of [
+      join(env.berth.dir, 'root', 'containers', id),
+      join(env.berth.dir, 'run', 'conmon', id),
+      join(env.berth.dir, 'run', 'exits', id),
+      join(env.berth.dir, 'run', 'runtimes', 'runc', id),
+    ]) {
+      assert.equal(await exists(path), false, path);
+    }
+    assert.ok(!(await readFile('/proc/self/mountinfo', 'utf8')).includes(id));
+  });
+
+  it('CreateContainer in a stopped pod is refused naming the pod; a symlinked log dir cannot lead out', async () => {
+    const rt = env.berth.cri.runtime;
+    const config = podConfig(env.work);
+    const pod = (await rt.runPodSandbox({ config, runtimeHandler: '' })).podSandboxId;
+    // A link in the pod's log dir pointing outside: the log still lands inside the pod's dir.
+    const { mkdir, symlink } = await import('node:fs/promises');
+    await mkdir(config.logDirectory, { recursive: true });
+    const outside = join(env.work, 'outside');
+    await symlink(outside, join(config.logDirectory, 'escape'));
+    const id = (
+      await rt.createContainer({
+        podSandboxId: pod,
+        config: containerConfig('linked', { command: ['echo', 'hi'], logPath: 'escape/0.log' }),
+        sandboxConfig: config,
+      })
+    ).containerId;
+    const st = (await rt.containerStatus({ containerId: id, verbose: false })).status!;
+    assert.ok(st.logPath.startsWith(config.logDirectory + '/'), st.logPath);
+    assert.equal(await exists(outside), false, 'nothing created outside the pod log dir');
+    await rt.stopPodSandbox({ podSandboxId: pod });
+    await assert.rejects(
+      rt.createContainer({ podSandboxId: pod, config: containerConfig('late'), sandboxConfig: config }),
+      grpcCode(grpcStatus.FAILED_PRECONDITION, new RegExp(`pod sandbox ${pod}.*not ready`)),
+    );
+    await rt.removePodSandbox({ podSandboxId: pod });
+  });
+});
+
 describe('bad input leaves nothing half-made', () => {
   async function containerDirs(): Promise<string[]> {
     return (await readdir(join(env.berth.dir, 'root', 'containers')).catch(() => [] as string[])).sort();
@@ -350,7 +406,7 @@ describe('bad input leaves nothing half-made', () => {
     await rt.removeContainer({ containerId: holder });
   });
 
-  it('unknown IDs: status/start/stop NotFound naming the ID, remove succeeds', async () => {
+  it('unknown IDs: status/start NotFound naming the ID; stop and remove succeed (idempotent)', async () => {
     const rt = env.berth.cri.runtime;
     await assert.rejects(
       rt.containerStatus({ containerId: 'abc123', verbose: false }),
@@ -361,9 +417,10 @@ describe('bad input leaves nothing half-made', () => {
       grpcCode(grpcStatus.NOT_FOUND, /abc123/),
     );
     await assert.rejects(
-      rt.stopContainer({ containerId: 'abc123', timeout: 0n }),
+      rt.execSync({ containerId: 'abc123', cmd: ['true'], timeout: 1n }),
       grpcCode(grpcStatus.NOT_FOUND, /abc123/),
     );
+    await rt.stopContainer({ containerId: 'abc123', timeout: 0n });
     await rt.removeContainer({ containerId: 'abc123' });
   });
 
