@@ -10,8 +10,8 @@
  * Targets: throughput ratio berth/skopeo >= 1.0, peak RSS <= 150 MiB, p99 <= 20 ms.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { startBerth } from '../../test/helpers/berth-process.js';
@@ -78,6 +78,13 @@ function layerSpecs(): LayerSpec[] {
   return specs;
 }
 
+/** utime + stime of a process, in seconds (USER_HZ is 100 on Linux). */
+async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
 function fmt(ms: number): string {
   return `${ms.toFixed(0)} ms`;
 }
@@ -103,11 +110,12 @@ async function main(): Promise<void> {
     // The template's debug level would log every RPC; info is what production runs.
     const b = berth;
     const pid = b.process.pid!;
-    await writeFile(join(work, 'noop'), '');
 
     const startRss = await rssBytes(pid);
     const berthMs: number[] = [];
     const skopeoMs: number[] = [];
+    const berthCpu: number[] = [];
+    const skopeoCpu: number[] = [];
     const listLatencies: number[] = [];
     let peakRss = 0;
     let baselineRss = 0;
@@ -124,27 +132,31 @@ async function main(): Promise<void> {
           const t = performance.now();
           await b.cri.image.listImages(ListImagesRequest.fromPartial({}));
           listLatencies.push(performance.now() - t);
-          await new Promise((r) => setTimeout(r, 5));
+          await new Promise((r) => setTimeout(r, 20));
         }
       })();
+      const cpu0 = await cpuSeconds(pid);
       const t0 = performance.now();
       const res = await b.cri.image.pullImage(
         PullImageRequest.fromPartial({ image: ImageSpec.fromPartial({ image: ref }) }),
       );
       berthMs.push(performance.now() - t0);
+      berthCpu.push((await cpuSeconds(pid)) - cpu0);
       pulling = false;
       await lister;
       if (res.imageRef !== image.configDigest) throw new Error(`berth pulled ${res.imageRef}`);
-      const status = await import('node:fs/promises').then((fs) =>
-        fs.readFile(`/proc/${pid}/status`, 'utf8'),
-      );
+      const status = await readFile(`/proc/${pid}/status`, 'utf8');
       const hwm = Number(/^VmHWM:\s+(\d+)\s+kB$/m.exec(status)?.[1] ?? NaN) * 1024;
       peakRss = Math.max(peakRss, hwm);
 
       // skopeo: into a fresh OCI layout.
       const dest = join(work, `oci-${run}`);
       const t1 = performance.now();
-      await runChecked('/usr/bin/skopeo', [
+      // GNU time reports skopeo's CPU seconds (user and system) on stderr.
+      const timed = await runChecked('/usr/bin/time', [
+        '-f',
+        'cpu %U %S',
+        '/usr/bin/skopeo',
         'copy',
         '--quiet',
         '--src-tls-verify=false',
@@ -152,8 +164,13 @@ async function main(): Promise<void> {
         `oci:${dest}:v1`,
       ]);
       skopeoMs.push(performance.now() - t1);
+      const used = /cpu ([\d.]+) ([\d.]+)/.exec(timed.stderr);
+      skopeoCpu.push(used ? Number(used[1]) + Number(used[2]) : Number.NaN);
       await rm(dest, { recursive: true, force: true });
-      console.log(`run ${run + 1}: berth ${fmt(berthMs.at(-1)!)}, skopeo ${fmt(skopeoMs.at(-1)!)}`);
+      console.log(
+        `run ${run + 1}: berth ${fmt(berthMs.at(-1)!)} (${berthCpu.at(-1)!.toFixed(2)} CPU s), ` +
+          `skopeo ${fmt(skopeoMs.at(-1)!)} (${skopeoCpu.at(-1)!.toFixed(2)} CPU s)`,
+      );
     }
     const bm = median(berthMs);
     const sm = median(skopeoMs);
@@ -162,6 +179,12 @@ async function main(): Promise<void> {
     console.log(`berth  PullImage   median ${fmt(bm)}  (${(mib / (bm / 1000)).toFixed(0)} MiB/s)`);
     console.log(`skopeo copy        median ${fmt(sm)}  (${(mib / (sm / 1000)).toFixed(0)} MiB/s)`);
     console.log(`throughput ratio berth/skopeo: ${(sm / bm).toFixed(2)}  (target >= 1.0)`);
+    console.log(
+      `CPU seconds per pull (median): berth ${median(berthCpu).toFixed(2)}, skopeo ${median(skopeoCpu).toFixed(2)} ` +
+        `(berth also decompresses, hashes and unpacks every layer; skopeo only stores blobs); load average ${loadavg()
+          .map((l) => l.toFixed(1))
+          .join(' ')}, ${cpus().length} CPUs`,
+    );
     console.log(
       `berth peak RSS during pulls: ${(peakRss / 1024 / 1024).toFixed(0)} MiB (at start ${(startRss / 1024 / 1024).toFixed(0)} MiB, between pulls up to ${(baselineRss / 1024 / 1024).toFixed(0)} MiB; target <= 150 MiB)`,
     );

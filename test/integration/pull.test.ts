@@ -316,3 +316,9 @@ test('bad input: empty or malformed references, unknown images, unreachable regi
   const list = await berth.cri.image.listImages(ListImagesRequest.fromPartial({}));
   assert.ok(list.images.length > 0);
 });
+
+test('SIGTERM after pulls (keep-alive registry connections open): berth exits 0 promptly', async () => {
+  const t0 = Date.now();
+  assert.equal(await berth.stop(), 0);
+  assert.ok(Date.now() - t0 < 10_000, `exit took ${Date.now() - t0} ms`);
+});
