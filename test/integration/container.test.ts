@@ -569,6 +569,53 @@ describe('resources, logs, stats', () => {
   });
 });
 
+describe('pod stats from the cgroup parent', () => {
+  const parent = `/berthtest-${process.pid}-${Date.now().toString(36)}`;
+  after(async () => {
+    const { readdir: list, rmdir } = await import('node:fs/promises');
+    const remove = async (dir: string): Promise<void> => {
+      for (const e of await list(dir, { withFileTypes: true }).catch(() => [])) {
+        if (e.isDirectory()) await remove(join(dir, e.name));
+      }
+      await rmdir(dir).catch(() => undefined);
+    };
+    for (const hierarchy of await list('/sys/fs/cgroup'))
+      await remove(join('/sys/fs/cgroup', hierarchy, parent));
+  });
+
+  it('PodSandboxStats reads CPU, memory and process count of the pod cgroup', async () => {
+    const rt = env.berth.cri.runtime;
+    const config = podConfig(env.work);
+    config.linux!.cgroupParent = parent;
+    const pod = (await rt.runPodSandbox({ config, runtimeHandler: '' })).podSandboxId;
+    try {
+      const c = (
+        await rt.createContainer({
+          podSandboxId: pod,
+          config: containerConfig('in-parent', { command: ['sh', '-c', 'while true; do :; done'] }),
+          sandboxConfig: config,
+        })
+      ).containerId;
+      await rt.startContainer({ containerId: c });
+      const { stats } = await rt.podSandboxStats({ podSandboxId: pod });
+      const linux = stats!.linux!;
+      assert.ok(
+        linux.process!.processCount!.value >= 2n,
+        `infra and container: ${linux.process!.processCount!.value}`,
+      );
+      assert.ok(linux.memory!.workingSetBytes!.value > 0n);
+      assert.ok(linux.cpu!.usageNanoCores!.value > 0n);
+      // The pod's cgroup holds the container's: at least as much CPU time as the container alone.
+      const own = (await rt.containerStats({ containerId: c })).stats!.cpu!.usageCoreNanoSeconds!.value;
+      const podAgain = (await rt.podSandboxStats({ podSandboxId: pod })).stats!.linux!.cpu!;
+      assert.ok(podAgain.usageCoreNanoSeconds!.value >= own);
+    } finally {
+      await rt.stopPodSandbox({ podSandboxId: pod });
+      await rt.removePodSandbox({ podSandboxId: pod });
+    }
+  });
+});
+
 async function waitForLog(path: string, pattern: RegExp): Promise<string> {
   const deadline = Date.now() + 10_000;
   let text = '';
