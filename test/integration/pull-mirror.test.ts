@@ -42,7 +42,7 @@ before(async () => {
   berth = await startBerth({
     toml: `
 [image]
-unqualified_search_registries = ["docker.io"]
+unqualified_search_registries = ["${origin.host}", "docker.io"]
 
 [image.registries."${origin.host}"]
 insecure = true
@@ -101,7 +101,7 @@ test('mirror_only: the registry itself is never contacted', async () => {
   assert.equal(await pull(`${fallbackOrigin.host}/app/db:v1`), fromMirror.configDigest);
 });
 
-test('a short name resolves through docker.io to its mirror-only mirror (library/ added)', async () => {
+test('a short name tries each search registry in order: docker.io through its mirror-only mirror (library/ added)', async () => {
   await mirror.push('library/busybox', '1.36', fromMirror);
   const ref = await pull('busybox:1.36');
   assert.equal(ref, fromMirror.configDigest);
@@ -111,4 +111,14 @@ test('a short name resolves through docker.io to its mirror-only mirror (library
     }),
   );
   assert.ok(st.image?.repoTags.includes('docker.io/library/busybox:1.36'));
+});
+
+test('a short name found in no search registry: NOT_FOUND naming every candidate', async () => {
+  await assert.rejects(
+    pull('nothing/here:v1'),
+    grpcCode(
+      status.NOT_FOUND,
+      new RegExp(`${origin.host}/nothing/here:v1: .*not found.*docker\\.io/nothing/here:v1: .*not found`),
+    ),
+  );
 });

@@ -12,6 +12,7 @@
  * two pulls needing the same blob share its download.
  */
 import { PassThrough, Readable } from 'node:stream';
+import { status as GrpcStatus } from '@grpc/grpc-js';
 import type { BerthConfig } from '../../config/schema.js';
 import { BerthError, InvalidArgumentError, UnavailableError, errorMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
@@ -136,10 +137,10 @@ export class Puller {
     if (errors.length === 1) throw errors[0].err;
     // The most telling failure decides the code: anything but "not found" first.
     const decisive =
-      errors.find((e) => e.err instanceof BerthError && e.err.code !== 5 /* NOT_FOUND */)?.err ??
+      errors.find((e) => e.err instanceof BerthError && e.err.code !== GrpcStatus.NOT_FOUND)?.err ??
       errors[0].err;
     const summary = errors.map((e) => `${formatReference(e.ref)}: ${errorMessage(e.err)}`).join('; ');
-    const code = decisive instanceof BerthError ? decisive.code : 14;
+    const code = decisive instanceof BerthError ? decisive.code : GrpcStatus.UNAVAILABLE;
     throw new BerthError(code, `cannot pull ${input} from any search registry: ${summary}`);
   }
 
@@ -336,7 +337,7 @@ export class Puller {
     if (failures.length === 1) throw failures[0].err;
     // The registry itself (last) decides the code when it was tried; mirrors are a cache.
     const decisive = failures.at(-1)!.err;
-    const code = decisive instanceof BerthError ? decisive.code : 14;
+    const code = decisive instanceof BerthError ? decisive.code : GrpcStatus.UNAVAILABLE;
     throw new BerthError(
       code,
       `cannot pull ${image}: ${failures.map((f) => errorMessage(f.err)).join('; ')}`,
