@@ -28,16 +28,19 @@ export function statusRpcs(ctx: ServerContext): RuntimeImpl {
           info.network = JSON.stringify({ name: lookup.network.name, file: lookup.network.file });
       }
       // Recursive read-only mounts where the handler's runtime reports `rro` (runc does).
+      // The CRI names the default handler "" (kubelet and critest look it up so).
+      const configured = configuredHandlers(config);
+      const entries = [...configured].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+      const fallback = configured.get(config.runtime.default_handler);
+      if (fallback && !configured.has('')) entries.unshift(['', fallback]);
       const handlers = await Promise.all(
-        [...configuredHandlers(config)]
-          .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-          .map(async ([name, handler]) => ({
-            name,
-            features: {
-              recursiveReadOnlyMounts: await supportsRecursiveReadOnly(handler),
-              userNamespaces: false,
-            },
-          })),
+        entries.map(async ([name, handler]) => ({
+          name,
+          features: {
+            recursiveReadOnlyMounts: await supportsRecursiveReadOnly(handler),
+            userNamespaces: false,
+          },
+        })),
       );
       return StatusResponse.fromPartial({
         status: { conditions },
