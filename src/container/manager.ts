@@ -537,6 +537,7 @@ export class ContainerManager {
           continue;
         }
         if (await this.deps.engine.conmonAlive(record.id)) {
+          if (record.startedAtNs === undefined) await this.adoptStart(record);
           this.watchExit(record.id);
           continue;
         }
@@ -560,6 +561,21 @@ export class ContainerManager {
         log.error({ err: errorMessage(err) }, 'reconciling a container failed');
       }
     }
+  }
+
+  /**
+   * A StartContainer cut short by a crash after the runtime started the
+   * process but before the record said so: the runtime's word wins.
+   */
+  private async adoptStart(record: ContainerRecord): Promise<void> {
+    const state = await this.deps.engine.state(record.id, this.handlerOf(record)).catch(() => undefined);
+    if (state?.status !== 'running' && state?.status !== 'paused') return;
+    const startedAtNs = (await processStartNs(state.pid)) ?? nowNs();
+    this.deps.log.info(
+      { container: record.id },
+      'container was started before berth stopped; recording the start',
+    );
+    await this.store.put({ ...record, startedAtNs });
   }
 
   // ---- exec, resources, logs ----
@@ -701,4 +717,24 @@ async function collectCapped(stream: NodeJS.ReadableStream | null, max: number):
     }
   }
   return Buffer.concat(chunks);
+}
+
+/**
+ * When a process started, in ns since the epoch: /proc/<pid>/stat field 22
+ * (clock ticks since boot, USER_HZ = 100 on Linux) plus the boot time.
+ */
+async function processStartNs(pid: number): Promise<string | undefined> {
+  try {
+    const [stat, procStat] = await Promise.all([
+      readFile(`/proc/${pid}/stat`, 'utf8'),
+      readFile('/proc/stat', 'utf8'),
+    ]);
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = BigInt(fields[19]);
+    const btime = /^btime (\d+)$/m.exec(procStat);
+    if (!btime) return undefined;
+    return (BigInt(btime[1]) * 1_000_000_000n + ticks * 10_000_000n).toString();
+  } catch {
+    return undefined;
+  }
 }

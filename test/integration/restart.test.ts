@@ -6,7 +6,7 @@
  */
 import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { status as grpcStatus } from '@grpc/grpc-js';
 import { startBerth } from '../helpers/berth-process.js';
@@ -81,6 +81,12 @@ it('after SIGKILL: running stay running under the same conmon, exits meanwhile a
   const beforeList = (await rt.listContainers({ filter: undefined })).containers;
 
   await env.berth.kill();
+  // A StartContainer cut short after the runtime started the process: the record does not say so yet.
+  const recordPath = join(env.berth.dir, 'root', 'state', 'containers', `${running}.json`);
+  const record = JSON.parse(await readFile(recordPath, 'utf8')) as { startedAtNs?: string };
+  const startedAtNs = BigInt(record.startedAtNs!);
+  delete record.startedAtNs;
+  await writeFile(recordPath, JSON.stringify(record));
   // exits-later ends while no berth runs.
   await new Promise((r) => setTimeout(r, 3000));
   env.berth = await startBerth({ dir: env.berth.dir });
@@ -101,6 +107,13 @@ it('after SIGKILL: running stay running under the same conmon, exits meanwhile a
   const ok = (await rt.containerStatus({ containerId: done, verbose: false })).status!;
   assert.equal(ok.exitCode, 0);
   assert.equal(ok.reason, 'Completed');
+
+  // The runtime's word wins over the record: running, started about when it really started.
+  const adopted = (await rt.containerStatus({ containerId: running, verbose: false })).status!;
+  assert.ok(
+    adopted.startedAt > startedAtNs - 1_000_000_000n && adopted.startedAt < startedAtNs + 1_000_000_000n,
+    `started ${adopted.startedAt} vs ${startedAtNs}`,
+  );
 
   // The same processes, not new ones.
   const after = await verbose(running);
