@@ -88,6 +88,8 @@ export class ContainerManager {
   readonly stats: StatsCollector;
   private readonly locks = new KeyedMutex();
   private readonly watching = new Map<string, AbortController>();
+  /** Containers found alive at start-up without their conmon: no exit file will come. */
+  private readonly unmonitored = new Set<string>();
   private closed = false;
 
   private constructor(
@@ -452,6 +454,7 @@ export class ContainerManager {
     await removeRootfs(rootfsPaths(record.containerDir));
     // The record goes last: a crash before this leaves a record a second Remove finishes.
     await this.store.delete(id);
+    this.unmonitored.delete(id);
     this.deps.sandboxes.names.release(record.name, id);
     this.stats.forget(id);
   }
@@ -493,7 +496,30 @@ export class ContainerManager {
     const record = this.store.get(id);
     if (!record || record.finishedAtNs !== undefined) return;
     const exit = await this.deps.engine.exitInfo(id);
-    if (exit) await this.recordExit(id, exit);
+    if (exit) {
+      await this.recordExit(id, exit);
+      return;
+    }
+    if (!this.unmonitored.has(id)) return;
+    // No conmon will ever write its exit: ask the runtime instead.
+    const state = await this.deps.engine.state(id, this.handlerOf(record)).catch(() => undefined);
+    if (state && state.status !== 'stopped') return;
+    await this.recordExit(
+      id,
+      { exitCode: 255, finishedAtNs: BigInt(nowNs()), oomKilled: false },
+      'the container exited while it had no conmon; its exit status is unknown',
+    );
+  }
+
+  /**
+   * Brings the state of a container whose conmon died up to date (the usual
+   * ones are kept current by the exit watch); cheap for the others.
+   */
+  async refresh(idOrPrefix: string): Promise<ContainerRecord> {
+    const record = this.get(idOrPrefix);
+    if (!this.unmonitored.has(record.id) || record.finishedAtNs !== undefined) return record;
+    await this.locks.with(record.id, () => this.refreshExit(record.id));
+    return this.get(record.id);
   }
 
   private async recordExit(id: string, exit: ExitInfo, message = ''): Promise<void> {
@@ -509,6 +535,7 @@ export class ContainerManager {
     });
     this.watching.get(id)?.abort();
     this.watching.delete(id);
+    this.unmonitored.delete(id);
   }
 
   /**
@@ -550,6 +577,7 @@ export class ContainerManager {
         if (status === 'running' || status === 'created' || status === 'paused') {
           // Its conmon is gone but the process lives: keep it; Stop still works through the runtime.
           log.warn({ status }, 'container without conmon');
+          this.unmonitored.add(record.id);
           continue;
         }
         await this.recordExit(

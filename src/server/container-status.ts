@@ -36,7 +36,7 @@ function stopSignal(name: string): Signal {
 export function containerStatusRpcs(ctx: ServerContext): RuntimeImpl {
   return {
     containerStatus: async (request) => {
-      const record = ctx.containers.get(request.containerId);
+      const record = await ctx.containers.refresh(request.containerId);
       const status = ContainerStatusResponse.fromPartial({
         status: {
           id: record.id,

@@ -150,6 +150,34 @@ it('after SIGKILL: running stay running under the same conmon, exits meanwhile a
   assert.deepEqual((await rt.listContainers({ filter: undefined })).containers, []);
 });
 
+it('a container whose conmon died while berth was down still gets an exit when it ends', async () => {
+  let rt = env.berth.cri.runtime;
+  const config = podConfig(env.work);
+  const pod = (await rt.runPodSandbox({ config, runtimeHandler: '' })).podSandboxId;
+  const id = (
+    await rt.createContainer({
+      podSandboxId: pod,
+      config: containerConfig('orphan', { command: ['sleep', '1000'] }),
+      sandboxConfig: config,
+    })
+  ).containerId;
+  await rt.startContainer({ containerId: id });
+  const { pid, conmonPid } = await verbose(id);
+  await env.berth.kill();
+  process.kill(conmonPid, 'SIGKILL');
+  while (alive(conmonPid)) await new Promise((r) => setTimeout(r, 20));
+  env.berth = await startBerth({ dir: env.berth.dir });
+  rt = env.berth.cri.runtime;
+  let st = (await rt.containerStatus({ containerId: id, verbose: false })).status!;
+  assert.equal(st.state, ContainerState.CONTAINER_RUNNING, 'the process outlived its conmon');
+  process.kill(pid, 'SIGKILL');
+  st = await waitForState(env.berth, id, (s) => s.state === ContainerState.CONTAINER_EXITED);
+  assert.equal(st.exitCode, 255);
+  assert.match(st.message, /no conmon/);
+  await rt.stopPodSandbox({ podSandboxId: pod });
+  await rt.removePodSandbox({ podSandboxId: pod });
+});
+
 it('a CreateContainer interrupted by SIGKILL leaves nothing half-made after the restart', async () => {
   const root = join(env.berth.dir, 'root');
   const runcRoot = join(env.berth.dir, 'run', 'runtimes', 'runc');
