@@ -358,12 +358,14 @@ const BENCHMARK_PARAMS = [
 ].join('\n');
 
 export async function runCritest(options: CritestOptions): Promise<CritestResult> {
-  const workDir = await mkdtemp(join(tmpdir(), 'berth-critest-'));
+  // Short paths: conmon's attach socket lives at <run_root>/attach/<64 hex>/attach and a
+  // unix socket path holds at most 107 bytes (deployments use /run/berth).
+  const workDir = await mkdtemp(join(tmpdir(), 'bct-'));
   const suffix = randomBytes(3).toString('hex');
   const network = `critest-${suffix}`;
   const bridge = `bct${suffix}`;
   const subnet = `10.${200 + (randomBytes(1)[0] % 50)}.${randomBytes(1)[0]}.0/24`;
-  const berthDir = join(workDir, 'berth');
+  const berthDir = join(workDir, 'b');
   const reportFile = join(workDir, 'critest-report.json');
   const benchDir = join(workDir, 'benchmarks');
   const leftovers: string[] = [];
