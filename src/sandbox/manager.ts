@@ -462,7 +462,9 @@ export class SandboxManager implements SandboxAccess {
 
   /** The built-in pause rootfs, built once per daemon. */
   private pauseRootfs(): Promise<string> {
-    this.builtinPause ??= ensureBuiltinPause(this.config.root).catch((err: unknown) => {
+    // Older builds stay while pods still run on them (a catatonit upgrade between runs).
+    const inUse = new Set(this.store.all().map((r) => r.infra.rootfs));
+    this.builtinPause ??= ensureBuiltinPause(this.config.root, undefined, inUse).catch((err: unknown) => {
       this.builtinPause = undefined;
       throw err;
     });

@@ -29,7 +29,11 @@ async function sha256File(path: string): Promise<string> {
  * build happens in a temp dir renamed into place, so a crash leaves either
  * nothing or a complete rootfs; older builds are removed.
  */
-export async function ensureBuiltinPause(root: string, binary = CATATONIT): Promise<string> {
+export async function ensureBuiltinPause(
+  root: string,
+  binary = CATATONIT,
+  inUse: ReadonlySet<string> = new Set(),
+): Promise<string> {
   let digest: string;
   try {
     if (!(await stat(binary)).isFile()) throw new Error('not a regular file');
@@ -44,9 +48,10 @@ export async function ensureBuiltinPause(root: string, binary = CATATONIT): Prom
   const name = `catatonit-${digest.slice(0, 16)}`;
   const rootfs = join(base, name, 'rootfs');
   await mkdir(base, { recursive: true, mode: 0o711 });
-  // Leftovers: older builds and temp dirs of an interrupted build.
+  // Leftovers: temp dirs of an interrupted build, older builds no pod runs on.
   for (const entry of await readdir(base)) {
-    if (entry !== name) await rm(join(base, entry), { recursive: true, force: true });
+    if (entry === name || inUse.has(join(base, entry, 'rootfs'))) continue;
+    await rm(join(base, entry), { recursive: true, force: true });
   }
   try {
     await stat(join(rootfs, PAUSE_BINARY));
