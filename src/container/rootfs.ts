@@ -3,8 +3,8 @@
  * (read-only lowers) with a per-container upper and work dir. Lives under
  * <root>/containers/<id>/ and goes away whole on remove.
  */
-import { mkdir, readFile, rm } from 'node:fs/promises';
-import { dirname, join, relative, sep } from 'node:path';
+import { mkdir, readFile, rm, symlink } from 'node:fs/promises';
+import { join, relative } from 'node:path';
 import { InternalError, errnoCode } from '../errors.js';
 import { run } from '../util/run.js';
 
@@ -32,13 +32,6 @@ export function rootfsPaths(containerDir: string): RootfsPaths {
   };
 }
 
-/** The deepest directory containing every path. */
-function commonDir(paths: string[]): string {
-  let common = dirname(paths[0]);
-  while (!paths.every((p) => p.startsWith(common + sep)) && common !== sep) common = dirname(common);
-  return common;
-}
-
 /** Decodes mountinfo's octal escapes (\040 for space). */
 function unescapeMount(field: string): string {
   return field.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(parseInt(oct, 8)));
@@ -51,9 +44,9 @@ export async function isMountPoint(path: string): Promise<boolean> {
 
 /**
  * Mounts the overlay. `layers` are lowest first (ImageManager.layerDirs);
- * overlayfs wants the highest first. Lowers are given relative to their
- * common directory (mount runs there) so many layers fit the one-page limit
- * of mount options.
+ * overlayfs wants the highest first. Lowers are reached through short links
+ * in the container dir (l/0, l/1, ...) and mount runs there, so even the
+ * deepest images fit the one-page limit of mount options.
  */
 export async function mountRootfs(paths: RootfsPaths, layers: string[]): Promise<void> {
   await mkdir(paths.dir, { recursive: true, mode: 0o700 });
@@ -61,22 +54,25 @@ export async function mountRootfs(paths: RootfsPaths, layers: string[]): Promise
     mkdir(paths.upper, { recursive: true, mode: 0o755 }),
     mkdir(paths.work, { recursive: true, mode: 0o700 }),
     mkdir(paths.merged, { recursive: true, mode: 0o755 }),
+    mkdir(join(paths.dir, 'l'), { recursive: true, mode: 0o700 }),
   ]);
-  let lowers = [...layers].reverse();
-  let cwd: string | undefined;
-  if (lowers.length === 0) {
+  let lowers: string[];
+  if (layers.length === 0) {
     await mkdir(paths.empty, { recursive: true, mode: 0o755 });
-    lowers = [paths.empty];
-  } else if (lowers.length > 1) {
-    cwd = commonDir(lowers);
-    lowers = lowers.map((l) => relative(cwd!, l));
+    lowers = [relative(paths.dir, paths.empty)];
+  } else {
+    lowers = [];
+    for (const [i, layer] of [...layers].reverse().entries()) {
+      const link = join('l', String(i));
+      await rm(join(paths.dir, link), { force: true });
+      await symlink(layer, join(paths.dir, link));
+      lowers.push(link);
+    }
   }
-  for (const p of [...lowers, paths.upper, paths.work]) {
-    // overlayfs splits options at ',' and lowers at ':'; such paths cannot be expressed.
-    if (/[,:]/.test(p)) throw new InternalError(`overlay path ${JSON.stringify(p)} contains ',' or ':'`);
-  }
-  const options = `lowerdir=${lowers.join(':')},upperdir=${paths.upper},workdir=${paths.work}`;
-  const result = await run(MOUNT, ['-t', 'overlay', 'overlay', '-o', options, paths.merged], { cwd });
+  const options = `lowerdir=${lowers.join(':')},upperdir=${relative(paths.dir, paths.upper)},workdir=${relative(paths.dir, paths.work)}`;
+  const result = await run(MOUNT, ['-t', 'overlay', 'overlay', '-o', options, paths.merged], {
+    cwd: paths.dir,
+  });
   if (result.code !== 0) {
     throw new InternalError(
       `mounting the overlay root filesystem at ${paths.merged}: ${result.stderr.trim() || `mount exited with ${result.code}`}`,
