@@ -623,36 +623,45 @@ export class SandboxManager implements SandboxAccess {
    * netns files no record names are removed. Nothing is re-created.
    */
   private async reconcile(): Promise<void> {
-    const { engine } = this.options;
-    for (const record of this.store.all()) {
-      if (record.phase === 'creating') {
-        this.log.warn(
-          { id: record.id, name: record.name },
-          'removing a pod sandbox left half-made by a crash',
-        );
-        await this.undo(record).catch((err: unknown) =>
-          this.log.error(
-            { id: record.id, err: errorMessage(err) },
-            'cleaning a half-made pod sandbox failed',
-          ),
-        );
-        continue;
-      }
-      this.names.reserve(record.name, record.id, 'pod sandbox name');
-      if (record.phase !== 'ready') continue;
-      const exit = await engine.exitInfo(record.id).catch(() => undefined);
-      const state = exit ? undefined : await engine.state(record.id, record.handler).catch(() => undefined);
-      if (state && state.status === 'running') {
-        this.watch(record);
-        continue;
-      }
-      this.log.warn(
-        { id: record.id, exitCode: exit?.exitCode, runtimeState: state?.status ?? 'unknown' },
-        'pod sandbox infra is gone since the last run: NOTREADY',
+    const records = this.store.all();
+    for (const record of records.filter((r) => r.phase === 'creating')) {
+      this.log.warn({ id: record.id, name: record.name }, 'removing a pod sandbox left half-made by a crash');
+      await this.undo(record).catch((err: unknown) =>
+        this.log.error({ id: record.id, err: errorMessage(err) }, 'cleaning a half-made pod sandbox failed'),
       );
-      await this.store.put({ ...record, phase: 'notready' });
     }
+    const kept = records.filter((r) => r.phase !== 'creating');
+    for (const record of kept) {
+      try {
+        this.names.reserve(record.name, record.id, 'pod sandbox name');
+      } catch (err) {
+        // Two records cannot share a name; if they do, keep serving and say so.
+        this.log.error({ id: record.id, err: errorMessage(err) }, 'pod sandbox record with a duplicate name');
+      }
+    }
+    // A runtime `state` per pod: a few at a time so a restart with many pods stays quick.
+    const ready = kept.filter((r) => r.phase === 'ready');
+    const workers = Array.from({ length: Math.min(8, ready.length) }, async () => {
+      for (let record = ready.shift(); record; record = ready.shift()) await this.recheck(record);
+    });
+    await Promise.all(workers);
     await this.removeOrphans();
+  }
+
+  /** A pod READY at the last run: still READY (and watched) if its infra runs, else NOTREADY. */
+  private async recheck(record: SandboxRecord): Promise<void> {
+    const { engine } = this.options;
+    const exit = await engine.exitInfo(record.id).catch(() => undefined);
+    const state = exit ? undefined : await engine.state(record.id, record.handler).catch(() => undefined);
+    if (state && state.status === 'running') {
+      this.watch(record);
+      return;
+    }
+    this.log.warn(
+      { id: record.id, exitCode: exit?.exitCode, runtimeState: state?.status ?? 'unknown' },
+      'pod sandbox infra is gone since the last run: NOTREADY',
+    );
+    await this.store.put({ ...record, phase: 'notready' });
   }
 
   private async removeOrphans(): Promise<void> {
