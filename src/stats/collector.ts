@@ -80,6 +80,12 @@ export class StatsCollector {
 
   /** Stats of one container; CPU and memory only while its process lives. */
   async container(record: ContainerRecord): Promise<ContainerStats> {
+    return (await this.containerWithCount(record)).stats;
+  }
+
+  private async containerWithCount(
+    record: ContainerRecord,
+  ): Promise<{ stats: ContainerStats; processCount?: bigint }> {
     const timestamp = nowNs();
     const stats: ContainerStats = {
       attributes: {
@@ -106,14 +112,14 @@ export class StatsCollector {
     };
     if (stateOf(record) === 'exited' || record.pid <= 0) {
       this.rates.forget(record.id);
-      return stats;
+      return { stats };
     }
     const dirs = await cgroupDirsOfPid(record.pid);
-    if (!dirs) return stats;
+    if (!dirs) return { stats };
     const sample = await readCgroup(dirs);
     stats.cpu = await this.cpu(record.id, dirs, sample);
     stats.memory = StatsCollector.memory(sample);
-    return stats;
+    return { stats, processCount: sample.processCount };
   }
 
   /**
@@ -123,7 +129,8 @@ export class StatsCollector {
    */
   async pod(sandbox: SandboxRecord, containers: ContainerRecord[]): Promise<PodSandboxStats> {
     const timestamp = nowNs();
-    const containerStats = await Promise.all(containers.map((c) => this.container(c)));
+    const measured = await Promise.all(containers.map((c) => this.containerWithCount(c)));
+    const containerStats = measured.map((m) => m.stats);
     let cpu: CpuUsage | undefined;
     let memory: MemoryUsage | undefined;
     let processCount: bigint | undefined;
@@ -139,6 +146,9 @@ export class StatsCollector {
       const infraSample = infraDirs ? await readCgroup(infraDirs) : undefined;
       const infraCpu =
         infraDirs && infraSample ? await this.cpu(`pod:${sandbox.id}`, infraDirs, infraSample) : undefined;
+      const counts = [infraSample?.processCount, ...measured.map((m) => m.processCount)];
+      if (counts.some((c) => c !== undefined))
+        processCount = counts.reduce<bigint>((a, c) => a + (c ?? 0n), 0n);
       const parts = [
         ...containerStats.map((s) => ({ cpu: s.cpu, memory: s.memory })),
         { cpu: infraCpu, memory: infraSample && StatsCollector.memory(infraSample) },

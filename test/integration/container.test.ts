@@ -553,6 +553,7 @@ describe('resources, logs, stats', () => {
       stats!.linux!.containers.map((s) => s.attributes?.id),
       [c],
     );
+    assert.equal(stats!.linux!.process?.processCount?.value, 2n, 'the pause process and sleep');
     const listed = await rt.listPodSandboxStats({ filter: { id: '', labelSelector: { stats: 'yes' } } });
     assert.deepEqual(
       listed.stats.map((s) => s.attributes?.id),
