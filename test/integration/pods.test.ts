@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { access, mkdir, mkdtemp, readFile, readdir, readlink, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
+import { connect, createServer } from 'node:net';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { startBerth, type RunningBerth } from '../helpers/berth-process.js';
@@ -16,6 +18,7 @@ import {
   NamespaceMode,
   PodSandboxFilter,
   PodSandboxState,
+  Protocol,
   type PodSandboxConfig,
 } from '../../src/generated/api.js';
 import { run } from '../../src/util/run.js';
@@ -115,6 +118,26 @@ async function exists(path: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as { port: number }).port;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** What a one-reply TCP server at host:port sends. */
+function fetchTcp(host: string, port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, host);
+    let data = '';
+    socket.setTimeout(5000, () => socket.destroy(new Error(`timeout connecting to ${host}:${port}`)));
+    socket.on('data', (c: Buffer) => (data += c.toString()));
+    socket.on('end', () => resolve(data));
+    socket.on('error', reject);
+  });
 }
 
 /** argv of a process; `runc start` returns just before `runc init` execs the payload. */
@@ -302,6 +325,31 @@ describe('pod sandboxes', { timeout: 600_000 }, () => {
     assert.ok(!runcList.stdout.includes(id));
     await berth.cri.runtime.removePodSandbox({ podSandboxId: id });
     await berth.cri.runtime.removePodSandbox({ podSandboxId: 'f'.repeat(64) });
+  });
+
+  it('maps a hostPort to the pod through CNI portmap, and takes it away on stop', async () => {
+    const hostPort = await freePort();
+    const id = await runPod(
+      podConfig({ portMappings: [{ protocol: Protocol.TCP, containerPort: 8081, hostPort, hostIp: '' }] }),
+    );
+    const i = await info(id);
+    const script = `require('node:net').createServer((s) => s.end('hello from the pod')).listen(8081, '0.0.0.0', () => console.log('listening'));`;
+    const server = spawn('nsenter', [`--net=${i.netnsPath}`, process.execPath, '-e', script], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.stdout.once('data', () => resolve());
+        server.once('exit', (code) => reject(new Error(`server exited ${code}`)));
+      });
+      assert.equal(await fetchTcp('127.0.0.1', hostPort), 'hello from the pod');
+    } finally {
+      server.kill('SIGKILL');
+    }
+    await berth.cri.runtime.stopPodSandbox({ podSandboxId: id });
+    const nat = await run('iptables-save', ['-t', 'nat']);
+    assert.doesNotMatch(nat.stdout, new RegExp(`--dport ${hostPort}\\b`));
+    await berth.cri.runtime.removePodSandbox({ podSandboxId: id });
   });
 
   it('removes a running pod in one call', async () => {
