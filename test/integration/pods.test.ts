@@ -787,6 +787,17 @@ describe('pod sandboxes', { timeout: 600_000 }, () => {
       berth.cri.runtime.runPodSandbox({ config: podConfig({}, name.name), runtimeHandler: '' }),
       grpcError(status.ALREADY_EXISTS, new RegExp(running)),
     );
+    // The restarted berth watches the infra again: its death is noticed.
+    process.kill(again.pid, 'SIGKILL');
+    const deadline = Date.now() + 10_000;
+    let state: PodSandboxState | undefined;
+    while (Date.now() < deadline) {
+      state = (await berth.cri.runtime.podSandboxStatus({ podSandboxId: running, verbose: false })).status
+        ?.state;
+      if (state === PodSandboxState.SANDBOX_NOTREADY) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(state, PodSandboxState.SANDBOX_NOTREADY);
     // And the restarted berth still stops and removes them.
     for (const id of [running, stoppedPod, dying])
       await berth.cri.runtime.removePodSandbox({ podSandboxId: id });
