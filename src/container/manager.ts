@@ -119,7 +119,8 @@ export class ContainerManager {
     const manager = new ContainerManager(deps, store);
     await manager.reconcile();
     deps.images.setInUseChecker((imageId) => {
-      const user = store.all().find((r) => r.imageId === imageId && r.phase === 'created');
+      // Containers still being created count too: their overlay sits on the image's layers.
+      const user = store.all().find((r) => r.imageId === imageId);
       return user && `${user.id} (${user.name})`;
     });
     deps.sandboxes.onStop((sandbox) => manager.stopAllOf(sandbox));

@@ -77,8 +77,11 @@ export function criState(record: ContainerRecord): ContainerState {
   }
 }
 
-/** Kubernetes' container name shape (RFC 1123 label), which also keeps names path- and key-safe. */
-export const CONTAINER_NAME_RE = /^[a-z0-9A-Z]([a-z0-9A-Z._-]{0,251}[a-z0-9A-Z])?$/;
+/**
+ * Names are free-form in CRI; berth only refuses what would break its
+ * reserved names and logs: empty, '/', NUL or newlines, or absurd lengths.
+ */
+export const CONTAINER_NAME_RE = /^[^/\0\n\r]{1,253}$/;
 
 /** The reserved name CRI-O and containerd use: k8s_<name>_<pod>_<namespace>_<uid>_<attempt>. */
 export function containerName(

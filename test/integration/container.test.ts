@@ -382,6 +382,7 @@ describe('bad input leaves nothing half-made', () => {
       create('dotmount', { mounts: [{ containerPath: '/data', hostPath: `${env.work}/../etc` }] }),
       grpcCode(grpcStatus.INVALID_ARGUMENT, /contains '\.\.'/),
     );
+    await assert.rejects(create('a/b'), grpcCode(grpcStatus.INVALID_ARGUMENT, /"a\/b" is not a valid name/));
     await assert.rejects(
       create('dotlog', { logPath: '../../escape.log' }),
       grpcCode(grpcStatus.INVALID_ARGUMENT, /escapes|'\.\.'/),
