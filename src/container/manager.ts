@@ -194,6 +194,14 @@ export class ContainerManager {
     const id = newId();
     const undo: (() => Promise<void>)[] = [];
     const log = this.deps.log.child({ container: id, name });
+    // Step timings, logged at debug: where a slow create spends its time.
+    const timings: Record<string, number> = {};
+    let mark = performance.now();
+    const step = (what: string) => {
+      const now = performance.now();
+      timings[what] = Math.round((now - mark) * 10) / 10;
+      mark = now;
+    };
     try {
       this.deps.sandboxes.names.reserve(name, id, 'container name');
       undo.push(async () => this.deps.sandboxes.names.release(name, id));
@@ -206,6 +214,7 @@ export class ContainerManager {
         );
       }
       const image = resolved.record;
+      step('resolve');
       const logPath = await this.logPathFor(sandbox, config);
       const handler = this.deps.sandboxes.handlerOf(sandbox);
       const containerDir = join(this.deps.config().root, 'containers', id);
@@ -242,9 +251,11 @@ export class ContainerManager {
       await this.store.put(record);
       undo.push(() => this.store.delete(id));
       if (logPath) await mkdir(dirname(logPath), { recursive: true });
+      step('record');
 
       undo.push(() => removeRootfs(paths));
       await mountRootfs(paths, this.deps.images.layerDirs(image));
+      step('mount');
 
       const built = await this.deps.buildSpec({
         id,
@@ -276,6 +287,7 @@ export class ContainerManager {
         host: this.deps.specHost,
       });
 
+      step('spec');
       undo.push(async () => {
         await this.deps.engine.delete(id, handler, true).catch(() => undefined);
         await this.deps.engine.cleanup(id).catch(() => undefined);
@@ -294,6 +306,7 @@ export class ContainerManager {
           sandbox.cgroupParent ||
           undefined,
       });
+      step('runtime');
       await this.store.put({
         ...record,
         phase: 'created',
@@ -301,8 +314,9 @@ export class ContainerManager {
         stopSignal: built.stopSignal,
         user: { uid: built.user.uid, gid: built.user.gid, additionalGids: built.user.additionalGids },
       });
+      step('commit');
       this.watchExit(id);
-      log.debug({ pod: sandbox.id, image: image.id, pid }, 'container created');
+      log.debug({ pod: sandbox.id, image: image.id, pid, ms: timings }, 'container created');
       return id;
     } catch (err) {
       for (const step of undo.reverse()) {
