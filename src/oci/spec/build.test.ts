@@ -5,7 +5,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, mkdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdtemp, mkdir, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -527,6 +527,15 @@ test('seccomp and AppArmor from the container security context', async () => {
 test('stop signal from the config wins over the image', async () => {
   const { stopSignal } = await buildContainerSpec(containerInput({ stopSignal: Signal.SIGUSR1 }));
   assert.equal(stopSignal, 'SIGUSR1');
+});
+
+test('the working directory is created inside the rootfs even through a symlink pointing out', async () => {
+  const outside = join(dir, 'outside-target');
+  await symlink(outside, join(rootfs, 'escape'));
+  const { spec } = await buildContainerSpec(containerInput({ command: ['true'], workingDir: '/escape/wd' }));
+  assert.equal(spec.process?.cwd, '/escape/wd');
+  await assert.rejects(stat(outside), /ENOENT/);
+  assert.ok((await stat(join(rootfs, dir, 'outside-target', 'wd'))).isDirectory());
 });
 
 test('bad mounts and users are InvalidArgument naming the container', async () => {
