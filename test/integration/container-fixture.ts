@@ -60,7 +60,7 @@ export interface Env {
  * Starts berth with a CNI bridge network of its own (unique bridge name and
  * subnet) and imports the test images.
  */
-export async function startEnv(prefix: string): Promise<Env> {
+export async function startEnv(prefix: string, toml = ''): Promise<Env> {
   const work = await mkdtemp(join(tmpdir(), `berth-${prefix}-`));
   const bridge = `bt${randomBytes(4).toString('hex')}`;
   const subnet = `10.${200 + Math.floor(Math.random() * 50)}.${Math.floor(Math.random() * 250)}.0/24`;
@@ -82,7 +82,7 @@ export async function startEnv(prefix: string): Promise<Env> {
       ],
     }),
   );
-  const berth = await startBerth({ dir: berthDir });
+  const berth = await startBerth({ dir: berthDir, toml });
   await importImages(berth.configFile, work);
   const env: Env = {
     work,

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { access, readdir, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { status as grpcStatus } from '@grpc/grpc-js';
+import { run } from '../../src/util/run.js';
 import {
   ContainerState,
   ImageSpec,
@@ -32,7 +33,8 @@ let podId: string;
 let podLogDir: string;
 
 before(async () => {
-  env = await startEnv('ctr');
+  // A second handler: the same runc under another name, with its own state root.
+  env = await startEnv('ctr', '\n[runtime.handlers.other]\npath = "/usr/sbin/runc"\n');
   const config = podConfig(env.work);
   podLogDir = config.logDirectory;
   podId = (await env.berth.cri.runtime.runPodSandbox({ config, runtimeHandler: '' })).podSandboxId;
@@ -354,6 +356,44 @@ describe('removal and pods', () => {
       grpcCode(grpcStatus.FAILED_PRECONDITION, new RegExp(`pod sandbox ${pod}.*not ready`)),
     );
     await rt.removePodSandbox({ podSandboxId: pod });
+  });
+});
+
+describe('runtime handlers', () => {
+  it("a container runs on its pod's handler, under that handler's root", async () => {
+    const rt = env.berth.cri.runtime;
+    const config = podConfig(env.work);
+    const pod = (await rt.runPodSandbox({ config, runtimeHandler: 'other' })).podSandboxId;
+    try {
+      const id = (
+        await rt.createContainer({
+          podSandboxId: pod,
+          config: containerConfig('on-other', { command: ['sleep', '1000'] }),
+          sandboxConfig: config,
+        })
+      ).containerId;
+      await rt.startContainer({ containerId: id });
+      const listed = async (handler: string) =>
+        (
+          await run('/usr/sbin/runc', [
+            `--root=${join(env.berth.dir, 'run', 'runtimes', handler)}`,
+            'list',
+            '-q',
+          ])
+        ).stdout
+          .split('\n')
+          .filter(Boolean);
+      assert.ok((await listed('other')).includes(id));
+      assert.ok(!(await listed('runc')).includes(id));
+      const res = await rt.execSync({ containerId: id, cmd: ['echo', 'ok'], timeout: 10n });
+      assert.equal(res.stdout.toString(), 'ok\n');
+      await rt.stopContainer({ containerId: id, timeout: 0n });
+      await rt.removeContainer({ containerId: id });
+      assert.ok(!(await listed('other')).includes(id));
+    } finally {
+      await rt.stopPodSandbox({ podSandboxId: pod });
+      await rt.removePodSandbox({ podSandboxId: pod });
+    }
   });
 });
 
