@@ -43,6 +43,11 @@ export interface RegistryOptions {
   gate?: boolean;
   /** Serve HTTPS (through the front) with a certificate for 127.0.0.1 from a throwaway CA. */
   tls?: boolean;
+  /**
+   * The front answers blob GETs with a 307 to a "storage" server on another
+   * port (as registries backed by object storage do), which serves the blob.
+   */
+  redirectBlobs?: boolean;
 }
 
 export interface LoggedRequest {
@@ -73,6 +78,8 @@ export interface TestRegistry {
   stalled(): Promise<void>;
   /** gate: lets held and future blobs flow again. */
   release(): void;
+  /** redirectBlobs: the requests the storage server got, and whether they carried credentials. */
+  storageRequests(): { path: string; authorization: boolean }[];
   /** Tokens the realm issued (token mode). */
   tokensIssued(): number;
   stop(): Promise<void>;
@@ -281,8 +288,36 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Test
         cert: await readFile(join(dir, 'server.crt')),
       };
     }
-    if (options.gate || options.tls) {
+    const storageLog: { path: string; authorization: boolean }[] = [];
+    let storageUrl: string | undefined;
+    if (options.redirectBlobs) {
+      const storage = createServer((req, res) => {
+        storageLog.push({ path: req.url ?? '', authorization: req.headers.authorization !== undefined });
+        const m = /^\/storage\/(.+)\/(sha256:[a-f0-9]{64})$/.exec(req.url ?? '');
+        if (!m) {
+          res.writeHead(404).end();
+          return;
+        }
+        const upstream = httpRequest(
+          { host: '127.0.0.1', port, method: 'GET', path: `/v2/${m[1]}/blobs/${m[2]}` },
+          (up) => {
+            res.writeHead(up.statusCode ?? 502, { 'content-length': up.headers['content-length'] ?? '' });
+            up.pipe(res);
+          },
+        );
+        upstream.on('error', () => res.destroy());
+        upstream.end();
+      });
+      servers.push(storage);
+      storageUrl = `http://127.0.0.1:${await listen(storage)}`;
+    }
+    if (options.gate || options.tls || options.redirectBlobs) {
       const handler = (req: IncomingMessage, res: ServerResponse) => {
+        const blob = /^\/v2\/(.+)\/blobs\/(sha256:[a-f0-9]{64})$/.exec(req.url ?? '');
+        if (storageUrl && blob && req.method === 'GET') {
+          res.writeHead(307, { location: `${storageUrl}/storage/${blob[1]}/${blob[2]}` }).end();
+          return;
+        }
         const upstream = httpRequest(
           { host: '127.0.0.1', port, method: req.method, path: req.url, headers: req.headers },
           (up) => {
@@ -382,6 +417,7 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Test
         held = [];
         for (const f of h) f();
       },
+      storageRequests: () => [...storageLog],
       tokensIssued: () => issued,
       async stop() {
         for (const f of held) f();

@@ -110,3 +110,34 @@ test('registry_token is sent as the bearer token; a bad one is UNAUTHENTICATED',
   assert.equal(token.tokensIssued(), issued, 'berth asked the realm for nothing');
   await assert.rejects(pull(ref, { registryToken: 'eyJnot.a.token' }), grpcCode(status.UNAUTHENTICATED));
 });
+
+test('blobs redirected to another origin are fetched there without the registry credentials', async () => {
+  const redirecting = await startRegistry({ redirectBlobs: true });
+  try {
+    await redirecting.push('private/app', 'v1', image);
+    // A fresh berth: the image is not in its store yet.
+    const other = await startBerth({ toml: `\n[image.registries."${redirecting.host}"]\ninsecure = true\n` });
+    try {
+      const res = await other.cri.image.pullImage(
+        PullImageRequest.fromPartial({
+          image: ImageSpec.fromPartial({ image: `${redirecting.host}/private/app:v1` }),
+          auth: { registryToken: 'a-bearer-for-the-registry-only' },
+        }),
+      );
+      assert.equal(res.imageRef, image.configDigest);
+      const fetched = redirecting.storageRequests();
+      assert.deepEqual(
+        fetched.map((r) => r.path.slice(r.path.lastIndexOf('/') + 1)).sort(),
+        [image.configDigest, ...image.layers.map((l) => l.digest)].sort(),
+      );
+      assert.ok(
+        fetched.every((r) => !r.authorization),
+        'no Authorization header crossed to the other origin',
+      );
+    } finally {
+      await other.cleanup();
+    }
+  } finally {
+    await redirecting.stop();
+  }
+});
