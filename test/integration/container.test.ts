@@ -154,6 +154,21 @@ describe('container lifecycle', () => {
     await rt.removeContainer({ containerId: again });
   });
 
+  it('stopping a container that was never started marks it exited', async () => {
+    const rt = env.berth.cri.runtime;
+    const id = await create('never', { command: ['sleep', '1000'] });
+    await rt.stopContainer({ containerId: id, timeout: 5n });
+    const st = (await rt.containerStatus({ containerId: id, verbose: false })).status!;
+    assert.equal(st.state, ContainerState.CONTAINER_EXITED);
+    assert.equal(st.startedAt, 0n);
+    assert.equal(st.exitCode, 137);
+    await assert.rejects(
+      rt.startContainer({ containerId: id }),
+      grpcCode(grpcStatus.FAILED_PRECONDITION, /exited, not created/),
+    );
+    await rt.removeContainer({ containerId: id });
+  });
+
   it('exit codes and reasons: Completed, Error, OOMKilled', async () => {
     const ok = await runToExit('ok', ['true']);
     assert.equal(ok.status.exitCode, 0);
