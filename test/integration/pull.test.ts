@@ -29,6 +29,7 @@ import {
   PullImageRequest,
 } from '../../src/generated/api.js';
 import { run } from '../../src/util/run.js';
+import { chainIdOf } from '../../src/image/store/layers.js';
 
 let registry: TestRegistry;
 let berth: RunningBerth;
@@ -253,6 +254,31 @@ test('a corrupted blob in the registry fails the pull with DATA_LOSS and stores 
   );
   assert.equal(byId.image, undefined);
   assert.deepEqual(await readdir(join(berth.dir, 'root', 'images', 'ingest')), []);
+});
+
+test('a layer escaping its root is rejected while it streams: the pull fails, no image, no layer left', async () => {
+  const evil = await buildImage({
+    base: false,
+    layers: [
+      { entries: [file('ok', 'fine')] },
+      { entries: [dir('x'), file('x/../../escaped', 'gotcha')], compression: 'zstd' },
+    ],
+  });
+  await registry.push('test/evil', 'v1', evil);
+  await assert.rejects(
+    pull(`${registry.host}/test/evil:v1`),
+    grpcCode(status.INVALID_ARGUMENT, new RegExp(`${evil.layers[1].digest}.*rejected`)),
+  );
+  const st = await berth.cri.image.imageStatus(
+    ImageStatusRequest.fromPartial({ image: spec(evil.configDigest) }),
+  );
+  assert.equal(st.image, undefined);
+  const layersDir = join(berth.dir, 'root', 'images', 'layers');
+  // Only whole layers of other images remain; no temp dir, no directory for the evil layer.
+  const names = await readdir(layersDir);
+  assert.ok(!names.some((n) => n.startsWith('.')), names.join(' '));
+  const evilChain = chainIdOf(evil.layers[0].diffId, evil.layers[1].diffId);
+  assert.ok(!names.includes(evilChain.slice(7)));
 });
 
 test('two concurrent pulls of one image share one download of each blob', async () => {
