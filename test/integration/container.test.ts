@@ -154,6 +154,30 @@ describe('container lifecycle', () => {
     await rt.removeContainer({ containerId: again });
   });
 
+  it('CRI log: a long line is split into partial (P) entries ending with a full (F) one', async () => {
+    const { id, status } = await runToExit('longline', [
+      'sh',
+      '-c',
+      "head -c 20000 /dev/zero | tr '\\0' a; echo; echo next",
+    ]);
+    assert.equal(status.exitCode, 0);
+    const lines = (await readFile(status.logPath, 'utf8')).trimEnd().split('\n');
+    const entries = lines.map((l) => /^(\S+) (stdout|stderr) ([PF]) (.*)$/.exec(l)!);
+    assert.ok(entries.every(Boolean), 'every line is <time> <stream> <tag> <text>');
+    const tags = entries.map((e) => e[3]).join('');
+    assert.match(tags, /^P+FF$/, tags);
+    assert.equal(
+      entries
+        .slice(0, -1)
+        .map((e) => e[4])
+        .join(''),
+      'a'.repeat(20000),
+    );
+    assert.equal(entries.at(-1)![4], 'next');
+    for (const e of entries) assert.ok(!Number.isNaN(Date.parse(e[1])), e[1]);
+    await env.berth.cri.runtime.removeContainer({ containerId: id });
+  });
+
   it('stopping a container that was never started marks it exited', async () => {
     const rt = env.berth.cri.runtime;
     const id = await create('never', { command: ['sleep', '1000'] });
