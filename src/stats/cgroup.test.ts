@@ -31,6 +31,8 @@ test('cgroup v1: cpuacct usage, working set = usage - total_inactive_file, rss, 
     'memory/pod/c/memory.stat':
       'cache 5\nrss 7\ninactive_file 9\ntotal_rss 4000000\ntotal_inactive_file 3000000\ntotal_pgfault 55\ntotal_pgmajfault 2\n',
     'pids/pod/c/pids.current': '3\n',
+    'memory/pod/c/memory.memsw.usage_in_bytes': '12000000\n',
+    'memory/pod/c/memory.memsw.limit_in_bytes': '20971520\n',
   });
   try {
     const dirs = await cgroupDirsFor(
@@ -49,6 +51,8 @@ test('cgroup v1: cpuacct usage, working set = usage - total_inactive_file, rss, 
       availableBytes: 16777216n - 7000000n,
     });
     assert.equal(s.processCount, 3n);
+    // memsw counts memory + swap: 2 MB of swap in use, 4 MiB of swap allowed.
+    assert.deepEqual(s.swap, { usageBytes: 2000000n, availableBytes: 4194304n - 2000000n });
   } finally {
     await rm(root, { recursive: true, force: true });
   }
@@ -78,6 +82,8 @@ test('cgroup v2: cpu.stat usage_usec, memory.current/stat/max', async () => {
     'k/c/memory.stat': 'anon 4096000\nfile 100\ninactive_file 1024000\npgfault 10\npgmajfault 1\n',
     'k/c/memory.max': 'max\n',
     'k/c/pids.current': '2\n',
+    'k/c/memory.swap.current': '4096\n',
+    'k/c/memory.swap.max': 'max\n',
   });
   try {
     const dirs = await cgroupDirsFor(parseProcCgroup('0::/k/c\n'), root);
@@ -92,6 +98,7 @@ test('cgroup v2: cpu.stat usage_usec, memory.current/stat/max', async () => {
       majorPageFaults: 1n,
     });
     assert.equal(s.processCount, 2n);
+    assert.deepEqual(s.swap, { usageBytes: 4096n });
     await writeFile(join(root, 'k/c/memory.max'), '10000000\n');
     assert.equal((await readCgroup(dirs!)).memory?.availableBytes, 10000000n - 7168000n);
   } finally {

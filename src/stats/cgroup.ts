@@ -147,6 +147,8 @@ export interface CgroupSample {
   memory?: MemorySample;
   /** Processes in the cgroup. */
   processCount?: bigint;
+  /** Swap in use and, with a swap limit, what is left of it. */
+  swap?: { usageBytes: bigint; availableBytes?: bigint };
 }
 
 /** v1 reports "no limit" as a page-rounded LONG_MAX; anything this large is unlimited. */
@@ -183,14 +185,25 @@ function memorySample(
 export async function readCgroup(dirs: CgroupDirs): Promise<CgroupSample> {
   const timestampNs = nowNs();
   if (dirs.version === 1) {
-    const [cpu, usage, statText, limit, pids] = await Promise.all([
+    const [cpu, usage, statText, limit, pids, memsw, memswLimit] = await Promise.all([
       readNumber(dirs.cpuacct && join(dirs.cpuacct, 'cpuacct.usage')),
       readNumber(dirs.memory && join(dirs.memory, 'memory.usage_in_bytes')),
       readText(dirs.memory && join(dirs.memory, 'memory.stat')),
       readNumber(dirs.memory && join(dirs.memory, 'memory.limit_in_bytes')),
       readNumber(dirs.pids && join(dirs.pids, 'pids.current')),
+      readNumber(dirs.memory && join(dirs.memory, 'memory.memsw.usage_in_bytes')),
+      readNumber(dirs.memory && join(dirs.memory, 'memory.memsw.limit_in_bytes')),
     ]);
     const sample: CgroupSample = { timestampNs, cpuUsageNs: cpu, processCount: pids };
+    if (memsw !== undefined && usage !== undefined) {
+      // v1 counts memory+swap together: swap is the difference.
+      const swapUsed = memsw > usage ? memsw - usage : 0n;
+      sample.swap = { usageBytes: swapUsed };
+      if (memswLimit !== undefined && limit !== undefined && memswLimit < UNLIMITED) {
+        const swapLimit = memswLimit > limit ? memswLimit - limit : 0n;
+        sample.swap.availableBytes = swapLimit > swapUsed ? swapLimit - swapUsed : 0n;
+      }
+    }
     if (usage !== undefined && statText !== undefined) {
       // total_* include child cgroups (a pod's containers); plain names are this cgroup only.
       sample.memory = memorySample(usage, parseFlatKeyed(statText), limit, {
@@ -202,14 +215,22 @@ export async function readCgroup(dirs: CgroupDirs): Promise<CgroupSample> {
     }
     return sample;
   }
-  const [cpuStat, usage, statText, max, pids] = await Promise.all([
+  const [cpuStat, usage, statText, max, pids, swapCurrent, swapMax] = await Promise.all([
     readText(join(dirs.dir, 'cpu.stat')),
     readNumber(join(dirs.dir, 'memory.current')),
     readText(join(dirs.dir, 'memory.stat')),
     readText(join(dirs.dir, 'memory.max')),
     readNumber(join(dirs.dir, 'pids.current')),
+    readNumber(join(dirs.dir, 'memory.swap.current')),
+    readNumber(join(dirs.dir, 'memory.swap.max')),
   ]);
   const sample: CgroupSample = { timestampNs, processCount: pids };
+  if (swapCurrent !== undefined) {
+    sample.swap = { usageBytes: swapCurrent };
+    // memory.swap.max reads "max" without a limit (readNumber: undefined).
+    if (swapMax !== undefined)
+      sample.swap.availableBytes = swapMax > swapCurrent ? swapMax - swapCurrent : 0n;
+  }
   const usec = cpuStat === undefined ? undefined : parseFlatKeyed(cpuStat).get('usage_usec');
   if (usec !== undefined) sample.cpuUsageNs = usec * 1000n;
   if (usage !== undefined && statText !== undefined) {

@@ -119,6 +119,13 @@ export class StatsCollector {
     const sample = await readCgroup(dirs);
     stats.cpu = await this.cpu(record.id, dirs, sample);
     stats.memory = StatsCollector.memory(sample);
+    if (sample.swap) {
+      stats.swap = {
+        timestamp: sample.timestampNs,
+        swapUsageBytes: u64(sample.swap.usageBytes),
+        swapAvailableBytes: u64(sample.swap.availableBytes),
+      };
+    }
     return { stats, processCount: sample.processCount };
   }
 
