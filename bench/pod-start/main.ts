@@ -260,7 +260,7 @@ async function main(): Promise<void> {
     if (targets.has('berth')) {
       await mkdir(join(berthDir, 'cni'), { recursive: true });
       await writeFile(join(berthDir, 'cni', '10-bench.conflist'), conflist('bbench0', '10.231.0.0/16'));
-      const berth = await startBerth({ dir: berthDir, toml: 'log_level = "warn"\n' });
+      const berth = await startBerth({ dir: berthDir, args: ['--log_level', 'warn'] });
       try {
         await runChecked(process.execPath, [
           BERTH_MAIN,
