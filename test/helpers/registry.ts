@@ -68,8 +68,8 @@ export interface TestRegistry {
   dataDir: string;
   /** Pushes with the right credentials for the mode; returns the top digest. */
   push(repository: string, tag: string, image: BuiltImage | BuiltIndex): Promise<string>;
-  /** Requests the registry served so far (its access log). */
-  requests(): LoggedRequest[];
+  /** Requests the registry served so far (its access log, once it is quiet). */
+  requests(): Promise<LoggedRequest[]>;
   /** Overwrites a stored blob with other bytes of the same length. */
   corruptBlob(digest: string): Promise<void>;
   /** gate: holds GETs of the blob after `afterBytes` bytes until `release()`. */
@@ -381,7 +381,13 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Test
       dataDir,
       push: (repository, tag, image) =>
         pushToRegistry(directUrl, repository, tag, image, { authorization: pushAuth(repository) }),
-      requests: () => {
+      async requests() {
+        // The access log line of a request comes after its response: wait until the log is quiet.
+        for (let last = output.length, quiet = 0, waited = 0; quiet < 150 && waited < 3000; waited += 25) {
+          await new Promise((r) => setTimeout(r, 25));
+          quiet = output.length === last ? quiet + 25 : 0;
+          last = output.length;
+        }
         const out: LoggedRequest[] = [];
         for (const m of output.matchAll(/"(GET|HEAD|POST|PUT|PATCH|DELETE) (\S+) HTTP\/[\d.]+" (\d{3})/g)) {
           out.push({ method: m[1], path: m[2], status: Number(m[3]) });

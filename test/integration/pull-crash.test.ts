@@ -89,7 +89,7 @@ test('SIGKILL mid-pull: after the restart no image looks complete; pulling again
   assert.ok(!(await readdir(blobsDir)).includes(bigBlob.slice(7)));
 
   registry.release();
-  const before = registry.requests().length;
+  const before = (await registry.requests()).length;
   berth = await startBerth({ dir: berth.dir, toml: toml(registry.host) });
   started.push(berth);
   const list = await berth.cri.image.listImages(ListImagesRequest.fromPartial({}));
@@ -106,8 +106,7 @@ test('SIGKILL mid-pull: after the restart no image looks complete; pulling again
 
   assert.equal(await pull(berth, ref), image.configDigest);
   // Blobs stored before the kill were not fetched again.
-  const fetched = registry
-    .requests()
+  const fetched = (await registry.requests())
     .slice(before)
     .filter((r) => r.method === 'GET' && r.path.includes('/blobs/'))
     .map((r) => r.path.slice(r.path.lastIndexOf('/') + 1));

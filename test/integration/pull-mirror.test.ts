@@ -81,20 +81,22 @@ test('the mirror is tried first; the registry answers what the mirror lacks', as
   );
   assert.deepEqual(st.image?.repoTags, [`${origin.host}/app/web:v1`]);
   assert.ok(
-    !origin.requests().some((r) => r.method === 'GET' && r.path.startsWith('/v2/app/web/')),
+    !(await origin.requests()).some((r) => r.method === 'GET' && r.path.startsWith('/v2/app/web/')),
     'origin not asked',
   );
 
   await origin.push('app/only-origin', 'v1', fromOrigin);
   assert.equal(await pull(`${origin.host}/app/only-origin:v1`), fromOrigin.configDigest);
-  assert.ok(mirror.requests().some((r) => r.path === '/v2/app/only-origin/manifests/v1' && r.status === 404));
+  assert.ok(
+    (await mirror.requests()).some((r) => r.path === '/v2/app/only-origin/manifests/v1' && r.status === 404),
+  );
 });
 
 test('mirror_only: the registry itself is never contacted', async () => {
   await fallbackOrigin.push('app/db', 'v1', fromOrigin);
   await assert.rejects(pull(`${fallbackOrigin.host}/app/db:v1`), grpcCode(status.NOT_FOUND, /mirror/));
   assert.deepEqual(
-    fallbackOrigin.requests().filter((r) => r.method === 'GET' && r.path.startsWith('/v2/app/')),
+    (await fallbackOrigin.requests()).filter((r) => r.method === 'GET' && r.path.startsWith('/v2/app/')),
     [],
   );
   await mirror.push('app/db', 'v1', fromMirror);

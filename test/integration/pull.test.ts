@@ -163,13 +163,12 @@ test('OCI multi-arch index: the amd64 image is pulled, the fakes are not fetched
   const amd = await buildImage({ base: false, layers: [{ entries: [file('which', 'amd64')] }] });
   const index = await buildIndex([amd]);
   const indexDigest = await registry.push('test/multi', 'v1', index);
-  const before = registry.requests().length;
+  const before = (await registry.requests()).length;
   const ref = await pull(`${registry.host}/test/multi@${indexDigest}`);
   assert.equal(ref, amd.configDigest);
   const dirs = await layerDirs(ref);
   assert.equal(await readFile(join(dirs[0], 'which'), 'utf8'), 'amd64');
-  const fetched = registry
-    .requests()
+  const fetched = (await registry.requests())
     .slice(before)
     .filter((r) => r.method === 'GET')
     .map((r) => r.path);
@@ -290,7 +289,7 @@ test('two concurrent pulls of one image share one download of each blob', async 
     ],
   });
   await registry.push('test/shared', 'v1', img);
-  const before = registry.requests().length;
+  const before = (await registry.requests()).length;
   const [a, b, c] = await Promise.all([
     pull(`${registry.host}/test/shared:v1`),
     pull(`${registry.host}/test/shared:v1`),
@@ -299,21 +298,17 @@ test('two concurrent pulls of one image share one download of each blob', async 
   assert.equal(a, img.configDigest);
   assert.equal(b, a);
   assert.equal(c, a);
-  const gets = registry
-    .requests()
+  const gets = (await registry.requests())
     .slice(before)
     .filter((r) => r.method === 'GET' && r.path.includes('/blobs/'));
   for (const l of img.layers) {
     assert.equal(gets.filter((r) => r.path.endsWith(l.digest)).length, 1, `layer ${l.digest} fetched once`);
   }
   // Pulled again: every blob is present, none is fetched.
-  const again = registry.requests().length;
+  const again = (await registry.requests()).length;
   assert.equal(await pull(`${registry.host}/test/shared:v1`), a);
   assert.deepEqual(
-    registry
-      .requests()
-      .slice(again)
-      .filter((r) => r.path.includes('/blobs/')),
+    (await registry.requests()).slice(again).filter((r) => r.path.includes('/blobs/')),
     [],
   );
 });
