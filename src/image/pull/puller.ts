@@ -98,7 +98,24 @@ async function eachLimited<T>(
   if (firstError !== undefined) throw firstError;
 }
 
+/** One Puller per store, so every caller in the daemon shares pulls and downloads. */
+const perStore = new WeakMap<ImageStore, Puller>();
+
 export class Puller {
+  /**
+   * The daemon-wide Puller of a store (created on first use). Callers that
+   * pull (PullImage, the pause image) should use this rather than `new`, so
+   * that concurrent pulls of one image share a download.
+   */
+  static for(store: ImageStore, config: () => BerthConfig, log: Logger): Puller {
+    let puller = perStore.get(store);
+    if (!puller) {
+      puller = new Puller(store, config, log);
+      perStore.set(store, puller);
+    }
+    return puller;
+  }
+
   private readonly endpoints: Endpoints;
   private readonly tokens = new TokenCache();
   private readonly pulls = new Map<string, SharedPull>();
