@@ -34,6 +34,7 @@ import { containerLifecycleRpcs } from './server/container-lifecycle.js';
 import { containerStatusRpcs } from './server/container-status.js';
 import { containerExecRpcs } from './server/container-exec.js';
 import { containerStatsRpcs } from './server/container-stats.js';
+import { podMetricsRpcs } from './server/pod-metrics.js';
 import { imagePullRpcs } from './server/image-pull.js';
 import { StreamServer } from './stream/server.js';
 import { criStreamBackend } from './stream/cri-backend.js';
@@ -123,6 +124,7 @@ export class Daemon {
       ...containerExecRpcs(this.ctx),
       ...streamRpcs(() => this.streamServer),
       ...containerStatsRpcs(this.ctx),
+      ...podMetricsRpcs(this.ctx),
     };
     const image: ImageImpl = {
       ...imageListRpcs(this.ctx),
