@@ -378,6 +378,12 @@ export class ContainerManager {
           `StartContainer: ${describeContainer(record)} is ${state}, not created`,
         );
       }
+      const sandbox = this.deps.sandboxes.find(record.podSandboxId);
+      if (!sandbox || sandbox.phase !== 'ready') {
+        throw new FailedPreconditionError(
+          `StartContainer: ${describeContainer(record)}: its pod sandbox ${record.podSandboxId} is ${sandbox ? 'stopped' : 'gone'}`,
+        );
+      }
       const handler = this.handlerOf(record);
       try {
         await this.deps.engine.start(id, handler);

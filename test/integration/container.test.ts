@@ -391,6 +391,10 @@ describe('removal and pods', () => {
     assert.equal(await exists(outside), false, 'nothing created outside the pod log dir');
     await rt.stopPodSandbox({ podSandboxId: pod });
     await assert.rejects(
+      rt.startContainer({ containerId: id }),
+      grpcCode(grpcStatus.FAILED_PRECONDITION, /exited, not created/),
+    );
+    await assert.rejects(
       rt.createContainer({ podSandboxId: pod, config: containerConfig('late'), sandboxConfig: config }),
       grpcCode(grpcStatus.FAILED_PRECONDITION, new RegExp(`pod sandbox ${pod}.*not ready`)),
     );
