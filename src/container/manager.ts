@@ -418,6 +418,16 @@ export class ContainerManager {
     const what = describeContainer(record);
     const log = this.deps.log.child({ container: id });
     const exitWithin = async (ms: number): Promise<ExitInfo | undefined> => {
+      if (this.unmonitored.has(id)) {
+        // No conmon writes its exit: wait for the runtime to see it stop (the status stays unknown).
+        const deadline = Date.now() + ms;
+        while (Date.now() < deadline) {
+          const state = await this.deps.engine.state(id, handler).catch(() => undefined);
+          if (!state || state.status === 'stopped') break;
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        return undefined;
+      }
       try {
         return await this.deps.engine.waitExit(id, AbortSignal.timeout(ms));
       } catch {
@@ -446,7 +456,7 @@ export class ContainerManager {
       await this.recordExit(
         id,
         { exitCode: 137, finishedAtNs: BigInt(nowNs()), oomKilled: false },
-        'no exit status recorded by conmon',
+        'stopped without a conmon; no exit status was recorded',
       );
       return;
     }

@@ -6,6 +6,7 @@
  */
 import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { status as grpcStatus } from '@grpc/grpc-js';
@@ -31,10 +32,11 @@ after(async () => {
   await env?.cleanup();
 });
 
+/** Running (not gone, not a zombie waiting for this machine's slow PID 1 to reap it). */
 function alive(pid: number): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
   } catch {
     return false;
   }
@@ -162,10 +164,21 @@ it('a container whose conmon died while berth was down still gets an exit when i
     })
   ).containerId;
   await rt.startContainer({ containerId: id });
+  const stoppable = (
+    await rt.createContainer({
+      podSandboxId: pod,
+      config: containerConfig('orphan-stop', { command: ['sleep', '1000'] }),
+      sandboxConfig: config,
+    })
+  ).containerId;
+  await rt.startContainer({ containerId: stoppable });
   const { pid, conmonPid } = await verbose(id);
+  const second = await verbose(stoppable);
   await env.berth.kill();
-  process.kill(conmonPid, 'SIGKILL');
-  while (alive(conmonPid)) await new Promise((r) => setTimeout(r, 20));
+  for (const p of [conmonPid, second.conmonPid]) {
+    process.kill(p, 'SIGKILL');
+    while (alive(p)) await new Promise((r) => setTimeout(r, 20));
+  }
   env.berth = await startBerth({ dir: env.berth.dir });
   rt = env.berth.cri.runtime;
   let st = (await rt.containerStatus({ containerId: id, verbose: false })).status!;
@@ -174,6 +187,14 @@ it('a container whose conmon died while berth was down still gets an exit when i
   st = await waitForState(env.berth, id, (s) => s.state === ContainerState.CONTAINER_EXITED);
   assert.equal(st.exitCode, 255);
   assert.match(st.message, /no conmon/);
+  // StopContainer works through the runtime alone, without waiting for an exit file that never comes.
+  const started = Date.now();
+  await rt.stopContainer({ containerId: stoppable, timeout: 0n });
+  assert.ok(Date.now() - started < 10_000, `stop took ${Date.now() - started} ms`);
+  const stopped = (await rt.containerStatus({ containerId: stoppable, verbose: false })).status!;
+  assert.equal(stopped.state, ContainerState.CONTAINER_EXITED);
+  assert.equal(alive(second.pid), false);
+  assert.match(stopped.message, /without a conmon/);
   await rt.stopPodSandbox({ podSandboxId: pod });
   await rt.removePodSandbox({ podSandboxId: pod });
 });
