@@ -35,6 +35,7 @@ import { containerStatusRpcs } from './server/container-status.js';
 import { containerExecRpcs } from './server/container-exec.js';
 import { containerStatsRpcs } from './server/container-stats.js';
 import { podMetricsRpcs } from './server/pod-metrics.js';
+import { ContainerEventHub, containerEventRpcs, eventSourceFrom } from './server/container-events.js';
 import { imagePullRpcs } from './server/image-pull.js';
 import { StreamServer } from './stream/server.js';
 import { criStreamBackend } from './stream/cri-backend.js';
@@ -53,6 +54,8 @@ export class Daemon {
   pods?: { engine: ConmonEngine; specHost: SpecHost; network: PodNetwork; sandboxes: SandboxManager };
   /** Containers, opened by start() after the sandboxes (names share their registry). */
   containers?: ContainerManager;
+  /** GetContainerEvents subscribers; built with the handlers. */
+  private events?: ContainerEventHub;
 
   private constructor(
     private readonly loadOptions: LoadOptions,
@@ -125,6 +128,7 @@ export class Daemon {
       ...streamRpcs(() => this.streamServer),
       ...containerStatsRpcs(this.ctx),
       ...podMetricsRpcs(this.ctx),
+      ...containerEventRpcs(() => this.events!),
     };
     const image: ImageImpl = {
       ...imageListRpcs(this.ctx),
@@ -134,7 +138,26 @@ export class Daemon {
       ...imagePullRpcs(this.ctx),
     };
     deriveListStreams(runtime, image, this.current.server.max_message_bytes);
+    this.watchRecords(runtime);
     return { runtime, image };
+  }
+
+  /** Feeds GetContainerEvents from durable sandbox and container record changes. */
+  private watchRecords(runtime: RuntimeImpl): void {
+    const containers = this.containers;
+    const sandboxes = this.pods?.sandboxes;
+    if (!containers || !sandboxes) return;
+    const log = this.log.child({ component: 'events' });
+    const internalCall = { signal: new AbortController().signal, log };
+    const podContainers = (podId: string) =>
+      containers
+        .list()
+        .filter((c) => c.podSandboxId === podId)
+        .map((c) => c.id);
+    const hub = new ContainerEventHub(eventSourceFrom(runtime, internalCall, podContainers), log);
+    containers.store.onChange((before, after) => hub.containerChanged(before, after));
+    sandboxes.onRecordChange((before, after) => hub.sandboxChanged(before, after));
+    this.events = hub;
   }
 
   /** Starts serving; resolves once the socket accepts connections. */
@@ -245,6 +268,8 @@ export class Daemon {
   /** Stops accepting calls, lets in-flight calls finish, then closes. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
+      // Event streams never end on their own; tryShutdown would wait for them forever.
+      this.events?.close();
       const grpc = this.grpc;
       if (grpc) {
         await new Promise<void>((resolve) => grpc.tryShutdown(() => resolve()));

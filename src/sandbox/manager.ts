@@ -34,7 +34,7 @@ import type { OciEngine, RuntimeHandler } from '../oci/types.js';
 import { newId, matchPrefix, resolvePrefix } from '../state/ids.js';
 import { KeyedMutex } from '../state/lock.js';
 import { NameRegistry } from '../state/names.js';
-import { RecordStore } from '../state/store.js';
+import { RecordStore, type RecordListener } from '../state/store.js';
 import { mountReadOnlyOverlay, mountShm, unmountAll } from './mounts.js';
 import type { HostPortMapping, PodIdentity, PodNetwork } from './network-types.js';
 import { ensureBuiltinPause, resolvePause } from './pause/index.js';
@@ -696,6 +696,11 @@ export class SandboxManager implements SandboxAccess {
   }
 
   /** Stops exit watches (daemon shutdown); pods keep running. */
+  /** Told of every durable change to a sandbox record (GetContainerEvents). */
+  onRecordChange(listener: RecordListener<SandboxRecord>): void {
+    this.store.onChange(listener);
+  }
+
   close(): void {
     this.closed = true;
     for (const controller of this.watches.values()) controller.abort();

@@ -23,8 +23,18 @@ export type RecordParser<T extends StoredRecord> = (value: unknown) => T;
 
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
 
+/**
+ * Told of every durable change: `before` is the record as last written (a
+ * copy, so callers that mutate a record in place before put still show the
+ * transition), `after` is undefined on delete.
+ */
+export type RecordListener<T> = (before: T | undefined, after: T | undefined) => void;
+
 export class RecordStore<T extends StoredRecord> {
   private readonly records = new Map<string, T>();
+  private readonly listeners: RecordListener<T>[] = [];
+  /** Copies of what was last written, kept only while someone listens. */
+  private readonly written = new Map<string, T>();
 
   private constructor(
     readonly dir: string,
@@ -86,10 +96,27 @@ export class RecordStore<T extends StoredRecord> {
     return this.records.size;
   }
 
+  /** Calls listener after each put and delete (never for records loaded at open). */
+  onChange(listener: RecordListener<T>): void {
+    if (this.listeners.length === 0) {
+      for (const record of this.records.values()) this.written.set(record.id, structuredClone(record));
+    }
+    this.listeners.push(listener);
+  }
+
+  private notify(id: string, after: T | undefined): void {
+    if (this.listeners.length === 0) return;
+    const before = this.written.get(id);
+    if (after) this.written.set(id, structuredClone(after));
+    else this.written.delete(id);
+    for (const listener of this.listeners) listener(before, after);
+  }
+
   /** Writes the record durably, then makes it visible. */
   async put(record: T): Promise<void> {
     await writeJsonAtomic(this.path(record.id), record);
     this.records.set(record.id, record);
+    this.notify(record.id, record);
   }
 
   /** Removes the record durably; absent is fine. */
@@ -100,6 +127,7 @@ export class RecordStore<T extends StoredRecord> {
     } catch (err) {
       if (errnoCode(err) !== 'ENOENT') throw err;
     }
-    this.records.delete(id);
+    const existed = this.records.delete(id);
+    if (existed) this.notify(id, undefined);
   }
 }
