@@ -35,6 +35,7 @@ import { containerStatusRpcs } from './server/container-status.js';
 import { containerExecRpcs } from './server/container-exec.js';
 import { containerStatsRpcs } from './server/container-stats.js';
 import { podMetricsRpcs } from './server/pod-metrics.js';
+import { containerCheckpointRpcs } from './server/container-checkpoint.js';
 import { ContainerEventHub, containerEventRpcs, eventSourceFrom } from './server/container-events.js';
 import { imagePullRpcs } from './server/image-pull.js';
 import { StreamServer } from './stream/server.js';
@@ -128,6 +129,7 @@ export class Daemon {
       ...streamRpcs(() => this.streamServer),
       ...containerStatsRpcs(this.ctx),
       ...podMetricsRpcs(this.ctx),
+      ...containerCheckpointRpcs(this.ctx),
       ...containerEventRpcs(() => this.events!),
     };
     const image: ImageImpl = {
