@@ -34,6 +34,7 @@ import { KeyedMutex } from '../state/lock.js';
 import { matchPrefix, newId, resolvePrefix } from '../state/ids.js';
 import { assertContainedRelative, secureJoin } from '../util/safe-path.js';
 import { StatsCollector } from '../stats/collector.js';
+import { resendWhenCaught, signalNumber } from './late-handler.js';
 import { removeRootfs, mountRootfs, rootfsPaths } from './rootfs.js';
 import {
   CONTAINER_NAME_RE,
@@ -436,10 +437,17 @@ export class ContainerManager {
     };
     let exit: ExitInfo | undefined;
     if (timeoutSeconds > 0 && stateOf(record) === 'running') {
-      await this.deps.engine.kill(id, handler, record.stopSignal).catch((err: unknown) => {
-        log.debug({ err: errorMessage(err) }, 'stop signal not delivered');
-      });
+      const sendStopSignal = () =>
+        this.deps.engine.kill(id, handler, record.stopSignal).catch((err: unknown) => {
+          log.debug({ err: errorMessage(err) }, 'stop signal not delivered');
+        });
+      await sendStopSignal();
+      const signo = signalNumber(record.stopSignal);
+      const watch = new AbortController();
+      const resent = signo ? resendWhenCaught(record.pid, signo, sendStopSignal, watch.signal) : undefined;
       exit = await exitWithin(timeoutSeconds * 1000);
+      watch.abort();
+      await resent;
     }
     if (!exit) {
       await this.deps.engine.kill(id, handler, 'SIGKILL', true).catch((err: unknown) => {
