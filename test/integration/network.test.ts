@@ -351,6 +351,28 @@ test('concurrent ADDs get distinct IPs; concurrent DELs release them all', async
   for (const ip of v4) assert.ok(!left.includes(ip!), `${ip} released`);
 });
 
+test('ADDs of different pods at once, while the bridge does not exist yet: all attached, distinct IPs', async () => {
+  const net = await makeNet(6);
+  const pods = Array.from({ length: 6 }, (_, i) => pod(net, `fresh${i}`));
+  const netnses = await Promise.all(pods.map((p) => net.network.createNetns(p.id)));
+  const results = await Promise.all(pods.map((p, i) => net.network.attach(p, netnses[i]!, [])));
+  const v4 = results.map((r) => r.ips[0]);
+  assert.equal(new Set(v4).size, pods.length, `distinct IPs: ${v4.join(', ')}`);
+  for (const [i, r] of results.entries()) {
+    const eth0 = (await addrsIn(netnses[i]!)).find((a) => a.ifname === 'eth0')!;
+    assert.ok(eth0.addr_info.some((a) => a.local === r.ips[0]));
+  }
+  assert.equal(await vethsOn(net.bridge), pods.length);
+  await Promise.all(
+    pods.map(async (p, i) => {
+      await net.network.detach(p, netnses[i]!, [], results[i]!.result);
+      await net.network.removeNetns(netnses[i]!);
+    }),
+  );
+  assert.deepEqual(await allocations(net), []);
+  assert.equal(await vethsOn(net.bridge), 0);
+});
+
 test('a failing plugin in the chain: error names it and its message; nothing stays attached', async () => {
   const net = await makeNet(1, (conf) => {
     conf.plugins.splice(1, 0, { type: 'tuning', sysctl: { 'net.ipv4.conf.eth0.no_such_sysctl': '1' } });

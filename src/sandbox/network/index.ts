@@ -66,7 +66,13 @@ async function writeVolatileJson(path: string, value: unknown): Promise<void> {
   }
 }
 
-/** Runs operations on one key one at a time (per CNI network). */
+/**
+ * Runs operations on one key one at a time. Keyed by pod: the CNI spec only
+ * forbids parallel operations on the same container, and the plugins lock
+ * what they share (host-local its data dir, bridge tolerates a bridge or
+ * address another ADD made first, iptables -w its own lock). A lock per
+ * network serialised every pod's ADD behind the others'.
+ */
 class KeyedLock {
   private readonly tails = new Map<string, Promise<void>>();
   async with<T>(key: string, fn: () => Promise<T>): Promise<T> {
@@ -188,7 +194,7 @@ export function createPodNetwork(
       const network = await currentNetwork();
       const exec = execOptions();
       await checkVersions(network, exec);
-      return locks.with(network.name, async () => {
+      return locks.with(pod.id, async () => {
         const started = process.hrtime.bigint();
         // Recorded before ADD: after a crash mid-ADD, DEL must use this config.
         await writeVolatileJson(attachmentFile(pod.id), { pod, network, portMappings } satisfies Attachment);
@@ -236,7 +242,7 @@ export function createPodNetwork(
       const netns = nsPath && (await isNetns(nsPath)) ? nsPath : '';
       const inv = invocation(pod, netns, mappings);
       const exec = execOptions();
-      await locks.with(network.name, async () => {
+      await locks.with(pod.id, async () => {
         await delNetworkList(network, inv, exec, prevResult ?? recorded?.result);
         if (netns === '' && usesBridgeMasq(network)) {
           const removed = await removeBridgeMasq(network, pod.id);
