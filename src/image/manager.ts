@@ -40,7 +40,8 @@ const HEX_PREFIX = /^(?:sha256:)?([a-f0-9]{3,64})$/;
 const FS_INFO_TTL_MS = 5_000;
 
 export class ImageManager {
-  private inUse?: InUseChecker;
+  /** In-use checks by the kind of object that holds images (container, pod sandbox). */
+  private readonly inUse = new Map<string, InUseChecker>();
   private readonly pinnedByDaemon = new Set<string>();
   private fsCache?: { at: number; value: Promise<{ images: FsUsage; containers: FsUsage }> };
 
@@ -56,9 +57,9 @@ export class ImageManager {
     return new ImageManager(store, config, log);
   }
 
-  /** Registers the container subsystem's in-use check for RemoveImage. */
-  setInUseChecker(checker: InUseChecker): void {
-    this.inUse = checker;
+  /** Registers the in-use check of one kind of image holder (containers, pod sandboxes) for RemoveImage. */
+  setInUseChecker(checker: InUseChecker, kind = 'container'): void {
+    this.inUse.set(kind, checker);
   }
 
   /**
@@ -189,11 +190,13 @@ export class ImageManager {
       await this.store.untag(record.id, [tag]);
       return;
     }
-    const holder = await this.inUse?.(record.id);
-    if (holder !== undefined) {
-      throw new FailedPreconditionError(
-        `image ${input} (${record.id}) is in use by container ${holder}; remove the container first`,
-      );
+    for (const [kind, check] of this.inUse) {
+      const holder = await check(record.id);
+      if (holder !== undefined) {
+        throw new FailedPreconditionError(
+          `image ${input} (${record.id}) is in use by ${kind} ${holder}; remove the ${kind} first`,
+        );
+      }
     }
     await this.store.deleteImage(record.id);
   }

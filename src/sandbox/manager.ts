@@ -176,6 +176,11 @@ export class SandboxManager implements SandboxAccess {
     const root = options.config().root;
     const store = await RecordStore.open(join(root, 'state', 'sandboxes'), 'sandbox', parseRecord, log);
     const manager = new SandboxManager(options, store, log);
+    // A pod's infra root is an overlay of the pause image's layers until the pod is removed.
+    options.images().setInUseChecker((imageId) => {
+      const pod = store.all().find((r) => r.infra.imageId === imageId);
+      return pod && `${pod.id} (${pod.name})`;
+    }, 'pod sandbox');
     await manager.reconcile();
     return manager;
   }
@@ -360,6 +365,7 @@ export class SandboxManager implements SandboxAccess {
           ),
         );
         record.infra.image = pause.image;
+        record.infra.imageId = pause.imageId;
         if (pause.lowerDirs.length === 1) {
           record.infra.rootfs = pause.lowerDirs[0];
         } else {
@@ -695,12 +701,12 @@ export class SandboxManager implements SandboxAccess {
     }
   }
 
-  /** Stops exit watches (daemon shutdown); pods keep running. */
   /** Told of every durable change to a sandbox record (GetContainerEvents). */
   onRecordChange(listener: RecordListener<SandboxRecord>): void {
     this.store.onChange(listener);
   }
 
+  /** Stops exit watches (daemon shutdown); pods keep running. */
   close(): void {
     this.closed = true;
     for (const controller of this.watches.values()) controller.abort();

@@ -31,6 +31,8 @@ export interface InfraContainer {
   bundleDir: string;
   /** Image reference or 'builtin' for berth's own pause rootfs. */
   image: string;
+  /** ID of runtime.pause_image when the infra runs from it (RemoveImage refuses it meanwhile). */
+  imageId?: string;
   rootfs: string;
 }
 

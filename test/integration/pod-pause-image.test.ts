@@ -96,7 +96,12 @@ test('the infra runs the configured pause image, pulled on demand and pinned', a
   const info = JSON.parse(res.info.info) as { pid: number; image: string; podDir: string };
   assert.equal(info.image, ref);
   const argv = async () => (await readFile(`/proc/${info.pid}/cmdline`, 'utf8')).split('\0').filter(Boolean);
-  for (let i = 0; i < 100 && (await argv())[1] === 'init'; i++) await new Promise((r) => setTimeout(r, 10));
+  // `runc start` returns while `runc init` (for a moment with no argv at all) is still exec'ing.
+  for (let i = 0; i < 300; i++) {
+    const now = await argv();
+    if (now.length > 0 && now[1] !== 'init') break;
+    await new Promise((r) => setTimeout(r, 10));
+  }
   assert.deepEqual(await argv(), ['/bin/sleep', '2147483647']);
   // Both layers are visible through the pod's read-only overlay root.
   const rootfs = join(info.podDir, 'rootfs');
@@ -116,14 +121,31 @@ test('the infra runs the configured pause image, pulled on demand and pinned', a
     config: hostPod('pause-b'),
     runtimeHandler: '',
   });
-  const manifestGets = registry
-    .requests()
-    .filter((r) => r.method === 'GET' && r.path.includes('/berth/pause/manifests/')).length;
+  const manifestGets = (await registry.requests()).filter(
+    (r) => r.method === 'GET' && r.path.includes('/berth/pause/manifests/'),
+  ).length;
   assert.equal(manifestGets, 1);
+
+  // RemoveImage refuses the image while pods run on it, naming one.
+  await assert.rejects(
+    berth.cri.image.removeImage({ image: ImageSpec.fromPartial({ image: ref }) }),
+    (err: { code: number; details: string }) => {
+      assert.equal(err.code, status.FAILED_PRECONDITION);
+      assert.match(err.details, /is in use by pod sandbox [0-9a-f]{64} \(k8s_POD_pause-[ab]_berth-test_/);
+      return true;
+    },
+  );
 
   for (const pod of [id, second]) await berth.cri.runtime.removePodSandbox({ podSandboxId: pod });
   assert.equal(await mountedAt(rootfs), false);
   assert.equal(await exists(info.podDir), false);
+  // With the pods gone, the image can go.
+  await berth.cri.image.removeImage({ image: ImageSpec.fromPartial({ image: ref }) });
+  assert.equal(
+    (await berth.cri.image.imageStatus({ image: ImageSpec.fromPartial({ image: ref }), verbose: false }))
+      .image,
+    undefined,
+  );
 });
 
 test('a pause image that cannot be pulled fails the pod with the reason and leaves nothing', async () => {

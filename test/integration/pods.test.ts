@@ -145,7 +145,8 @@ async function cmdlineOf(pid: number): Promise<string[]> {
   const deadline = Date.now() + 5_000;
   for (;;) {
     const argv = (await readFile(`/proc/${pid}/cmdline`, 'utf8')).split('\0').filter(Boolean);
-    if (argv[1] !== 'init' || Date.now() > deadline) return argv;
+    // `runc init` shows up as ['runc', 'init'] and, while it re-executes, with no argv at all.
+    if ((argv.length > 0 && argv[1] !== 'init') || Date.now() > deadline) return argv;
     await new Promise((r) => setTimeout(r, 10));
   }
 }
