@@ -12,7 +12,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, readlink, rm, rmdir, writeFile } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { startBerth, type RunningBerth } from '../helpers/berth-process.js';
@@ -192,25 +192,59 @@ async function mountsUnder(dir: string): Promise<string[]> {
   return [...new Set(points)].sort((a, b) => b.length - a.length);
 }
 
-/** Pids of processes whose command line names `dir` (conmon, runc, containers' shims). */
-async function processesUnder(dir: string): Promise<{ pid: number; cmd: string }[]> {
+/** The 64-hex pod and container IDs berth's log names. */
+export function idsInLog(log: string): Set<string> {
+  return new Set([...log.matchAll(/"(?:id|podId|container|sandbox)":"([0-9a-f]{64})"/g)].map((m) => m[1]));
+}
+
+/**
+ * Processes of this run: command line or cwd under `dir` (conmon, runc), or in
+ * a cgroup named after one of berth's pod or container IDs (the containers).
+ */
+async function processesUnder(dir: string, ids: Set<string>): Promise<{ pid: number; cmd: string }[]> {
   const out: { pid: number; cmd: string }[] = [];
   for (const name of await readdir('/proc')) {
     if (!/^\d+$/.test(name) || Number(name) === process.pid) continue;
     try {
       const cmd = (await readFile(`/proc/${name}/cmdline`, 'utf8')).split('\0').join(' ').trim();
       let cwd = '';
+      let cgroup = '';
       try {
         cwd = await readlink(`/proc/${name}/cwd`);
+        cgroup = await readFile(`/proc/${name}/cgroup`, 'utf8');
       } catch {
         // kernel threads, exited processes
       }
-      if (cmd.includes(dir) || cwd.startsWith(dir)) out.push({ pid: Number(name), cmd });
+      const inPodCgroup = [...cgroup.matchAll(/[0-9a-f]{64}/g)].some((m) => ids.has(m[0]));
+      if (cmd.includes(dir) || cwd.startsWith(dir) || inPodCgroup) out.push({ pid: Number(name), cmd });
     } catch {
       // gone meanwhile
     }
   }
   return out;
+}
+
+/** cgroup directories (any hierarchy, up to 3 levels down) named after one of `ids`, deepest first. */
+async function cgroupsOf(ids: Set<string>): Promise<string[]> {
+  const found: string[] = [];
+  const walk = async (path: string, depth: number) => {
+    let names: string[];
+    try {
+      names = (await readdir(path, { withFileTypes: true }))
+        .filter((d) => d.isDirectory())
+        .map((d) => d.name);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      const child = join(path, name);
+      const m = /[0-9a-f]{64}/.exec(name);
+      if (m && ids.has(m[0])) found.push(child);
+      if (depth < 3) await walk(child, depth + 1);
+    }
+  };
+  await walk('/sys/fs/cgroup', 0);
+  return found.sort((a, b) => b.length - a.length);
 }
 
 /** Removes iptables rules (nat and filter) that name our CNI network; returns how many. */
@@ -438,13 +472,20 @@ export async function runCritest(options: CritestOptions): Promise<CritestResult
       const code = await berth.stop();
       if (code !== 0) leftovers.push(`berth exited with ${code} on SIGTERM`);
     }
-    for (const p of await processesUnder(berthDir)) {
+    const ids = idsInLog(berth?.logs() ?? '');
+    const strays = await processesUnder(berthDir, ids);
+    for (const p of strays) {
       leftovers.push(`process ${p.pid}: ${p.cmd.slice(0, 160)}`);
       try {
         process.kill(p.pid, 'SIGKILL');
       } catch {
         // already gone
       }
+    }
+    if (strays.length) await new Promise((r) => setTimeout(r, 500));
+    for (const c of await cgroupsOf(ids)) {
+      leftovers.push(`cgroup ${c}`);
+      await rmdir(c).catch(() => undefined);
     }
     for (const m of await mountsUnder(workDir)) {
       leftovers.push(`mount ${m}`);
