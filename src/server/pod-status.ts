@@ -7,11 +7,13 @@ import {
   PodSandboxConfig,
   PodSandboxState,
   PodSandboxStatusResponse,
+  type ContainerStatus,
 } from '../generated/api.js';
-import { InvalidArgumentError, NotFoundError } from '../errors.js';
+import { BerthError, InvalidArgumentError, NotFoundError } from '../errors.js';
 import type { SandboxRecord } from '../sandbox/types.js';
 import type { ServerContext } from './context.js';
-import type { RuntimeImpl } from './rpc.js';
+import { containerStatusRpcs } from './container-status.js';
+import type { CallInfo, RuntimeImpl } from './rpc.js';
 
 function criState(record: SandboxRecord): PodSandboxState {
   return record.phase === 'ready' ? PodSandboxState.SANDBOX_READY : PodSandboxState.SANDBOX_NOTREADY;
@@ -74,8 +76,27 @@ async function verboseInfo(ctx: ServerContext, record: SandboxRecord): Promise<R
 
 /** PodSandboxStatus and ListPodSandbox. */
 export function podStatusRpcs(ctx: ServerContext): RuntimeImpl {
+  const containerRpcs = containerStatusRpcs(ctx);
+  /** The pod's containers as ContainerStatus reports them (kubelet's Evented PLEG reads these). */
+  const containerStatuses = async (podId: string, call: CallInfo): Promise<ContainerStatus[]> => {
+    const statuses: ContainerStatus[] = [];
+    for (const record of ctx.containers.list()) {
+      if (record.podSandboxId !== podId) continue;
+      try {
+        const { status } = await containerRpcs.containerStatus!(
+          { containerId: record.id, verbose: false },
+          call,
+        );
+        if (status) statuses.push(status);
+      } catch (err) {
+        // Removed meanwhile.
+        if (!(err instanceof BerthError)) throw err;
+      }
+    }
+    return statuses;
+  };
   return {
-    podSandboxStatus: async (request) => {
+    podSandboxStatus: async (request, call) => {
       if (request.podSandboxId === '')
         throw new InvalidArgumentError('PodSandboxStatus: pod sandbox ID is empty');
       const record = ctx.sandboxes.find(request.podSandboxId);
@@ -94,7 +115,7 @@ export function podStatusRpcs(ctx: ServerContext): RuntimeImpl {
           runtimeHandler: record.runtimeHandler,
         },
         info: request.verbose ? await verboseInfo(ctx, record) : {},
-        containersStatuses: [],
+        containersStatuses: await containerStatuses(record.id, call),
         timestamp: BigInt(Date.now()) * 1_000_000n,
       });
     },

@@ -80,6 +80,16 @@ describe('inside a pod', () => {
     const a = await startIn(podSandboxId, pod, inPod('a', NamespaceMode.CONTAINER, ['sleep', '1000']));
     const b = await startIn(podSandboxId, pod, inPod('b', NamespaceMode.CONTAINER, ['sleep', '1000']));
 
+    // PodSandboxStatus carries the pod's containers (kubelet's Evented PLEG reads them).
+    const withContainers = await rt.podSandboxStatus({ podSandboxId, verbose: false });
+    assert.deepEqual(
+      withContainers.containersStatuses.map((c) => [c.id, c.state]).sort(),
+      [
+        [a, ContainerState.CONTAINER_RUNNING],
+        [b, ContainerState.CONTAINER_RUNNING],
+      ].sort(),
+    );
+    assert.ok(withContainers.timestamp > 0n);
     assert.equal((await exec(a, ['hostname'])).trim(), 'inside-a');
     assert.equal((await exec(a, ['cat', '/etc/hostname'])).trim(), 'inside-a');
     const resolv = await exec(a, ['cat', '/etc/resolv.conf']);
