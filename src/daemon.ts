@@ -4,7 +4,7 @@ import type { Server as GrpcServer } from '@grpc/grpc-js';
 import { loadConfig, reloadableChanges, type LoadOptions } from './config/load.js';
 import type { BerthConfig } from './config/schema.js';
 import { createLogger, type Logger } from './log.js';
-import { bindUnix, createGrpcServer } from './server/grpc-server.js';
+import { bindUnix, createGrpcServer, InFlight } from './server/grpc-server.js';
 import { RpcMetrics } from './server/metrics.js';
 import { prepareSocketPath, restrictSocket } from './server/socket.js';
 import type { ServerContext } from './server/context.js';
@@ -42,6 +42,9 @@ import { StreamServer } from './stream/server.js';
 import { criStreamBackend } from './stream/cri-backend.js';
 import { streamRpcs } from './server/stream-rpcs.js';
 
+/** How long shutdown waits for handlers whose clients already left (a pod start or a pull). */
+const SHUTDOWN_DRAIN_MS = 60_000;
+
 /** The running daemon: configuration, subsystems and servers. */
 export class Daemon {
   private grpc?: GrpcServer;
@@ -57,6 +60,7 @@ export class Daemon {
   containers?: ContainerManager;
   /** GetContainerEvents subscribers; built with the handlers. */
   private events?: ContainerEventHub;
+  private readonly inFlight = new InFlight();
 
   private constructor(
     private readonly loadOptions: LoadOptions,
@@ -181,6 +185,7 @@ export class Daemon {
       log: this.log,
       maxMessageBytes: config.server.max_message_bytes,
       metrics: this.metrics,
+      inFlight: this.inFlight,
     });
     await bindUnix(this.grpc, config.server.socket);
     await restrictSocket(config.server.socket);
@@ -276,6 +281,9 @@ export class Daemon {
       if (grpc) {
         await new Promise<void>((resolve) => grpc.tryShutdown(() => resolve()));
       }
+      // Handlers whose clients went away are still running: let them commit or undo.
+      const left = await this.inFlight.drain(SHUTDOWN_DRAIN_MS);
+      if (left > 0) this.log.warn({ left }, 'shutting down with RPC handlers still running');
       await this.streamServer?.close();
       // Pods and their conmons keep running; only berth's watches end.
       this.containers?.close();

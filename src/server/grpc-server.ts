@@ -19,6 +19,44 @@ export interface ServiceImpls {
   image: ImageImpl;
 }
 
+/**
+ * Handlers still running. A client that gives up (cancel, deadline) closes
+ * its stream, so grpc-js's tryShutdown can finish while the handler behind it
+ * is half-way through a RunPodSandbox; shutdown drains these too, so every
+ * multi-step operation ends committed or undone rather than cut off.
+ */
+export class InFlight {
+  private readonly running = new Set<Promise<unknown>>();
+
+  track<T>(work: Promise<T>): Promise<T> {
+    const settled = work.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.running.add(settled);
+    void settled.then(() => this.running.delete(settled));
+    return work;
+  }
+
+  get size(): number {
+    return this.running.size;
+  }
+
+  /** Resolves when every tracked handler has settled, or after timeoutMs (returns how many were left). */
+  async drain(timeoutMs: number): Promise<number> {
+    const deadline = Date.now() + timeoutMs;
+    while (this.running.size > 0 && Date.now() < deadline) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.all(this.running),
+        new Promise((r) => (timer = setTimeout(r, Math.max(0, deadline - Date.now())))),
+      ]);
+      clearTimeout(timer);
+    }
+    return this.running.size;
+  }
+}
+
 interface MethodDef {
   path: string;
   responseStream: boolean;
@@ -58,6 +96,7 @@ function wrapService(
   impls: Record<string, UnaryImpl<unknown, unknown> | StreamImpl<unknown, unknown> | undefined>,
   log: Logger,
   metrics: RpcMetrics | undefined,
+  inFlight: InFlight | undefined,
 ): UntypedServiceImplementation {
   const wrapped: UntypedServiceImplementation = {};
   for (const [method, def] of Object.entries(definition) as [string, MethodDef][]) {
@@ -89,7 +128,12 @@ function wrapService(
           () => call.cancelled,
           (f) => call.on('cancelled', f),
         );
-        (impl as StreamImpl<unknown, unknown>)(call.request, (response) => call.write(response), info).then(
+        const work = (impl as StreamImpl<unknown, unknown>)(
+          call.request,
+          (response) => call.write(response),
+          info,
+        );
+        (inFlight ? inFlight.track(work) : work).then(
           () => {
             finish(started, GrpcStatus.OK);
             call.end();
@@ -121,7 +165,7 @@ function wrapService(
         } catch (err) {
           result = Promise.reject(err);
         }
-        result.then(
+        (inFlight ? inFlight.track(result) : result).then(
           (response) => {
             finish(started, GrpcStatus.OK);
             callback(null, response);
@@ -140,7 +184,7 @@ function wrapService(
 
 export function createGrpcServer(
   impls: ServiceImpls,
-  options: { log: Logger; maxMessageBytes: number; metrics?: RpcMetrics },
+  options: { log: Logger; maxMessageBytes: number; metrics?: RpcMetrics; inFlight?: InFlight },
 ): Server {
   const server = new Server({
     'grpc.max_receive_message_length': options.maxMessageBytes,
@@ -148,11 +192,23 @@ export function createGrpcServer(
   });
   server.addService(
     RuntimeServiceService,
-    wrapService(RuntimeServiceService, impls.runtime as Record<string, never>, options.log, options.metrics),
+    wrapService(
+      RuntimeServiceService,
+      impls.runtime as Record<string, never>,
+      options.log,
+      options.metrics,
+      options.inFlight,
+    ),
   );
   server.addService(
     ImageServiceService,
-    wrapService(ImageServiceService, impls.image as Record<string, never>, options.log, options.metrics),
+    wrapService(
+      ImageServiceService,
+      impls.image as Record<string, never>,
+      options.log,
+      options.metrics,
+      options.inFlight,
+    ),
   );
   return server;
 }
