@@ -5,7 +5,7 @@ import { loadConfig, reloadableChanges, type LoadOptions } from './config/load.j
 import type { BerthConfig } from './config/schema.js';
 import { createLogger, type Logger } from './log.js';
 import { bindUnix, createGrpcServer, InFlight } from './server/grpc-server.js';
-import { RpcMetrics } from './server/metrics.js';
+import type { RpcMetrics } from './server/metrics.js';
 import { prepareSocketPath, restrictSocket } from './server/socket.js';
 import type { ServerContext } from './server/context.js';
 import type { ImageImpl, RuntimeImpl } from './server/rpc.js';
@@ -35,6 +35,7 @@ import { containerStatusRpcs } from './server/container-status.js';
 import { containerExecRpcs } from './server/container-exec.js';
 import { containerStatsRpcs } from './server/container-stats.js';
 import { podMetricsRpcs } from './server/pod-metrics.js';
+import { podResourcesRpcs } from './server/pod-resources.js';
 import { containerCheckpointRpcs } from './server/container-checkpoint.js';
 import { ContainerEventHub, containerEventRpcs, eventSourceFrom } from './server/container-events.js';
 import { imagePullRpcs } from './server/image-pull.js';
@@ -60,6 +61,8 @@ export class Daemon {
   containers?: ContainerManager;
   /** GetContainerEvents subscribers; built with the handlers. */
   private events?: ContainerEventHub;
+  /** Only with server.metrics_address: prom-client and its collectors cost memory and CPU. */
+  private metrics?: RpcMetrics;
   private readonly inFlight = new InFlight();
 
   private constructor(
@@ -67,7 +70,6 @@ export class Daemon {
     config: BerthConfig,
     readonly ctx: ServerContext,
     readonly log: Logger,
-    private readonly metrics: RpcMetrics,
   ) {
     this.current = config;
   }
@@ -112,7 +114,7 @@ export class Daemon {
         return containers;
       },
     };
-    holder.daemon = new Daemon(loadOptions, config, ctx, log, new RpcMetrics());
+    holder.daemon = new Daemon(loadOptions, config, ctx, log);
     return holder.daemon;
   }
 
@@ -133,6 +135,7 @@ export class Daemon {
       ...streamRpcs(() => this.streamServer),
       ...containerStatsRpcs(this.ctx),
       ...podMetricsRpcs(this.ctx),
+      ...podResourcesRpcs(this.ctx),
       ...containerCheckpointRpcs(this.ctx),
       ...containerEventRpcs(() => this.events!),
     };
@@ -181,6 +184,7 @@ export class Daemon {
       log: this.log.child({ component: 'stream' }),
     });
     await this.streamServer.start();
+    if (config.server.metrics_address) this.metrics = new (await import('./server/metrics.js')).RpcMetrics();
     this.grpc = createGrpcServer(this.handlers(), {
       log: this.log,
       maxMessageBytes: config.server.max_message_bytes,
@@ -240,8 +244,9 @@ export class Daemon {
         res.writeHead(404).end();
         return;
       }
-      this.metrics.registry.metrics().then(
-        (body) => res.writeHead(200, { 'content-type': this.metrics.registry.contentType }).end(body),
+      const registry = this.metrics!.registry;
+      registry.metrics().then(
+        (body) => res.writeHead(200, { 'content-type': registry.contentType }).end(body),
         (err: unknown) => res.writeHead(500).end(String(err)),
       );
     });

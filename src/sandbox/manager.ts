@@ -20,6 +20,8 @@ import {
 import {
   NamespaceMode,
   PodSandboxConfig,
+  LinuxPodSandboxConfig,
+  LinuxContainerResources,
   Protocol,
   type PodSandboxFilter,
   type RunPodSandboxRequest,
@@ -553,19 +555,7 @@ export class SandboxManager implements SandboxAccess {
     const state = await engine.state(record.id, record.handler);
     if (state && state.status !== 'stopped') {
       await engine.kill(record.id, record.handler, 'SIGKILL', true);
-      if (record.infra.pid > 0 && (await engine.exitInfo(record.id)) === undefined) {
-        await engine
-          .waitExit(record.id, AbortSignal.timeout(INFRA_EXIT_TIMEOUT_MS))
-          .catch(async (err: unknown) => {
-            // No exit file (conmon gone): trust the runtime's view instead.
-            const now = await engine.state(record.id, record.handler);
-            if (now && now.status !== 'stopped') {
-              throw new FailedPreconditionError(
-                `pod sandbox ${record.id}: infra did not stop within ${INFRA_EXIT_TIMEOUT_MS} ms: ${errorMessage(err)}`,
-              );
-            }
-          });
-      }
+      await this.waitInfraGone(record);
     }
     let next: SandboxRecord = record;
     if (record.phase !== 'notready' || !record.stoppedAtNs) {
@@ -580,6 +570,34 @@ export class SandboxManager implements SandboxAccess {
     }
     // Containers are stopped: the pod's /dev/shm can go now (remove retries it).
     if (next.shmMounted) await unmountAll(next.shmPath);
+  }
+
+  /**
+   * After SIGKILL: conmon's exit file when conmon runs (it reaps the infra),
+   * else the runtime's state, polled; either way within INFRA_EXIT_TIMEOUT_MS.
+   */
+  private async waitInfraGone(record: SandboxRecord): Promise<void> {
+    const { engine } = this.options;
+    const deadline = Date.now() + INFRA_EXIT_TIMEOUT_MS;
+    if (await engine.conmonAlive(record.id)) {
+      if ((await engine.exitInfo(record.id)) !== undefined) return;
+      try {
+        await engine.waitExit(record.id, AbortSignal.timeout(INFRA_EXIT_TIMEOUT_MS));
+        return;
+      } catch {
+        // conmon died meanwhile: the runtime decides below.
+      }
+    }
+    for (;;) {
+      const now = await engine.state(record.id, record.handler);
+      if (!now || now.status === 'stopped') return;
+      if (Date.now() > deadline) {
+        throw new FailedPreconditionError(
+          `pod sandbox ${record.id}: infra still ${now.status} ${INFRA_EXIT_TIMEOUT_MS} ms after SIGKILL`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
   }
 
   /** Stops if needed, removes containers (hooks), the infra, files and the record. Idempotent. */
@@ -699,6 +717,29 @@ export class SandboxManager implements SandboxAccess {
           this.log.error({ path, err: errorMessage(err) }, 'removing an orphaned network namespace failed'),
         );
     }
+  }
+
+  /**
+   * UpdatePodSandboxResources: records the pod's new overhead and resources
+   * in its config. kubelet resizes the pod-level cgroup itself; berth keeps
+   * what it was told so status, restarts and later containers agree with it.
+   */
+  async updateResources(
+    idOrPrefix: string,
+    overhead: LinuxContainerResources | undefined,
+    resources: LinuxContainerResources | undefined,
+  ): Promise<void> {
+    const id = this.get(idOrPrefix).id;
+    await this.withLock(id, async () => {
+      const current = this.get(id);
+      const config = PodSandboxConfig.fromJSON(current.config);
+      config.linux = LinuxPodSandboxConfig.fromPartial({
+        ...config.linux,
+        overhead: overhead ?? config.linux?.overhead,
+        resources: resources ?? config.linux?.resources,
+      });
+      await this.store.put({ ...current, config: PodSandboxConfig.toJSON(config) });
+    });
   }
 
   /** Told of every durable change to a sandbox record (GetContainerEvents). */
