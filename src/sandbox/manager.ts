@@ -56,11 +56,16 @@ import {
 const INFRA_OOM_SCORE_ADJ = -998;
 /** How long a killed infra may take to be reported gone. */
 const INFRA_EXIT_TIMEOUT_MS = 10_000;
+/** How often the runtime is asked about infras whose conmon is gone. */
+const UNMONITORED_POLL_MS = 2_000;
 
 export interface SandboxManagerOptions {
   config: () => BerthConfig;
   log: Logger;
-  engine: OciEngine;
+  engine: OciEngine & {
+    /** True while the container's conmon runs: only then will its exit be recorded. */
+    conmonAlive(id: string): Promise<boolean>;
+  };
   network: PodNetwork & {
     /** CNI DEL of attachments whose pod no record names (start-up). */
     sweepAttachments(known: ReadonlySet<string>): Promise<string[]>;
@@ -162,6 +167,9 @@ export class SandboxManager implements SandboxAccess {
   private readonly removeHooks: SandboxHook[] = [];
   /** Aborts the exit watch of each running infra. */
   private readonly watches = new Map<string, AbortController>();
+  /** Running infras whose conmon died: no exit file will come, so the runtime is polled. */
+  private readonly unmonitored = new Set<string>();
+  private pollTimer?: NodeJS.Timeout;
   private builtinPause?: Promise<string>;
   private puller?: Puller;
   private closed = false;
@@ -534,6 +542,29 @@ export class SandboxManager implements SandboxAccess {
   private unwatch(id: string): void {
     this.watches.get(id)?.abort();
     this.watches.delete(id);
+    this.unmonitored.delete(id);
+  }
+
+  /** NOTREADY for unmonitored infras the runtime no longer runs. */
+  private async pollUnmonitored(): Promise<void> {
+    for (const id of [...this.unmonitored]) {
+      const record = this.store.get(id);
+      if (!record || record.phase !== 'ready') {
+        this.unmonitored.delete(id);
+        continue;
+      }
+      const state = await this.options.engine.state(id, record.handler).catch(() => undefined);
+      if (state?.status === 'running') continue;
+      await this.locks.with(id, async () => {
+        const current = this.store.get(id);
+        if (!this.unmonitored.delete(id) || !current || current.phase !== 'ready') return;
+        this.log.warn(
+          { id, runtimeState: state?.status ?? 'unknown' },
+          'pod sandbox infra is gone: NOTREADY',
+        );
+        await this.store.put({ ...current, phase: 'notready' });
+      });
+    }
   }
 
   // ---- StopPodSandbox / RemovePodSandbox ----------------------------------
@@ -678,7 +709,13 @@ export class SandboxManager implements SandboxAccess {
     const exit = await engine.exitInfo(record.id).catch(() => undefined);
     const state = exit ? undefined : await engine.state(record.id, record.handler).catch(() => undefined);
     if (state && state.status === 'running') {
-      this.watch(record);
+      if (await engine.conmonAlive(record.id)) {
+        this.watch(record);
+      } else {
+        this.log.warn({ id: record.id }, 'pod sandbox infra runs without its conmon: polling the runtime');
+        this.unmonitored.add(record.id);
+        this.pollTimer ??= setInterval(() => void this.pollUnmonitored(), UNMONITORED_POLL_MS).unref();
+      }
       return;
     }
     this.log.warn(
@@ -752,5 +789,7 @@ export class SandboxManager implements SandboxAccess {
     this.closed = true;
     for (const controller of this.watches.values()) controller.abort();
     this.watches.clear();
+    if (this.pollTimer) clearInterval(this.pollTimer);
+    this.unmonitored.clear();
   }
 }

@@ -805,6 +805,32 @@ describe('pod sandboxes', { timeout: 600_000 }, () => {
     assert.equal(await exists(runningInfo.netnsPath), false);
   });
 
+  it('keeps track of an infra whose conmon died while berth was down', async () => {
+    const id = await runPod(podConfig());
+    const i = await info(id);
+    const conmon = Number((await readFile(`/proc/${i.pid}/status`, 'utf8')).match(/^PPid:\s*(\d+)$/m)![1]);
+    assert.match(await readFile(`/proc/${conmon}/comm`, 'utf8'), /^conmon/);
+    await berth.kill();
+    process.kill(conmon, 'SIGKILL');
+    await start();
+    const ready = await berth.cri.runtime.podSandboxStatus({ podSandboxId: id, verbose: false });
+    assert.equal(ready.status?.state, PodSandboxState.SANDBOX_READY, 'the infra still runs');
+    // No conmon will write its exit: berth asks the runtime instead.
+    process.kill(i.pid, 'SIGKILL');
+    const deadline = Date.now() + 15_000;
+    let state: PodSandboxState | undefined;
+    while (Date.now() < deadline) {
+      state = (await berth.cri.runtime.podSandboxStatus({ podSandboxId: id, verbose: false })).status?.state;
+      if (state === PodSandboxState.SANDBOX_NOTREADY) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(state, PodSandboxState.SANDBOX_NOTREADY);
+    const t0 = Date.now();
+    await berth.cri.runtime.removePodSandbox({ podSandboxId: id });
+    assert.ok(Date.now() - t0 < 5_000, 'removal does not wait for an exit file that never comes');
+    assert.equal(await exists(i.podDir), false);
+  });
+
   it('cleans a pod half-made when berth was killed in the middle of RunPodSandbox', async () => {
     // A CNI plugin that never answers holds RunPodSandbox between netns creation and the infra.
     const bin = join(dir, 'slow-cni');
