@@ -295,7 +295,6 @@ export class StreamServer {
           podSandboxId: (pending as { podSandboxId: string }).podSandboxId,
           target,
           creationTimeoutMs: STREAM_CREATION_TIMEOUT_MS,
-          idleTimeoutSeconds: this.options.config().idle_timeout_seconds,
           log: this.options.log,
         }),
     });
@@ -362,7 +361,6 @@ export class StreamServer {
             podSandboxId: (pending as { podSandboxId: string }).podSandboxId,
             target,
             creationTimeoutMs: STREAM_CREATION_TIMEOUT_MS,
-            idleTimeoutSeconds: this.options.config().idle_timeout_seconds,
             log: this.options.log,
           }),
       });
@@ -377,7 +375,6 @@ export class StreamServer {
         return serveWsPortForward(channels, ports, {
           podSandboxId: (pending as { podSandboxId: string }).podSandboxId,
           target,
-          idleTimeoutSeconds: this.options.config().idle_timeout_seconds,
           log: this.options.log,
         });
       },

@@ -7,7 +7,7 @@
  */
 import type { Logger } from '../log.js';
 import type { SpdyConnection, SpdyStream } from './spdy/connection.js';
-import { dialInNetns } from './netns-dial.js';
+import { HALF_CLOSE_GRACE_MS, dialInNetns } from './netns-dial.js';
 import type { PortForwardTarget } from './types.js';
 
 export const SPDY_PORTFORWARD_PROTOCOLS = ['portforward.k8s.io'];
@@ -17,7 +17,6 @@ export interface PortForwardOptions {
   target: PortForwardTarget;
   /** How long a pair may stay incomplete. */
   creationTimeoutMs: number;
-  idleTimeoutSeconds: number;
   log: Logger;
 }
 
@@ -55,13 +54,13 @@ export function serveSpdyPortForward(conn: SpdyConnection, options: PortForwardO
       data.reset();
       return;
     }
-    const relay = dialInNetns(options.target.netnsPath, port, options.idleTimeoutSeconds);
+    const relay = dialInNetns(options.target.netnsPath, port);
     relays.add(relay.kill);
     data.pipe(relay.input);
     relay.output.pipe(data);
     // A reset stream means the client gave up on this connection.
     data.once('reset', relay.kill);
-    void relay.done.then((failure) => {
+    void relay.settled(HALF_CLOSE_GRACE_MS).then((failure) => {
       relays.delete(relay.kill);
       if (failure && !error.destroyed) {
         options.log.debug({ port, podSandboxId: options.podSandboxId, failure }, 'port forward failed');

@@ -5,14 +5,14 @@
  * gets one connection, opened at once; the socket closes when all have ended.
  */
 import type { Logger } from '../log.js';
-import { dialInNetns } from './netns-dial.js';
+import { HALF_CLOSE_GRACE_MS, dialInNetns } from './netns-dial.js';
 import type { PortForwardTarget } from './types.js';
 import type { ChannelSocket } from './websocket.js';
 
 export async function serveWsPortForward(
   channels: ChannelSocket,
   ports: number[],
-  options: { podSandboxId: string; target: PortForwardTarget; idleTimeoutSeconds: number; log: Logger },
+  options: { podSandboxId: string; target: PortForwardTarget; log: Logger },
 ): Promise<void> {
   const relays: (() => void)[] = [];
   channels.ws.once('close', () => relays.forEach((kill) => kill()));
@@ -24,7 +24,7 @@ export async function serveWsPortForward(
       portBytes.writeUInt16LE(port);
       await channels.send(dataChannel, portBytes);
       await channels.send(errorChannel, portBytes);
-      const relay = dialInNetns(options.target.netnsPath, port, options.idleTimeoutSeconds);
+      const relay = dialInNetns(options.target.netnsPath, port);
       relays.push(relay.kill);
       channels.reader(dataChannel).pipe(relay.input);
       const writer = channels.writer(dataChannel);
@@ -33,7 +33,7 @@ export async function serveWsPortForward(
         writer.once('error', () => resolve());
       });
       relay.output.pipe(writer);
-      const failure = await relay.done;
+      const failure = await relay.settled(HALF_CLOSE_GRACE_MS);
       await flushed;
       if (failure) {
         options.log.debug({ port, podSandboxId: options.podSandboxId, failure }, 'port forward failed');
