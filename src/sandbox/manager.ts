@@ -37,7 +37,7 @@ import { newId, matchPrefix, resolvePrefix } from '../state/ids.js';
 import { KeyedMutex } from '../state/lock.js';
 import { NameRegistry } from '../state/names.js';
 import { RecordStore, type RecordListener } from '../state/store.js';
-import { mountReadOnlyOverlay, mountShm, unmountAll } from './mounts.js';
+import { mountOverlay, mountShm, unmountAll } from './mounts.js';
 import type { HostPortMapping, PodIdentity, PodNetwork } from './network-types.js';
 import { ensureBuiltinPause, resolvePause } from './pause/index.js';
 import { validatePodSysctls } from './pod-setup.js';
@@ -376,12 +376,15 @@ export class SandboxManager implements SandboxAccess {
         );
         record.infra.image = pause.image;
         record.infra.imageId = pause.imageId;
-        if (pause.lowerDirs.length === 1) {
+        if (pause.image === 'builtin') {
+          // Shared by every pod: it already has every mount point the runtime needs.
           record.infra.rootfs = pause.lowerDirs[0];
         } else {
           record.infra.rootfs = join(podDir, 'rootfs');
-          await mkdir(record.infra.rootfs);
-          await mountReadOnlyOverlay(pause.lowerDirs, record.infra.rootfs);
+          const upper = join(podDir, 'rootfs-upper');
+          const work = join(podDir, 'rootfs-work');
+          await Promise.all([mkdir(record.infra.rootfs), mkdir(upper), mkdir(work)]);
+          await timed('overlay', () => mountOverlay(pause.lowerDirs, upper, work, record.infra.rootfs));
         }
         return pause;
       })();

@@ -21,9 +21,25 @@ export async function mountShm(path: string, sizeBytes = SHM_SIZE): Promise<void
   ]);
 }
 
-/** A read-only overlay of lowerDirs (highest first) at target. */
-export async function mountReadOnlyOverlay(lowerDirs: string[], target: string): Promise<void> {
-  await runChecked('mount', ['-t', 'overlay', '-o', `ro,lowerdir=${lowerDirs.join(':')}`, 'overlay', target]);
+/**
+ * An overlay of lowerDirs (highest first) at target with a private upper dir:
+ * the runtime may create missing mount points in it without touching the
+ * shared image layers (the spec still makes the root read-only).
+ */
+export async function mountOverlay(
+  lowerDirs: string[],
+  upperDir: string,
+  workDir: string,
+  target: string,
+): Promise<void> {
+  await runChecked('mount', [
+    '-t',
+    'overlay',
+    '-o',
+    `lowerdir=${lowerDirs.join(':')},upperdir=${upperDir},workdir=${workDir}`,
+    'overlay',
+    target,
+  ]);
 }
 
 /** Mount points at or below `path` (from /proc/self/mountinfo), deepest first. */

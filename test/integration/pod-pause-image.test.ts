@@ -5,7 +5,7 @@
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { access, readFile } from 'node:fs/promises';
+import { access, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { startBerth, type RunningBerth } from '../helpers/berth-process.js';
@@ -146,6 +146,48 @@ test('the infra runs the configured pause image, pulled on demand and pinned', a
       .image,
     undefined,
   );
+});
+
+test('a one-layer pause image with nothing but its binary runs, and its layer stays untouched', async () => {
+  // Like registry.k8s.io/pause: no /proc, /dev or /sys for the runtime to mount on.
+  const bare = await buildImage({
+    base: false,
+    layers: [{ entries: [file('pause', await readFile('/usr/bin/catatonit'), { mode: 0o755 })] }],
+    config: { entrypoint: ['/pause', '-P'] },
+  });
+  await registry.push('berth/bare-pause', '1', bare);
+  const bareRef = `${registry.host}/berth/bare-pause:1`;
+  await berth.stop();
+  berth = await startBerth({
+    dir: berth.dir,
+    toml: `
+[runtime]
+pause_image = "${bareRef}"
+
+[image.registries."${registry.host}"]
+insecure = true
+`,
+  });
+  const { podSandboxId: id } = await berth.cri.runtime.runPodSandbox({
+    config: hostPod('bare'),
+    runtimeHandler: '',
+  });
+  const res = await berth.cri.runtime.podSandboxStatus({ podSandboxId: id, verbose: true });
+  assert.equal(res.status?.state, PodSandboxState.SANDBOX_READY);
+  // The image's only layer still holds only the binary: mount points went to the pod's upper dir.
+  const layers = await readdir(join(berth.dir, 'root', 'images', 'layers')).catch(() => [] as string[]);
+  let found = false;
+  for (const layer of layers) {
+    const entries = await readdir(join(berth.dir, 'root', 'images', 'layers', layer, 'diff')).catch(
+      () => [] as string[],
+    );
+    if (entries.includes('pause')) {
+      found = true;
+      assert.deepEqual(entries, ['pause']);
+    }
+  }
+  assert.ok(found, `the bare pause layer is among ${layers.join(', ')}`);
+  await berth.cri.runtime.removePodSandbox({ podSandboxId: id });
 });
 
 test('a pause image that cannot be pulled fails the pod with the reason and leaves nothing', async () => {

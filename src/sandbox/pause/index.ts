@@ -16,8 +16,8 @@ export interface PauseRootfs {
   /** Image ID when from an image. */
   imageId?: string;
   /**
-   * Read-only lower dirs, highest first. One dir is used as the root as it
-   * is; several need a read-only overlay mount per pod.
+   * Lower dirs, highest first: the built-in rootfs (used as the root as it
+   * is), or an image's layers (an overlay per pod).
    */
   lowerDirs: string[];
   args: string[];
