@@ -406,7 +406,7 @@ export async function runCritest(options: CritestOptions): Promise<CritestResult
   let registry: TestRegistry | undefined;
   let berth: RunningBerth | undefined;
   let output = '';
-  let exitCode: number | null;
+  let exitCode: number | null | undefined = undefined;
   let berthLogTail = '';
   const shmBefore = await shmIds();
   const critestVersionText = await critestVersion(options.critest);
@@ -499,6 +499,8 @@ export async function runCritest(options: CritestOptions): Promise<CritestResult
       if (!shmBefore.has(id)) await run('/usr/bin/ipcrm', ['-m', id], { timeoutMs: 10_000 });
     }
     await registry?.stop();
+    // Set-up failures (no report) leave nothing either, unless asked to keep it.
+    if (exitCode === undefined && !options.keep) await rm(workDir, { recursive: true, force: true });
   }
 
   let parsed: ReturnType<typeof parseGinkgoReport> = {
@@ -525,7 +527,7 @@ export async function runCritest(options: CritestOptions): Promise<CritestResult
   if (!options.keep) await rm(workDir, { recursive: true, force: true });
   return {
     critestVersion: critestVersionText,
-    exitCode,
+    exitCode: exitCode ?? null,
     ...parsed,
     leftovers,
     benchmarkFiles,
