@@ -22,6 +22,7 @@ packages=(
   docker-registry skopeo umoci busybox apache2-utils zstd
   attr
   socat
+  gcc libc6-dev
 )
 export DEBIAN_FRONTEND=noninteractive
 missing=()
