@@ -217,7 +217,7 @@ test('infra spec: host network/IPC/PID, systemd slice, oom -998 where allowed', 
       cgroupParent: '',
       host: v1,
     }),
-    /user namespaces .* are not supported/,
+    /user namespace mode POD needs a uid mapping/,
   );
 });
 

@@ -1,5 +1,6 @@
 /** The OCI spec of a workload container. */
-import { mkdir } from 'node:fs/promises';
+import { chown, mkdir } from 'node:fs/promises';
+import { relative } from 'node:path';
 import { NamespaceMode } from '../../generated/api.js';
 import { InvalidArgumentError, errorMessage } from '../../errors.js';
 import { secureJoin } from '../../util/safe-path.js';
@@ -15,6 +16,7 @@ import { linuxResources } from './resources.js';
 import { OCI_VERSION } from './sandbox.js';
 import { apparmorFor, containerNamespaces } from './security.js';
 import { resolveUser } from './user.js';
+import { checkUserMapped, containerUserns, hostIdOf, ociMappings, podUserns } from '../userns/mappings.js';
 import type { ContainerSpecInput, ContainerSpecResult, OciLinux, OciMount } from './types.js';
 
 /** Paths the config's lists replace; an empty list means "the defaults" (proto3 cannot tell absent from empty). */
@@ -70,6 +72,11 @@ export async function buildContainerSpec(input: ContainerSpecInput): Promise<Con
   const readonlyRootfs = security?.readonlyRootfs ?? false;
   const nsOptions = security?.namespaceOptions ?? podSecurity?.namespaceOptions;
   const hostIpc = nsOptions?.ipc === NamespaceMode.NODE;
+  const userns = containerUserns(
+    security?.namespaceOptions,
+    podUserns(podSecurity?.namespaceOptions, `${what}: its pod`),
+    what,
+  );
 
   const user = await resolveUser(
     rootfs,
@@ -83,11 +90,23 @@ export async function buildContainerSpec(input: ContainerSpecInput): Promise<Con
     },
     what,
   );
+  if (userns) checkUserMapped(user, userns, what);
   const args = processArgs(config, input.image, what);
   const cwd = workingDir(config, input.image, what);
   // runc refuses a missing cwd: create it in the container's writable layer, as CRI-O does.
   try {
-    await mkdir(await secureJoin(rootfs, cwd), { recursive: true, mode: 0o755 });
+    const dir = await secureJoin(rootfs, cwd);
+    const first = await mkdir(dir, { recursive: true, mode: 0o755 });
+    // In a pod user namespace what berth makes belongs to the pod's root, not to nobody.
+    if (first && userns) {
+      const uid = hostIdOf(userns.uids, 0)!;
+      const gid = hostIdOf(userns.gids, 0)!;
+      let path = first;
+      for (const part of ['', ...relative(first, dir).split('/').filter(Boolean)]) {
+        path = part ? `${path}/${part}` : path;
+        await chown(path, uid, gid);
+      }
+    }
   } catch (err) {
     throw new InvalidArgumentError(`${what}: cannot create working directory ${cwd}: ${errorMessage(err)}`, {
       cause: err,
@@ -156,6 +175,7 @@ export async function buildContainerSpec(input: ContainerSpecInput): Promise<Con
           readonlyPaths: pathList(security?.readonlyPaths, DEFAULT_READONLY_PATHS, `${what}: read-only path`),
         }),
     ...(bind.rootfsPropagation ? { rootfsPropagation: bind.rootfsPropagation } : {}),
+    ...(userns ? { uidMappings: ociMappings(userns.uids), gidMappings: ociMappings(userns.gids) } : {}),
   };
 
   const oomScoreAdj = config.linux?.resources ? Number(config.linux.resources.oomScoreAdj) : 0;

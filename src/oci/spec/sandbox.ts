@@ -10,6 +10,7 @@ import { clampOomScoreAdj } from './host.js';
 import { checkAbsolutePath } from './mounts.js';
 import { sandboxResourceAnnotations } from './resources.js';
 import { sandboxNamespaces } from './security.js';
+import { checkUserMapped, ociMappings, podUserns } from '../userns/mappings.js';
 import type { OciLinux, OciMount, SandboxSpecInput } from './types.js';
 
 /** oom_score_adj of the infra: the pod should be the last to go (kubelet's own is -999). */
@@ -59,7 +60,8 @@ export async function buildSandboxSpec(input: SandboxSpecInput): Promise<OciSpec
   if (input.args.length === 0) throw new InvalidArgumentError(`${what}: the pause process has no command`);
   const rootfs = checkAbsolutePath(input.rootfs, `${what}: rootfs`);
 
-  const namespaces = sandboxNamespaces(nsOptions, input.netnsPath, what);
+  const namespaces = sandboxNamespaces(nsOptions, input.netnsPath, what, input.usernsPath);
+  const userns = podUserns(nsOptions, what);
   // In a privileged pod sysfs must be mounted read-write here: every sysfs mount
   // of one netns shares the first mount's superblock, read-only flag included,
   // so a read-only one in the infra would make /sys read-only for privileged containers.
@@ -87,6 +89,7 @@ export async function buildSandboxSpec(input: SandboxSpecInput): Promise<OciSpec
   const additionalGids = [...new Set([gid, ...(security?.supplementalGroups ?? []).map(Number)])].sort(
     (a, b) => a - b,
   );
+  if (userns) checkUserMapped({ uid, gid, additionalGids }, userns, what);
 
   const caps: string[] = [];
   const seccomp = await seccompFor(
@@ -111,6 +114,7 @@ export async function buildSandboxSpec(input: SandboxSpecInput): Promise<OciSpec
     ...(seccomp ? { seccomp } : {}),
     maskedPaths: [...DEFAULT_MASKED_PATHS],
     readonlyPaths: [...DEFAULT_READONLY_PATHS],
+    ...(userns ? { uidMappings: ociMappings(userns.uids), gidMappings: ociMappings(userns.gids) } : {}),
   };
 
   return {

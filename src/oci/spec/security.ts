@@ -10,34 +10,30 @@ import {
   type SecurityProfile,
 } from '../../generated/api.js';
 import { FailedPreconditionError, InvalidArgumentError } from '../../errors.js';
+import { containerUserns, podUserns } from '../userns/mappings.js';
 import type { OciNamespace, SandboxFacts } from './types.js';
 
 function modeName(mode: NamespaceMode): string {
   return NamespaceMode[mode] ?? String(mode);
 }
 
-/** berth has no user-namespace support: refuse a pod that asks for one. */
-function checkUserns(options: NamespaceOption | undefined, what: string): void {
-  const userns = options?.usernsOptions;
-  if (userns && userns.mode !== NamespaceMode.NODE) {
-    throw new InvalidArgumentError(
-      `${what}: user namespaces (mode ${modeName(userns.mode)}) are not supported by berth`,
-    );
-  }
-}
-
 /**
- * Namespaces of the infra container: the pod's netns file (or the host's
- * network and UTS), new IPC unless NODE, new PID unless NODE, new mount.
+ * Namespaces of the infra container: the pod's user namespace (a pinned file)
+ * when it has one, the pod's netns file (or the host's network and UTS), new
+ * IPC unless NODE, new PID unless NODE, new mount.
  */
 export function sandboxNamespaces(
   options: NamespaceOption | undefined,
   netnsPath: string | undefined,
   what: string,
+  usernsPath?: string,
 ): OciNamespace[] {
-  checkUserns(options, what);
-  const network = options?.network ?? NamespaceMode.POD;
   const ns: OciNamespace[] = [{ type: 'mount' }];
+  if (podUserns(options, what)) {
+    if (!usernsPath) throw new FailedPreconditionError(`${what}: the pod user namespace was not made`);
+    ns.push({ type: 'user', path: usernsPath });
+  }
+  const network = options?.network ?? NamespaceMode.POD;
   if (network === NamespaceMode.NODE) {
     if (netnsPath)
       throw new InvalidArgumentError(`${what}: host network asked for, but a netns path was given`);
@@ -60,20 +56,25 @@ export function sandboxNamespaces(
 }
 
 /**
- * Namespaces of a workload container: it joins the pod's network, UTS and IPC
- * (or the host's), the pod's PID namespace when shared, a target container's
- * for TARGET, its own otherwise; always its own mount namespace, and its own
- * cgroup namespace on cgroup v2 unless privileged.
+ * Namespaces of a workload container: it joins the pod's user namespace when
+ * the pod has one, the pod's network, UTS and IPC (or the host's), the pod's
+ * PID namespace when shared, a target container's for TARGET, its own
+ * otherwise; always its own mount namespace, and its own cgroup namespace on
+ * cgroup v2 unless privileged.
  */
 export function containerNamespaces(
   options: NamespaceOption | undefined,
-  sandbox: Pick<SandboxFacts, 'namespacePaths'>,
+  sandbox: Pick<SandboxFacts, 'namespacePaths' | 'config'>,
   extra: { targetPidNamespace?: string; cgroupV2: boolean; privileged: boolean },
   what: string,
 ): OciNamespace[] {
-  checkUserns(options, what);
   const paths = sandbox.namespacePaths;
   const ns: OciNamespace[] = [{ type: 'mount' }];
+  const pod = podUserns(sandbox.config.linux?.securityContext?.namespaceOptions, `${what}: its pod`);
+  if (containerUserns(options, pod, what)) {
+    if (!paths.user) throw new FailedPreconditionError(`${what}: the pod has no user namespace to join`);
+    ns.push({ type: 'user', path: paths.user });
+  }
   const network = options?.network ?? NamespaceMode.POD;
   if (network === NamespaceMode.POD) {
     if (!paths.network)

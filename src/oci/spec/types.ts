@@ -72,7 +72,12 @@ export type OciLinux = {
   maskedPaths?: string[];
   readonlyPaths?: string[];
   rootfsPropagation?: string;
+  /** With a user namespace: container → host ID ranges (runc wants them even when joining one). */
+  uidMappings?: OciIdMapping[];
+  gidMappings?: OciIdMapping[];
 };
+
+export type OciIdMapping = { containerID: number; hostID: number; size: number };
 
 /**
  * Facts about this host berth needs to write specs, detected once at start-up
@@ -125,6 +130,11 @@ export interface SandboxSpecInput {
   netnsPath?: string;
   /** /dev/shm of the pod (a tmpfs berth mounted), bind-mounted into the infra; absent with host IPC. */
   shmPath?: string;
+  /**
+   * The pod's user namespace (a pinned nsfs file) when the pod asks for one
+   * (userns_options mode POD); the netns at netnsPath is owned by it.
+   */
+  usernsPath?: string;
   /** Namespaced sysctls, already validated by the caller (applied in the infra). */
   sysctls: Record<string, string>;
   /** Normalised cgroup parent ('' for none); cgroupfs path or systemd slice per host.cgroupDriver. */
@@ -158,7 +168,7 @@ export interface SandboxFacts {
    * file), ipc, uts, and pid when the pod shares one. Absent: the host's
    * (network/ipc per NamespaceOption NODE) or none (pid).
    */
-  namespacePaths: { network?: string; ipc?: string; uts?: string; pid?: string };
+  namespacePaths: { network?: string; ipc?: string; uts?: string; pid?: string; user?: string };
   /** Pod files bind-mounted into each container ('' = not mounted). */
   hostsPath: string;
   resolvConfPath: string;
