@@ -35,7 +35,8 @@ import { matchPrefix, newId, resolvePrefix } from '../state/ids.js';
 import { assertContainedRelative, secureJoin } from '../util/safe-path.js';
 import { StatsCollector } from '../stats/collector.js';
 import { resendWhenCaught, signalNumber } from './late-handler.js';
-import { removeRootfs, mountRootfs, rootfsPaths } from './rootfs.js';
+import { mountRootfs, rootfsPaths } from './rootfs.js';
+import { mountIdmappedRootfs, removeContainerRootfs } from './idmap.js';
 import {
   CONTAINER_NAME_RE,
   containerName,
@@ -254,8 +255,9 @@ export class ContainerManager {
       if (logPath) await mkdir(dirname(logPath), { recursive: true });
       step('record');
 
-      undo.push(() => removeRootfs(paths));
-      await mountRootfs(paths, this.deps.images.layerDirs(image));
+      undo.push(() => removeContainerRootfs(paths));
+      if (sandbox.userns) await mountIdmappedRootfs(paths, this.deps.images.layerDirs(image), sandbox.userns);
+      else await mountRootfs(paths, this.deps.images.layerDirs(image));
       step('mount');
 
       const built = await this.deps.buildSpec({
@@ -490,7 +492,7 @@ export class ContainerManager {
       await this.deps.engine.waitExit(id, AbortSignal.timeout(REMOVE_EXIT_WAIT_MS)).catch(() => undefined);
     }
     await this.deps.engine.cleanup(id);
-    await removeRootfs(rootfsPaths(record.containerDir));
+    await removeContainerRootfs(rootfsPaths(record.containerDir));
     // The record goes last: a crash before this leaves a record a second Remove finishes.
     await this.store.delete(id);
     this.unmonitored.delete(id);

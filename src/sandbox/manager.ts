@@ -43,6 +43,13 @@ import { ensureBuiltinPause, resolvePause } from './pause/index.js';
 import { validatePodSysctls } from './pod-setup.js';
 import { listNetns } from './network/index.js';
 import { podHostname, validateDnsConfig, writePodFiles, writePodHosts } from './pod-files.js';
+import { podUserns, type PodUserns } from '../oci/userns/mappings.js';
+import {
+  checkUsernsSupportAtStart,
+  mountInfraRootfs,
+  pinPodNamespaces,
+  requireUsernsSupport,
+} from './userns.js';
 import {
   sandboxName,
   type SandboxAccess,
@@ -192,6 +199,7 @@ export class SandboxManager implements SandboxAccess {
       return pod && `${pod.id} (${pod.name})`;
     }, 'pod sandbox');
     await manager.reconcile();
+    checkUsernsSupportAtStart(root, log);
     return manager;
   }
 
@@ -231,6 +239,7 @@ export class SandboxManager implements SandboxAccess {
     }
     if (sandbox.namespaces.ipc === 'pod') paths.ipc = proc('ipc');
     if (sandbox.namespaces.pid === 'pod') paths.pid = proc('pid');
+    if (sandbox.userns) paths.user = sandbox.userns.path;
     return paths;
   }
 
@@ -277,6 +286,8 @@ export class SandboxManager implements SandboxAccess {
     });
     const hostname = podHostname(metadata.name, config.hostname);
     if (config.dnsConfig) validateDnsConfig(metadata.name, config.dnsConfig);
+    const userns = podUserns(config.linux?.securityContext?.namespaceOptions, `pod sandbox ${metadata.name}`);
+    if (userns) await requireUsernsSupport(this.config.root, handler, `pod sandbox ${metadata.name}`);
     const meta = {
       name: metadata.name,
       namespace: metadata.namespace,
@@ -288,7 +299,14 @@ export class SandboxManager implements SandboxAccess {
     this.names.reserve(name, id, 'pod sandbox name');
     try {
       return await this.locks.with(id, () =>
-        this.create(id, name, meta, request, handler, { namespaces, ports, cgroupParent, sysctls, hostname }),
+        this.create(id, name, meta, request, handler, {
+          namespaces,
+          ports,
+          cgroupParent,
+          sysctls,
+          hostname,
+          userns,
+        }),
       );
     } catch (err) {
       this.names.release(name, id);
@@ -308,6 +326,7 @@ export class SandboxManager implements SandboxAccess {
       cgroupParent: string;
       sysctls: Record<string, string>;
       hostname: string;
+      userns?: PodUserns;
     },
   ): Promise<string> {
     const { namespaces, ports, cgroupParent, sysctls, hostname } = checked;
@@ -340,6 +359,7 @@ export class SandboxManager implements SandboxAccess {
       cgroupParent,
       sysctls,
       infra: { id, pid: 0, bundleDir: join(podDir, 'bundle'), image: '', rootfs: '' },
+      ...(checked.userns ? { userns: { ...checked.userns, path: join(podDir, 'userns') } } : {}),
     };
     const started = Date.now();
     const steps: Record<string, number> = {};
@@ -355,6 +375,14 @@ export class SandboxManager implements SandboxAccess {
     await timed('intent', () => this.store.put(record));
     try {
       await mkdir(podDir, { recursive: true, mode: 0o711 });
+      // A pod user namespace comes first: it owns the netns, and the infra's rootfs is mapped through it.
+      const pinned = record.userns
+        ? timed('userns', () =>
+            pinPodNamespaces(this.config.run_root, podDir, id, record.userns!, !hostNetwork),
+          )
+        : undefined;
+      // Awaited by both branches below; this only keeps an early failure of one from going unhandled.
+      pinned?.catch(() => undefined);
       // Files and mounts on one side, netns + CNI (the slow part) on the other.
       const local = (async () => {
         if (record.shmMounted) {
@@ -376,7 +404,12 @@ export class SandboxManager implements SandboxAccess {
         );
         record.infra.image = pause.image;
         record.infra.imageId = pause.imageId;
-        if (pause.image === 'builtin') {
+        if (record.userns) {
+          await pinned;
+          record.infra.rootfs = await timed('overlay', () =>
+            mountInfraRootfs(podDir, pause.lowerDirs, record.userns!),
+          );
+        } else if (pause.image === 'builtin') {
           // Shared by every pod: it already has every mount point the runtime needs.
           record.infra.rootfs = pause.lowerDirs[0];
         } else {
@@ -390,7 +423,9 @@ export class SandboxManager implements SandboxAccess {
       })();
       const netns = (async () => {
         if (hostNetwork) return;
-        const netnsPath = await timed('netns', () => this.options.network.createNetns(id));
+        const netnsPath = pinned
+          ? (await pinned)!
+          : await timed('netns', () => this.options.network.createNetns(id));
         record.netnsPath = netnsPath;
         await timed('netnsRecord', () => this.store.put(record));
       })();
@@ -416,6 +451,7 @@ export class SandboxManager implements SandboxAccess {
           env: pause.env,
           hostname,
           netnsPath: record.netnsPath,
+          usernsPath: record.userns?.path,
           shmPath: record.shmMounted ? record.shmPath : undefined,
           sysctls,
           cgroupParent,

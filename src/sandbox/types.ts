@@ -6,6 +6,7 @@
 import type { NameRegistry } from '../state/names.js';
 import type { RuntimeHandler } from '../oci/types.js';
 import type { HostPortMapping } from './network-types.js';
+import type { SandboxUserns } from './userns.js';
 
 /** How a namespace is held: by the pod's infra container, per container, or the host's. */
 export type PodNamespaceMode = 'pod' | 'container' | 'node';
@@ -82,6 +83,8 @@ export interface SandboxRecord {
   /** Namespaced sysctls applied in the infra (validated). */
   sysctls: Record<string, string>;
   infra: InfraContainer;
+  /** The pod's own user namespace (userns_options mode POD); absent: the host's. */
+  userns?: SandboxUserns;
   /** When it was stopped (ns since epoch, decimal string). */
   stoppedAtNs?: string;
 }
@@ -93,6 +96,8 @@ export interface SandboxNamespacePaths {
   uts?: string;
   /** Present only when the pod shares a PID namespace. */
   pid?: string;
+  /** Present only when the pod has its own user namespace. */
+  user?: string;
 }
 
 /** Called with the pod's lock held, before the infra is stopped / the pod removed. */

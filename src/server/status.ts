@@ -5,6 +5,7 @@ import type { RuntimeImpl } from './rpc.js';
 import { StatusResponse, type RuntimeCondition } from '../generated/api.js';
 import { configuredHandlers } from '../oci/handlers.js';
 import { supportsRecursiveReadOnly } from '../oci/spec/index.js';
+import { handlerSupportsUserns, usernsSupport } from '../oci/userns/support.js';
 
 export function statusRpcs(ctx: ServerContext): RuntimeImpl {
   return {
@@ -33,12 +34,14 @@ export function statusRpcs(ctx: ServerContext): RuntimeImpl {
       const entries = [...configured].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
       const fallback = configured.get(config.runtime.default_handler);
       if (fallback && !configured.has('')) entries.unshift(['', fallback]);
+      // Pod user namespaces where the self-test passed (ID-mapped layers work here) and the handler is runc.
+      const userns = await usernsSupport(config.root);
       const handlers = await Promise.all(
         entries.map(async ([name, handler]) => ({
           name,
           features: {
             recursiveReadOnlyMounts: await supportsRecursiveReadOnly(handler),
-            userNamespaces: false,
+            userNamespaces: userns.ok && handlerSupportsUserns(handler),
           },
         })),
       );
