@@ -6,7 +6,8 @@
  * or an error message.
  */
 import { createHash } from 'node:crypto';
-import { request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
+import { undici } from './undici.js';
 import { InvalidArgumentError, UnauthenticatedError, UnavailableError, errorMessage } from '../../errors.js';
 
 /** Credentials for one pull, from the CRI AuthConfig. */
@@ -155,7 +156,9 @@ export async function fetchToken(
         ...(service ? { service } : {}),
         scope: scopes.join(' '),
       });
-      res = await request(url, {
+      res = await (
+        await undici()
+      ).request(url, {
         method: 'POST',
         dispatcher,
         signal,
@@ -165,7 +168,9 @@ export async function fetchToken(
     } else {
       if (service) url.searchParams.set('service', service);
       for (const s of scopes) url.searchParams.append('scope', s);
-      res = await request(url, {
+      res = await (
+        await undici()
+      ).request(url, {
         method: 'GET',
         dispatcher,
         signal,

@@ -7,7 +7,8 @@
  * to berth errors.
  */
 import type { Readable } from 'node:stream';
-import { request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
+import { undici } from './undici.js';
 import {
   BerthError,
   NotFoundError,
@@ -135,7 +136,9 @@ export class RepositoryClient {
     const origin = url.origin;
     for (let hop = 0; ; hop++) {
       const sameOrigin = url.origin === origin;
-      const res = await request(url, {
+      const res = await (
+        await undici()
+      ).request(url, {
         method,
         signal,
         dispatcher: this.endpoint.dispatcher,

@@ -6,10 +6,11 @@
  */
 import { readFile } from 'node:fs/promises';
 import { getCACertificates, rootCertificates } from 'node:tls';
-import { Agent } from 'undici';
+import type { Agent } from 'undici';
 import type { RegistryConfig } from '../../config/schema.js';
 import { FailedPreconditionError, errorMessage } from '../../errors.js';
 import { DOCKER_HUB } from '../reference.js';
+import { undici } from './undici.js';
 
 export interface Endpoint {
   /** host[:port] as configured, e.g. "127.0.0.1:5000" or "registry-1.docker.io". */
@@ -71,7 +72,8 @@ export class Endpoints {
           }
         }
       }
-      // Another pull may have made the pool while the CA file was read.
+      const { Agent } = await undici();
+      // Another pull may have made the pool while the CA file (or undici) was read.
       agent =
         this.agents.get(key) ??
         new Agent({
