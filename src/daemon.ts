@@ -1,4 +1,4 @@
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import type { Server as HttpServer } from 'node:http';
 import { mkdir } from 'node:fs/promises';
 import type { Server as GrpcServer } from '@grpc/grpc-js';
 import { loadConfig, reloadableChanges, type LoadOptions } from './config/load.js';
@@ -42,6 +42,7 @@ import { imagePullRpcs } from './server/image-pull.js';
 import { StreamServer } from './stream/server.js';
 import { criStreamBackend } from './stream/cri-backend.js';
 import { streamRpcs } from './server/stream-rpcs.js';
+import { http } from './util/node-http.js';
 
 /** How long shutdown waits for handlers whose clients already left (a pod start or a pull). */
 const SHUTDOWN_DRAIN_MS = 60_000;
@@ -239,7 +240,7 @@ export class Daemon {
     const colon = address.lastIndexOf(':');
     const host = address.slice(0, colon) || '127.0.0.1';
     const port = Number(address.slice(colon + 1));
-    const server = createHttpServer((req, res) => {
+    const server = http.createServer((req, res) => {
       if (req.url !== '/metrics') {
         res.writeHead(404).end();
         return;

@@ -7,7 +7,7 @@
  * Nothing a stream carries is logged: log lines name the session (kind,
  * container, protocol) and its outcome only, and never the URL (its token).
  */
-import { createServer as createHttpServer, type IncomingMessage, type Server } from 'node:http';
+import type { IncomingMessage, Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { readFile } from 'node:fs/promises';
 import type { AddressInfo, Socket } from 'node:net';
@@ -31,7 +31,9 @@ import {
 import { wsCommandStreams } from './ws-command.js';
 import { serveWsPortForward } from './ws-portforward.js';
 import { runAttach, runExec, type CommandStreams } from './command.js';
+import { stopNetnsDialers } from './netns-dial.js';
 import { status as GrpcStatus } from '@grpc/grpc-js';
+import { http } from '../util/node-http.js';
 
 /** How long a client may take to open its streams after the upgrade. */
 const STREAM_CREATION_TIMEOUT_MS = 30_000;
@@ -122,7 +124,7 @@ export class StreamServer {
       const [cert, key] = await Promise.all([readFile(config.tls_cert_file), readFile(config.tls_key_file)]);
       server = createHttpsServer({ cert, key });
     } else {
-      server = createHttpServer();
+      server = http.createServer();
     }
     server.on('request', (req, res) => {
       // Only upgrades are served; the token is not spent on a plain request.
@@ -212,6 +214,7 @@ export class StreamServer {
 
   async close(): Promise<void> {
     this.tokens.clear();
+    stopNetnsDialers();
     for (const socket of this.sockets) socket.destroy();
     const server = this.server;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
