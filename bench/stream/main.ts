@@ -9,17 +9,22 @@
  *  - Port-forward throughput: a TCP server in a pod netns sinks (upload) or
  *    sources (download) N MiB. Through `kubectl port-forward` (SPDY; kubectl
  *    is the client users run) against a direct loopback connection made from
- *    inside the same netns to the same server; reported as a ratio.
+ *    inside the same netns to the same server; reported as a ratio. The
+ *    client is the same small Node program in both cases, in its own process;
+ *    berth's streaming server runs in a child process of its own.
  *
  * Run by hand (not part of npm test), as root:
  *   npm run build && node dist/bench/stream/main.js [--execs 50] [--mib 256] [--runs 3]
  * Targets: exec round trip median <= 60 ms; port-forward >= 50% of direct loopback.
  */
 import { spawn } from 'node:child_process';
-import { connect } from 'node:net';
 import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
-import { StreamFixture } from '../../test/integration/stream-fixture.js';
+import { fork } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startKubeShim } from '../../test/helpers/kube-shim.js';
+import type { Request, SetupReply } from './server-child.js';
 import { spdyUpgrade, readText } from '../../src/stream/spdy/client.js';
 import { run } from '../../src/util/run.js';
 import { fmtMs, median, msSince, percentile, table } from '../lib/stats.js';
@@ -38,17 +43,44 @@ const RUNS = Number(args.runs);
 const SINK_PORT = 9001;
 const SOURCE_PORT = 9002;
 
-/** One exec of `true` through the streaming server, as kubelet's client does it. */
-async function execRoundTrip(fixture: StreamFixture, id: string): Promise<number> {
-  const start = process.hrtime.bigint();
-  const url = await fixture.server.exec({
-    containerId: id,
-    cmd: ['true'],
-    tty: false,
-    stdin: false,
-    stdout: true,
-    stderr: false,
+/** The streaming server in a child process, called over IPC. */
+class ServerProcess {
+  private readonly child = fork(join(dirname(fileURLToPath(import.meta.url)), 'server-child.js'), [], {
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
+  private next = 0;
+  private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  readonly ready: Promise<void>;
+
+  constructor() {
+    this.ready = new Promise((resolve) => {
+      this.child.on('message', (m: { ready?: boolean; id?: number; value?: unknown; error?: string }) => {
+        if (m.ready) return resolve();
+        const w = this.waiting.get(m.id!);
+        this.waiting.delete(m.id!);
+        if (m.error !== undefined) w?.reject(new Error(m.error));
+        else w?.resolve(m.value);
+      });
+    });
+  }
+
+  call<T>(request: Request): Promise<T> {
+    const id = this.next++;
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.child.send({ id, request });
+    });
+  }
+
+  stop(): void {
+    this.child.disconnect();
+  }
+}
+
+/** One exec of `true`: URL (what the Exec RPC returns), SPDY upgrade, streams, exit status. */
+async function execRoundTrip(server: ServerProcess): Promise<number> {
+  const start = process.hrtime.bigint();
+  const url = await server.call<string>({ op: 'exec-url' });
   const up = await spdyUpgrade(url, ['v4.channel.k8s.io']);
   if (!up.conn) throw new Error(`upgrade refused: ${up.head}`);
   const [error, stdout] = await Promise.all([
@@ -71,7 +103,7 @@ const [mode, port, bytes] = [process.argv[1], Number(process.argv[2]), Number(pr
 const s = net.connect(port, '127.0.0.1');
 const start = process.hrtime.bigint();
 const done = () => process.stdout.write(String(Number(process.hrtime.bigint() - start) / 1e6));
-if (mode === 'down') { let n = 0; s.on('data', (c) => { n += c.length; }); s.on('end', done); }
+if (mode === 'down') { let n = 0; s.on('data', (c) => { n += c.length; }); s.on('end', () => { if (n !== bytes) { console.error('received ' + n + ' of ' + bytes); process.exit(1); } done(); }); }
 else {
   const chunk = Buffer.alloc(1 << 20, 1); let left = bytes;
   s.on('data', () => {}); s.on('end', done);
@@ -94,36 +126,19 @@ async function directMs(netns: string, mode: 'up' | 'down', port: number): Promi
   return Number(r.stdout);
 }
 
-/** The same transfer from this process to a local port (kubectl port-forward's). */
-function forwardedMs(localPort: number, mode: 'up' | 'down'): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const socket = connect(localPort, '127.0.0.1');
-    const start = process.hrtime.bigint();
-    let received = 0;
-    socket.on('error', reject);
-    socket.on('data', (c: Buffer) => (received += c.length));
-    socket.on('end', () => {
-      if (mode === 'down' && received !== BYTES) reject(new Error(`received ${received} of ${BYTES} bytes`));
-      else resolve(msSince(start));
-    });
-    if (mode === 'up') {
-      const chunk = Buffer.alloc(1 << 20, 1);
-      let left = BYTES;
-      const pump = () => {
-        while (left > 0) {
-          const n = Math.min(left, chunk.length);
-          left -= n;
-          if (!socket.write(chunk.subarray(0, n))) return void socket.once('drain', pump);
-        }
-        socket.end();
-      };
-      socket.on('connect', pump);
-    }
-  });
+/** The same client, in its own process on the host, to kubectl's local port. */
+async function forwardedMs(localPort: number, mode: 'up' | 'down'): Promise<number> {
+  const r = await run(process.execPath, ['-e', DIRECT_CLIENT, mode, String(localPort), String(BYTES)]);
+  if (r.code !== 0) throw new Error(`client failed: ${r.stderr}`);
+  return Number(r.stdout);
 }
 
-async function kubectlPortForward(fixture: StreamFixture, containerId: string, podId: string, port: number) {
-  const shim = await fixture.shim([{ name: 'main', id: containerId }], podId);
+async function kubectlPortForward(server: ServerProcess, port: number) {
+  const shim = await startKubeShim({
+    podName: 'pod1',
+    containers: [{ name: 'main' }],
+    streamUrl: () => server.call<string>({ op: 'pf-url' }),
+  });
   const child = spawn('/usr/bin/kubectl', ['port-forward', 'pod1', `:${port}`], {
     env: shim.env({ KUBECTL_PORT_FORWARD_WEBSOCKETS: 'false' }),
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -147,20 +162,26 @@ async function kubectlPortForward(fixture: StreamFixture, containerId: string, p
 const mibps = (ms: number) => BYTES / 1024 / 1024 / (ms / 1000);
 
 async function main(): Promise<void> {
-  const fixture = new StreamFixture();
-  await fixture.setup();
+  const server = new ServerProcess();
+  await server.ready;
+  const progress = (what: string) => process.stderr.write(`bench: ${what}\n`);
   try {
-    const id = await fixture.container(['sleep', '100000']);
+    const setup = await server.call<SetupReply>({
+      op: 'setup',
+      sinkPort: SINK_PORT,
+      sourcePort: SOURCE_PORT,
+      sourceBytes: BYTES,
+    });
     console.log(`host: ${cpus().length} CPUs, load ${loadavg()[0].toFixed(2)}; node ${process.version}`);
 
     // Exec round trip, after two warm-up runs; the runc floor interleaved.
-    for (let i = 0; i < 2; i++) await execRoundTrip(fixture, id);
+    for (let i = 0; i < 2; i++) await execRoundTrip(server);
     const exec: number[] = [];
     const floor: number[] = [];
     for (let i = 0; i < EXECS; i++) {
-      exec.push(await execRoundTrip(fixture, id));
+      exec.push(await execRoundTrip(server));
       const start = process.hrtime.bigint();
-      const r = await run(fixture.handler.path, [`--root=${fixture.handler.root}`, 'exec', id, 'true']);
+      const r = await run(setup.runtime, [`--root=${setup.runtimeRoot}`, 'exec', setup.containerId, 'true']);
       if (r.code !== 0) throw new Error(`runc exec failed: ${r.stderr}`);
       floor.push(msSince(start));
     }
@@ -176,13 +197,9 @@ async function main(): Promise<void> {
     );
 
     // Port-forward throughput.
-    const progress = (what: string) => process.stderr.write(`bench: ${what}\n`);
-    const netns = await fixture.podNetns('bench-pod', 9000);
-    await fixture.serveInNetns(netns, SINK_PORT, 'sink');
-    await fixture.serveInNetns(netns, SOURCE_PORT, `source:${BYTES}`);
     progress('servers up');
-    const up = await kubectlPortForward(fixture, id, 'bench-pod', SINK_PORT);
-    const down = await kubectlPortForward(fixture, id, 'bench-pod', SOURCE_PORT);
+    const up = await kubectlPortForward(server, SINK_PORT);
+    const down = await kubectlPortForward(server, SOURCE_PORT);
     const rows: string[][] = [];
     try {
       progress('port-forwards up');
@@ -194,7 +211,7 @@ async function main(): Promise<void> {
         const forwarded: number[] = [];
         for (let i = 0; i < RUNS; i++) {
           progress(`${mode} run ${i + 1}`);
-          direct.push(await directMs(netns, mode, mode === 'up' ? SINK_PORT : SOURCE_PORT));
+          direct.push(await directMs(setup.netnsPath, mode, mode === 'up' ? SINK_PORT : SOURCE_PORT));
           forwarded.push(await forwardedMs(mode === 'up' ? up.localPort : down.localPort, mode));
         }
         const d = mibps(median(direct));
@@ -215,7 +232,8 @@ async function main(): Promise<void> {
     );
     console.log(table(['direction', 'direct loopback', 'port-forward', 'ratio'], rows));
   } finally {
-    await fixture.cleanup();
+    await server.call({ op: 'cleanup' }).catch(() => undefined);
+    server.stop();
   }
 }
 

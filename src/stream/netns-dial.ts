@@ -1,120 +1,146 @@
 /**
- * A TCP connection to 127.0.0.1:PORT inside a pod's network namespace. Node
- * cannot setns, so each forwarded connection runs `nsenter --net=NS` with a
- * small relay that connects inside the namespace and copies between its
- * stdio and the socket. The relay is perl (perl-base is Essential on Debian,
- * and its core Socket module is enough): unlike socat it closes its stdout as
- * soon as the port's side closes (socat keeps stdout open until both
- * directions end), and it half-closes the socket when its stdin ends, so
- * either side may finish first.
+ * TCP connections to 127.0.0.1:PORT inside a pod's network namespace. Node
+ * cannot setns, so for each namespace berth keeps a small Node helper running
+ * inside it (`nsenter --net=NS node netns-dialer.js`, an IPC channel to
+ * berth). Asked for a port, the helper connects from inside the namespace and
+ * hands the connected socket back over IPC (SCM_RIGHTS); the socket stays in
+ * the namespace it was made in, so berth then reads and writes it directly
+ * with no relay process on the data path. A helper exits after a minute
+ * without requests.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import type { Socket } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import type { Readable, Writable } from 'node:stream';
 
 export const NSENTER_PATH = '/usr/bin/nsenter';
-export const PERL_PATH = '/usr/bin/perl';
 /** How long the client's direction may go on after the port's side has closed. */
 export const HALF_CLOSE_GRACE_MS = 1000;
-
-const TCP_RELAY = `
-use strict;
-use Socket qw(PF_INET SOCK_STREAM IPPROTO_TCP TCP_NODELAY pack_sockaddr_in inet_aton);
-my $port = shift @ARGV;
-socket(my $s, PF_INET, SOCK_STREAM, 0) or die "socket: $!\n";
-connect($s, pack_sockaddr_in($port, inet_aton('127.0.0.1'))) or die "connect to 127.0.0.1:$port: $!\n";
-setsockopt($s, IPPROTO_TCP, TCP_NODELAY, 1);
-$SIG{PIPE} = 'IGNORE';
-my $pid = fork();
-die "fork: $!\n" unless defined $pid;
-my $buf;
-if ($pid == 0) {
-  close(STDOUT);
-  open(STDERR, '>', '/dev/null');
-  while (1) {
-    my $n = sysread(STDIN, $buf, 131072);
-    last if !defined($n) || $n == 0;
-    for (my $off = 0; $off < $n; ) {
-      my $w = syswrite($s, $buf, $n - $off, $off);
-      exit 0 unless defined $w;
-      $off += $w;
-    }
-  }
-  shutdown($s, 1);
-  exit 0;
-}
-close(STDIN);
-OUT: while (1) {
-  my $n = sysread($s, $buf, 131072);
-  last if !defined($n) || $n == 0;
-  for (my $off = 0; $off < $n; ) {
-    my $w = syswrite(STDOUT, $buf, $n - $off, $off);
-    last OUT unless defined $w;
-    $off += $w;
-  }
-}
-close(STDOUT);
-waitpid($pid, 0);
-exit 0;
-`;
+const HELPER_IDLE_MS = 60_000;
+const HELPER = fileURLToPath(new URL('./netns-dialer.js', import.meta.url));
 
 export interface NetnsConnection {
-  /** Bytes to the port. End it to half-close. */
+  /** Bytes to the port. */
   input: Writable;
   /** Bytes from the port; ends when the port's side closes. */
   output: Readable;
-  /** Resolves with null once the relay ends cleanly, else with the reason it failed. */
+  /** Resolves with null once the connection closes cleanly, else with the reason it failed. */
   done: Promise<string | null>;
   /**
-   * Like `done`, but once the port's side has closed (output ended) waits at
-   * most graceMs for the client's side before ending the relay: clients such
-   * as kubectl treat the remote close as the end of the connection and never
-   * half-close themselves. (CRI-O gives the other direction a grace period too.)
+   * Like `done`, but once the port's side has closed waits at most graceMs
+   * for the rest before closing: clients such as kubectl treat the remote
+   * close as the end of the connection (CRI-O gives the same grace).
    */
   settled(graceMs: number): Promise<string | null>;
   kill(): void;
 }
 
-export function dialInNetns(netnsPath: string, port: number): NetnsConnection {
-  const child: ChildProcess = spawn(
-    NSENTER_PATH,
-    [`--net=${netnsPath}`, '--', PERL_PATH, '-e', TCP_RELAY, String(port)],
-    { stdio: ['pipe', 'pipe', 'pipe'] },
-  );
-  child.stdin!.on('error', () => undefined);
-  child.stdout!.on('error', () => undefined);
-  let diagnostics = '';
-  let killed = false;
-  child.stderr!.on('data', (chunk: Buffer) => {
-    if (diagnostics.length < 4096) diagnostics += chunk.toString();
-  });
-  const done = new Promise<string | null>((resolve) => {
-    child.once('error', (err) => resolve(`cannot run ${NSENTER_PATH}: ${err.message}`));
-    child.once('close', (code, signal) => {
-      // Ended by berth (the client reset the stream, or the grace ran out): not a failure.
-      if (code === 0 || killed) return resolve(null);
-      const reason = diagnostics.trim().split('\n')[0];
-      resolve(reason || (signal ? `relay killed by ${signal}` : `relay exited with ${code}`));
+interface DialReply {
+  id: number;
+  error?: string;
+}
+
+class NetnsDialer {
+  private child?: ChildProcess;
+  private next = 0;
+  private readonly waiting = new Map<number, { resolve: (s: Socket) => void; reject: (e: Error) => void }>();
+  private idle?: NodeJS.Timeout;
+  private exitReason = '';
+
+  constructor(
+    private readonly netnsPath: string,
+    private readonly onGone: () => void,
+  ) {}
+
+  dial(port: number): Promise<Socket> {
+    const child = this.ensureChild();
+    if (this.idle) clearTimeout(this.idle);
+    this.idle = setTimeout(() => this.stop(), HELPER_IDLE_MS);
+    this.idle.unref();
+    const id = this.next++;
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      child.send({ id, port }, (err) => {
+        if (err) this.settle(id, new Error(`cannot reach the dialer in ${this.netnsPath}: ${err.message}`));
+      });
     });
-  });
-  const outputEnded = new Promise<void>((resolve) => {
-    child.stdout!.once('end', () => resolve());
-    child.stdout!.once('close', () => resolve());
-  });
-  const kill = () => {
-    // The relay's writer half (a forked child) ends with its stdin.
-    child.stdin!.destroy();
-    if (child.exitCode === null && child.signalCode === null) {
-      killed = true;
-      child.kill('SIGKILL');
+  }
+
+  stop(): void {
+    this.child?.kill('SIGKILL');
+  }
+
+  private settle(id: number, result: Socket | Error): void {
+    const waiter = this.waiting.get(id);
+    this.waiting.delete(id);
+    if (!waiter) {
+      if (!(result instanceof Error)) result.destroy();
+      return;
     }
-  };
+    if (result instanceof Error) waiter.reject(result);
+    else waiter.resolve(result);
+  }
+
+  private ensureChild(): ChildProcess {
+    if (this.child) return this.child;
+    const child = spawn(NSENTER_PATH, [`--net=${this.netnsPath}`, '--', process.execPath, HELPER], {
+      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
+    });
+    this.child = child;
+    let diagnostics = '';
+    child.stderr!.on('data', (chunk: Buffer) => {
+      if (diagnostics.length < 4096) diagnostics += chunk.toString();
+    });
+    child.on('message', (message: DialReply, handle?: Socket) => {
+      if (message.error !== undefined || !handle)
+        this.settle(message.id, new Error(message.error ?? 'no socket'));
+      else this.settle(message.id, handle);
+    });
+    const gone = (why: string) => {
+      if (this.child !== child) return;
+      this.child = undefined;
+      this.exitReason = diagnostics.trim().split('\n')[0] || why;
+      for (const id of [...this.waiting.keys()]) {
+        this.settle(id, new Error(`cannot connect in ${this.netnsPath}: ${this.exitReason}`));
+      }
+      if (this.idle) clearTimeout(this.idle);
+      this.onGone();
+    };
+    child.once('error', (err) => gone(err.message));
+    child.once('exit', (code, signal) =>
+      gone(signal ? `dialer killed by ${signal}` : `dialer exited with ${code}`),
+    );
+    return child;
+  }
+}
+
+const dialers = new Map<string, NetnsDialer>();
+
+/** Connects to 127.0.0.1:port inside the namespace; rejects with the reason (e.g. connection refused). */
+export async function dialInNetns(netnsPath: string, port: number): Promise<NetnsConnection> {
+  let dialer = dialers.get(netnsPath);
+  if (!dialer) {
+    const created = new NetnsDialer(netnsPath, () => {
+      if (dialers.get(netnsPath) === created) dialers.delete(netnsPath);
+    });
+    dialers.set(netnsPath, created);
+    dialer = created;
+  }
+  const socket = await dialer.dial(port);
+  socket.setNoDelay(true);
+  let failure: string | null = null;
+  socket.on('error', (err) => {
+    failure ??= err.message;
+  });
+  const done = new Promise<string | null>((resolve) => socket.once('close', () => resolve(failure)));
+  const ended = new Promise<void>((resolve) => socket.once('end', () => resolve()));
   return {
-    input: child.stdin!,
-    output: child.stdout!,
+    input: socket,
+    output: socket,
     done,
     async settled(graceMs: number) {
-      const result = await Promise.race([done, outputEnded.then(() => 'output-ended' as const)]);
-      if (result !== 'output-ended') return result;
+      const first = await Promise.race([done, ended.then(() => 'ended' as const)]);
+      if (first !== 'ended') return first;
       let timer: NodeJS.Timeout | undefined;
       const graced = await Promise.race([
         done,
@@ -122,9 +148,17 @@ export function dialInNetns(netnsPath: string, port: number): NetnsConnection {
       ]);
       clearTimeout(timer);
       if (graced !== 'grace') return graced;
-      kill();
+      socket.destroy();
       return null;
     },
-    kill,
+    kill() {
+      socket.destroy();
+    },
   };
+}
+
+/** Stops every dialer helper (daemon shutdown, tests). */
+export function stopNetnsDialers(): void {
+  for (const dialer of dialers.values()) dialer.stop();
+  dialers.clear();
 }

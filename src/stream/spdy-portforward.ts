@@ -54,20 +54,31 @@ export function serveSpdyPortForward(conn: SpdyConnection, options: PortForwardO
       data.reset();
       return;
     }
-    const relay = dialInNetns(options.target.netnsPath, port);
-    relays.add(relay.kill);
-    data.pipe(relay.input);
-    relay.output.pipe(data);
-    // A reset stream means the client gave up on this connection.
-    data.once('reset', relay.kill);
-    void relay.settled(HALF_CLOSE_GRACE_MS).then((failure) => {
-      relays.delete(relay.kill);
-      if (failure && !error.destroyed) {
-        options.log.debug({ port, podSandboxId: options.podSandboxId, failure }, 'port forward failed');
+    const report = (failure: string) => {
+      options.log.debug({ port, podSandboxId: options.podSandboxId, failure }, 'port forward failed');
+      if (!error.destroyed)
         error.write(`error forwarding port ${port} to pod ${options.podSandboxId}, uid : ${failure}`);
-      }
-      if (!error.destroyed) error.end();
-    });
+    };
+    void dialInNetns(options.target.netnsPath, port).then(
+      (relay) => {
+        if (data.destroyed) return relay.kill();
+        relays.add(relay.kill);
+        data.pipe(relay.input);
+        relay.output.pipe(data);
+        // A reset stream means the client gave up on this connection.
+        data.once('close', relay.kill);
+        void relay.settled(HALF_CLOSE_GRACE_MS).then((failure) => {
+          relays.delete(relay.kill);
+          if (failure) report(failure);
+          if (!error.destroyed) error.end();
+        });
+      },
+      (err: unknown) => {
+        report(err instanceof Error ? err.message : String(err));
+        if (!error.destroyed) error.end();
+        if (!data.destroyed) data.end();
+      },
+    );
   };
 
   const onStream = (stream: SpdyStream) => {

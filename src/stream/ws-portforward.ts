@@ -20,13 +20,29 @@ export async function serveWsPortForward(
     ports.map(async (port, i) => {
       const dataChannel = 2 * i;
       const errorChannel = 2 * i + 1;
+      // Claimed before any await: the client may send data as soon as it is
+      // connected, and messages on a channel nobody reads yet are dropped.
+      const input = channels.reader(dataChannel);
       const portBytes = Buffer.alloc(2);
       portBytes.writeUInt16LE(port);
       await channels.send(dataChannel, portBytes);
       await channels.send(errorChannel, portBytes);
-      const relay = dialInNetns(options.target.netnsPath, port);
+      const report = (failure: string) => {
+        options.log.debug({ port, podSandboxId: options.podSandboxId, failure }, 'port forward failed');
+        return channels.send(
+          errorChannel,
+          Buffer.from(`error forwarding port ${port} to pod ${options.podSandboxId}, uid : ${failure}`),
+        );
+      };
+      let relay;
+      try {
+        relay = await dialInNetns(options.target.netnsPath, port);
+      } catch (err) {
+        await report(err instanceof Error ? err.message : String(err));
+        return;
+      }
       relays.push(relay.kill);
-      channels.reader(dataChannel).pipe(relay.input);
+      input.pipe(relay.input);
       const writer = channels.writer(dataChannel);
       const flushed = new Promise<void>((resolve) => {
         writer.once('finish', () => resolve());
@@ -35,13 +51,7 @@ export async function serveWsPortForward(
       relay.output.pipe(writer);
       const failure = await relay.settled(HALF_CLOSE_GRACE_MS);
       await flushed;
-      if (failure) {
-        options.log.debug({ port, podSandboxId: options.podSandboxId, failure }, 'port forward failed');
-        await channels.send(
-          errorChannel,
-          Buffer.from(`error forwarding port ${port} to pod ${options.podSandboxId}, uid : ${failure}`),
-        );
-      }
+      if (failure) await report(failure);
     }),
   );
   channels.close(1000);

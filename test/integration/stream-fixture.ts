@@ -66,8 +66,9 @@ export class StreamFixture {
   backend(): StreamBackend {
     const running = async (id: string) => {
       if (!this.containers.has(id)) throw new NotFoundError(`container ${id} not found`);
-      const state = await this.engine.state(id, this.handler);
-      if (state?.status !== 'running') throw new FailedPreconditionError(`container ${id} is not running`);
+      // Like berth's record check: cheap (conmon's pid), no runtime call.
+      if (!(await this.engine.conmonAlive(id)))
+        throw new FailedPreconditionError(`container ${id} is not running`);
     };
     return {
       resolveExec: async (id) => {

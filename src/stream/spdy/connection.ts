@@ -104,7 +104,7 @@ export interface SpdyConnectionOptions {
  * (protocol errors; the connection is closed after).
  */
 export class SpdyConnection extends EventEmitter {
-  private readonly parser = new FrameParser();
+  private readonly parser = new FrameParser(undefined, true);
   private readonly codec = new HeaderCodec();
   private readonly streams = new Map<number, SpdyStream>();
   private readonly replyWaiters = new Map<number, (headers: SpdyHeaders | Error) => void>();
@@ -192,12 +192,15 @@ export class SpdyConnection extends EventEmitter {
     if (data.length === 0) {
       ok = this.socket.write(dataFrameHeader(streamId, fin ? FLAG_FIN : 0, 0));
     }
+    // Header and payload leave in one write (writev) rather than two.
+    this.socket.cork();
     for (let offset = 0; offset < data.length; offset += MAX_DATA_FRAME) {
       const piece = data.subarray(offset, Math.min(offset + MAX_DATA_FRAME, data.length));
       const last = offset + piece.length >= data.length;
       this.socket.write(dataFrameHeader(streamId, fin && last ? FLAG_FIN : 0, piece.length));
       ok = this.socket.write(piece);
     }
+    this.socket.uncork();
     if (ok) callback();
     else this.drainWaiters.push(callback);
   }

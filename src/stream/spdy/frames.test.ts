@@ -99,3 +99,34 @@ describe('SPDY frames', () => {
     );
   });
 });
+
+describe('SPDY frames with streamed DATA payloads', () => {
+  it('hands out payload pieces as they arrive, FIN on the last piece only', () => {
+    const parser = new FrameParser(undefined, true);
+    const bytes = Buffer.concat([
+      Buffer.from('00000003 01 000006'.replace(/\s+/g, ''), 'hex'),
+      Buffer.from('abcdef'),
+      Buffer.from('80030006 00 000004 00000009'.replace(/\s+/g, ''), 'hex'),
+      Buffer.from('00000005 01 000000'.replace(/\s+/g, ''), 'hex'),
+    ]);
+    const frames: Frame[] = [];
+    let offset = 0;
+    for (const cut of [3, 10, 12, 20, 25, bytes.length]) {
+      frames.push(...parser.push(bytes.subarray(offset, cut)));
+      offset = cut;
+    }
+    const data = frames.filter((f) => f.type === 'data' && f.streamId === 3);
+    assert.equal(
+      Buffer.concat(data.map((f) => (f.type === 'data' ? f.data : Buffer.alloc(0)))).toString(),
+      'abcdef',
+    );
+    assert.ok(data.length > 1, 'the payload came in pieces');
+    assert.deepEqual(
+      data.map((f) => f.type === 'data' && f.flags),
+      [...Array(data.length - 1).fill(0), 1],
+    );
+    assert.deepEqual(frames.at(-2), { type: 'ping', id: 9 });
+    assert.deepEqual(frames.at(-1), { type: 'data', streamId: 5, flags: 1, data: Buffer.alloc(0) });
+    assert.equal(parser.pending, 0);
+  });
+});

@@ -190,12 +190,21 @@ function decodeControl(type: number, flags: number, payload: Buffer): Frame {
 /**
  * Splits a byte stream into frames, whatever the read boundaries: a frame may
  * arrive in pieces, or several in one chunk.
+ *
+ * With `streamData`, DATA payloads are handed out as they arrive, in pieces
+ * (zero-copy slices of the reads), each piece a 'data' frame; only the last
+ * piece of a frame carries its flags (FIN). Control frames are always whole.
  */
 export class FrameParser {
   private chunks: Buffer[] = [];
   private buffered = 0;
+  /** A DATA frame being passed through: its stream, flags and bytes still to come. */
+  private data?: { streamId: number; flags: number; left: number };
 
-  constructor(private readonly maxPayload = MAX_FRAME_PAYLOAD) {}
+  constructor(
+    private readonly maxPayload = MAX_FRAME_PAYLOAD,
+    private readonly streamData = false,
+  ) {}
 
   /** Feeds bytes; returns the frames completed by them. */
   push(chunk: Buffer): Frame[] {
@@ -204,15 +213,33 @@ export class FrameParser {
       this.buffered += chunk.length;
     }
     const frames: Frame[] = [];
-    while (this.buffered >= 8) {
+    for (;;) {
+      if (this.data) {
+        const data = this.data;
+        if (this.buffered === 0 && data.left > 0) break;
+        const piece = this.takeUpTo(data.left);
+        data.left -= piece.length;
+        const last = data.left === 0;
+        if (last) this.data = undefined;
+        if (piece.length > 0 || last) {
+          frames.push({ type: 'data', streamId: data.streamId, flags: last ? data.flags : 0, data: piece });
+        }
+        continue;
+      }
+      if (this.buffered < 8) break;
       const head = this.peek(8);
+      const first = head.readUInt32BE(0);
       const length = head.readUInt32BE(4) & 0xffffff;
       if (length > this.maxPayload) {
         throw new SpdyProtocolError(`SPDY frame of ${length} bytes exceeds the limit of ${this.maxPayload}`);
       }
+      if (this.streamData && !(first & 0x80000000)) {
+        this.take(8);
+        this.data = { streamId: first & 0x7fffffff, flags: head[4], left: length };
+        continue;
+      }
       if (this.buffered < 8 + length) break;
       const frame = this.take(8 + length);
-      const first = frame.readUInt32BE(0);
       const flags = frame[4];
       const payload = frame.subarray(8);
       if (first & 0x80000000) {
@@ -235,7 +262,21 @@ export class FrameParser {
 
   private peek(n: number): Buffer {
     if (this.chunks[0].length >= n) return this.chunks[0].subarray(0, n);
-    return Buffer.concat(this.chunks).subarray(0, n);
+    return Buffer.concat(this.chunks, n);
+  }
+
+  /** Up to n bytes from the first buffered chunk (no copy). */
+  private takeUpTo(n: number): Buffer {
+    if (n === 0 || this.buffered === 0) return Buffer.alloc(0);
+    const first = this.chunks[0];
+    if (first.length <= n) {
+      this.chunks.shift();
+      this.buffered -= first.length;
+      return first;
+    }
+    this.chunks[0] = first.subarray(n);
+    this.buffered -= n;
+    return first.subarray(0, n);
   }
 
   private take(n: number): Buffer {
@@ -246,9 +287,18 @@ export class FrameParser {
       if (first.length === n) this.chunks.shift();
       else this.chunks[0] = first.subarray(n);
     } else {
-      const all = Buffer.concat(this.chunks);
-      out = all.subarray(0, n);
-      this.chunks = all.length > n ? [all.subarray(n)] : [];
+      out = Buffer.concat(this.chunks, n);
+      let left = n;
+      while (left > 0) {
+        const head = this.chunks[0];
+        if (head.length <= left) {
+          this.chunks.shift();
+          left -= head.length;
+        } else {
+          this.chunks[0] = head.subarray(left);
+          left = 0;
+        }
+      }
     }
     this.buffered -= n;
     return out;

@@ -1,0 +1,36 @@
+/**
+ * Runs inside a pod's network namespace (started by netns-dial.ts through
+ * nsenter, with an IPC channel): for each {id, port} it connects to
+ * 127.0.0.1:port and sends the connected socket back, or the error.
+ */
+import { connect } from 'node:net';
+import { getSystemErrorMessage } from 'node:util';
+
+interface DialRequest {
+  id: number;
+  port: number;
+}
+
+if (!process.send) {
+  process.stderr.write('netns-dialer: needs an IPC channel\n');
+  process.exit(2);
+}
+
+process.on('message', (request: DialRequest) => {
+  const socket = connect({ port: request.port, host: '127.0.0.1' });
+  // Sending pauses and closes berth's copy here once the handle is passed.
+  socket.once('connect', () => {
+    process.send!({ id: request.id }, socket);
+  });
+  socket.once('error', (err: NodeJS.ErrnoException) => {
+    process.send!({ id: request.id, error: `connect to 127.0.0.1:${request.port}: ${describe(err)}` });
+  });
+});
+/** strerror's wording ("Connection refused"), as kubectl users know it from other runtimes. */
+function describe(err: NodeJS.ErrnoException): string {
+  if (typeof err.errno !== 'number') return err.message;
+  const text = getSystemErrorMessage(err.errno);
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+process.on('disconnect', () => process.exit(0));
