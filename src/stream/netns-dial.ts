@@ -107,7 +107,9 @@ class NetnsDialer {
       this.onGone();
     };
     child.once('error', (err) => gone(err.message));
-    child.once('exit', (code, signal) =>
+    // 'close', not 'exit': by then stderr is read to the end, so nsenter's
+    // reason (e.g. the namespace file is gone) makes it into the error.
+    child.once('close', (code, signal) =>
       gone(signal ? `dialer killed by ${signal}` : `dialer exited with ${code}`),
     );
     return child;

@@ -1,0 +1,76 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createServer, type AddressInfo, type Server } from 'node:net';
+import { after, before, describe, it } from 'node:test';
+import { dialInNetns, stopNetnsDialers } from './netns-dial.js';
+
+// The dialer helper runs through nsenter, which needs root; berth's own
+// namespace (/proc/self/ns/net) stands in for a pod's so the test needs no pod.
+const HERE = `/proc/${process.pid}/ns/net`;
+
+function dialerPids(): number[] {
+  const out = execFileSync('ps', ['-eo', 'pid=,ppid=,args='], { encoding: 'utf8' });
+  return out
+    .split('\n')
+    .map((line) => line.trim().split(/\s+/))
+    .filter((f) => Number(f[1]) === process.pid && f.some((a) => a.endsWith('netns-dialer.js')))
+    .map((f) => Number(f[0]));
+}
+
+describe('dialInNetns', { skip: process.getuid?.() !== 0 && 'needs root for nsenter' }, () => {
+  let server: Server;
+  let port: number;
+
+  before(async () => {
+    server = createServer((socket) => socket.pipe(socket));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    port = (server.address() as AddressInfo).port;
+  });
+  after(() => {
+    stopNetnsDialers();
+    server.close();
+  });
+
+  it('hands back a socket connected inside the namespace that berth reads and writes itself', async () => {
+    const conn = await dialInNetns(HERE, port);
+    const echoed: Buffer[] = [];
+    conn.output.on('data', (chunk: Buffer) => echoed.push(chunk));
+    conn.input.end('hello through the netns');
+    await new Promise((resolve) => conn.output.once('end', resolve));
+    assert.equal(Buffer.concat(echoed).toString(), 'hello through the netns');
+    assert.equal(await conn.done, null);
+  });
+
+  it('serves concurrent dials through one helper per namespace', async () => {
+    const conns = await Promise.all(Array.from({ length: 10 }, () => dialInNetns(HERE, port)));
+    assert.equal(dialerPids().length, 1);
+    for (const conn of conns) conn.kill();
+  });
+
+  it('rejects a refused port in strerror words', async () => {
+    const closed = createServer();
+    await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));
+    const closedPort = (closed.address() as AddressInfo).port;
+    await new Promise((resolve) => closed.close(resolve));
+    await assert.rejects(dialInNetns(HERE, closedPort), {
+      message: `connect to 127.0.0.1:${closedPort}: Connection refused`,
+    });
+  });
+
+  it('rejects with nsenter’s reason when the namespace is gone', async () => {
+    await assert.rejects(dialInNetns('/run/netns/berth-test-no-such-netns', port), (err: Error) => {
+      assert.match(err.message, /cannot connect in \/run\/netns\/berth-test-no-such-netns: .*No such file/);
+      return true;
+    });
+  });
+
+  it('stopNetnsDialers leaves no helper running', async () => {
+    const conn = await dialInNetns(HERE, port);
+    conn.kill();
+    assert.equal(dialerPids().length, 1);
+    stopNetnsDialers();
+    const deadline = Date.now() + 5000;
+    while (dialerPids().length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.deepEqual(dialerPids(), []);
+  });
+});
