@@ -11,12 +11,18 @@
  * Two pulls of the same reference with the same credentials share one run;
  * two pulls needing the same blob share its download.
  */
-import { PassThrough, Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import type { BerthConfig } from '../../config/schema.js';
-import { BerthError, InvalidArgumentError, UnavailableError, errorMessage } from '../../errors.js';
+import {
+  BerthError,
+  InternalError,
+  InvalidArgumentError,
+  UnavailableError,
+  errorMessage,
+} from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { ContentMismatchError } from '../layer/unpack.js';
+import { ContentMismatchError, LayerRejectedError } from '../layer/errors.js';
 import {
   formatReference,
   parseReference,
@@ -37,7 +43,7 @@ import { Endpoints } from '../registry/hosts.js';
 import { chainIdOf } from '../store/layers.js';
 import { sha256Of } from '../store/blobs.js';
 import type { ImageStore } from '../store/store.js';
-import type { Digest, ImageConfigFile, ImageRecord } from '../types.js';
+import type { Digest, ImageConfigFile, ImageRecord, LayerRecord } from '../types.js';
 import {
   MANIFEST_ACCEPT,
   nodePlatform,
@@ -50,8 +56,12 @@ import {
 import { Watchdog, type Transfer } from './progress.js';
 
 const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
-/** Bytes buffered between the download and the layer unpacker reading along. */
-const TEE_BUFFER = 512 * 1024;
+
+/** A layer whose blob, when downloaded, is unpacked from the same bytes. */
+interface LayerToUnpack {
+  layer: Omit<LayerRecord, 'chainId'>;
+  parent: Digest | undefined;
+}
 
 export interface PullOptions {
   auth?: AuthConfigLike;
@@ -262,16 +272,22 @@ export class Puller {
         parents.push(chain);
         chain = chainIdOf(chain, l.diffId);
       }
-      // Downloads are limited; each layer is unpacked as soon as its blob is in.
+      // Downloads are limited; a layer downloaded now is unpacked from the
+      // same bytes as they arrive (in a layer worker, see layer/ingest.ts).
       const unpacks: Promise<unknown>[] = [];
       await eachLimited(layers, cfg.max_concurrent_downloads, controller, async (layer, i) => {
-        // A layer downloaded now is unpacked from the same bytes as they arrive.
-        const chainId = chainIdOf(parents[i], layer.diffId);
-        await this.ensureBlob(client, manifest.layers[i], `pull of ${image}`, watchdog, signal, (stream) =>
-          this.store.layers.unpack(layer, chainId, () => stream, signal),
-        );
+        await this.ensureBlob(client, manifest.layers[i], `pull of ${image}`, watchdog, signal, {
+          layer,
+          parent: parents[i],
+        });
         // Present by now unless the blob was already stored or came from another pull's download.
-        const unpack = this.store.unpackLayer(layer, parents[i]);
+        const unpack = this.store.unpackLayer(layer, parents[i]).catch((err: unknown) => {
+          if (signal.aborted) throw err;
+          if (err instanceof ContentMismatchError) {
+            throw new ContentMismatchError(`pull of ${image}: ${err.message}`, { cause: err });
+          }
+          throw namedLayerError(err, `pull of ${image}`);
+        });
         unpack.catch((err: unknown) => {
           if (!signal.aborted) controller.abort(err);
         });
@@ -415,7 +431,7 @@ export class Puller {
     what: string,
     watchdog: Watchdog,
     signal: AbortSignal,
-    along?: (stream: Readable) => Promise<unknown>,
+    layer?: LayerToUnpack,
   ): Promise<void> {
     for (let attempt = 0; ; attempt++) {
       if (await this.store.hasBlob(d.digest)) return;
@@ -433,7 +449,7 @@ export class Puller {
       }
     }
     const transfer: Transfer = { name: `blob ${d.digest}`, size: d.size, bytes: 0, lastByteAt: Date.now() };
-    const promise = this.download(client, d, transfer, what, watchdog, signal, along);
+    const promise = this.download(client, d, transfer, what, watchdog, signal, layer);
     const entry: SharedBlob = { promise, transfer };
     this.blobs.set(d.digest, entry);
     try {
@@ -450,7 +466,7 @@ export class Puller {
     what: string,
     watchdog: Watchdog,
     signal: AbortSignal,
-    along?: (stream: Readable) => Promise<unknown>,
+    layer?: LayerToUnpack,
   ): Promise<void> {
     const done = watchdog.watch(transfer);
     const started = Date.now();
@@ -462,22 +478,20 @@ export class Puller {
           `${what}: ${client.name} announces ${res.length} bytes for blob ${d.digest}, the manifest ${d.size}`,
         );
       }
-      if (!along) {
+      if (!layer) {
         await this.store.putBlob(d.digest, d.size, counted(res.body, transfer), signal);
       } else {
-        const side = new PassThrough({ highWaterMark: TEE_BUFFER });
-        const consuming = along(side);
-        const [stored, consumed] = await Promise.allSettled([
-          this.store.putBlob(
-            d.digest,
-            d.size,
-            counted(res.body, transfer, { stream: side, settled: consuming }),
+        await this.store
+          .pullLayer(layer.layer, layer.parent, d.size, res.body, {
             signal,
-          ),
-          consuming,
-        ]);
-        if (stored.status === 'rejected') throw stored.reason;
-        if (consumed.status === 'rejected') throw consumed.reason;
+            onBytes: (n) => {
+              transfer.bytes += n;
+              transfer.lastByteAt = Date.now();
+            },
+          })
+          .catch((err: unknown) => {
+            throw signal.aborted ? err : namedLayerError(err, what);
+          });
       }
       this.log.debug({ blob: d.digest, bytes: transfer.bytes, ms: Date.now() - started }, 'blob stored');
     } catch (err) {
@@ -523,52 +537,28 @@ function abortable<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
-/** A copy of the body for a second consumer (the layer unpacker), which may not want it. */
-interface Side {
-  stream: PassThrough;
-  /** Settles when the consumer is done, whether or not it read the stream. */
-  settled: Promise<unknown>;
+/**
+ * A layer's failure with the pull named (the layer code names the blob):
+ * what a worker thread reports is turned into the matching gRPC error.
+ */
+function namedLayerError(err: unknown, what: string): Error {
+  if (err instanceof ContentMismatchError) return err; // the caller adds the endpoint
+  if (err instanceof LayerRejectedError)
+    return new LayerRejectedError(`${what}: ${err.message}`, { cause: err });
+  if (err instanceof BerthError) return new BerthError(err.code, `${what}: ${err.message}`, { cause: err });
+  return new InternalError(`${what}: ${errorMessage(err)}`, { cause: err });
 }
 
-/**
- * The body, stamping the transfer with every chunk (for the stall watchdog)
- * and copying it to `side` with backpressure while the side consumer runs.
- */
-function counted(body: Readable, transfer: Transfer, side?: Side): Readable {
-  let sideDone = false;
-  const sideSettled = side?.settled.then(
-    () => (sideDone = true),
-    () => (sideDone = true),
-  );
+/** The body, stamping the transfer with every chunk (for the stall watchdog). */
+function counted(body: Readable, transfer: Transfer): Readable {
   return Readable.from(
     (async function* () {
-      try {
-        for await (const chunk of body as AsyncIterable<Buffer>) {
-          transfer.bytes += chunk.length;
-          transfer.lastByteAt = Date.now();
-          if (side && !sideDone && !side.stream.destroyed && !side.stream.write(chunk)) {
-            await Promise.race([drainedOrClosed(side.stream), sideSettled]);
-          }
-          yield chunk;
-        }
-        side?.stream.end();
-      } finally {
-        // Stopped early (the blob failed): the side consumer must not wait for more.
-        if (side && !side.stream.writableEnded) side.stream.destroy();
+      for await (const chunk of body as AsyncIterable<Buffer>) {
+        transfer.bytes += chunk.length;
+        transfer.lastByteAt = Date.now();
+        yield chunk;
       }
     })(),
     { objectMode: false },
   );
-}
-
-function drainedOrClosed(stream: PassThrough): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      stream.off('drain', done);
-      stream.off('close', done);
-      resolve();
-    };
-    stream.on('drain', done);
-    stream.on('close', done);
-  });
 }

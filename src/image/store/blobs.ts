@@ -11,7 +11,7 @@ import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { InvalidArgumentError, NotFoundError, errnoCode } from '../../errors.js';
 import { fsyncDir } from '../../util/atomic-file.js';
-import { ContentMismatchError } from '../layer/unpack.js';
+import { ContentMismatchError } from '../layer/errors.js';
 import { leftBehind, tempName } from './temp.js';
 import type { Digest } from '../types.js';
 
@@ -102,6 +102,22 @@ export class BlobStore {
 
   async size(digest: Digest): Promise<number> {
     return (await stat(this.path(digest))).size;
+  }
+
+  /** A fresh temp path in the ingest dir for `digest` (for a writer elsewhere, e.g. a layer worker). */
+  tempPath(digest: Digest): string {
+    return join(this.ingestDir, tempName(digestHex(digest)));
+  }
+
+  /** Moves a verified, fsynced temp file into place as `digest`. */
+  async commitTemp(temp: string, digest: Digest): Promise<void> {
+    try {
+      await rename(temp, this.path(digest));
+    } catch (err) {
+      await unlink(temp).catch(() => undefined);
+      throw err;
+    }
+    await fsyncDir(this.dir);
   }
 
   /**

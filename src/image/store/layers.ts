@@ -7,11 +7,10 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Readable } from 'node:stream';
 import { errnoCode } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { fsyncDir } from '../../util/atomic-file.js';
-import { unpackLayerStream } from '../layer/unpack.js';
+import { runIngest, type BlobSpec, type IngestSource } from '../layer/ingest.js';
 import type { Digest, LayerRecord } from '../types.js';
 import { digestHex } from './blobs.js';
 import { leftBehind, tempName } from './temp.js';
@@ -27,6 +26,13 @@ export function chainIds(diffIds: readonly Digest[]): Digest[] {
   const out: Digest[] = [];
   for (const d of diffIds) out.push(chainIdOf(out.at(-1), d));
   return out;
+}
+
+/** A blob to store from the bytes a layer is unpacked from. */
+export interface LayerBlob {
+  spec: BlobSpec;
+  /** Moves the verified temp file into the blob store. */
+  commit(): Promise<void>;
 }
 
 export class LayerStore {
@@ -62,46 +68,75 @@ export class LayerStore {
     }
   }
 
+  /** True while this process is unpacking the layer. */
+  busy(chainId: Digest): boolean {
+    return this.inflight.has(chainId);
+  }
+
   /**
-   * Ensures the layer is unpacked; `open` supplies the blob stream when it
-   * must be. Resolves to the diff directory.
+   * Ensures the layer is unpacked; `open` supplies the blob (a stream, or
+   * the stored blob file) when it must be. With `blob`, the same bytes are
+   * also stored as that blob (verified, fsynced, then `blob.commit`ted)
+   * before the layer becomes visible, whether or not it needs unpacking.
+   * Resolves to the diff directory.
    */
   unpack(
     layer: Omit<LayerRecord, 'chainId'>,
     chainId: Digest,
-    open: () => Readable,
-    signal?: AbortSignal,
+    open: () => IngestSource,
+    options: { signal?: AbortSignal; blob?: LayerBlob; onBytes?: (n: number) => void } = {},
   ): Promise<string> {
-    let pending = this.inflight.get(chainId);
-    if (!pending) {
-      pending = this.doUnpack(layer, chainId, open, signal).finally(() => this.inflight.delete(chainId));
-      this.inflight.set(chainId, pending);
+    const running = this.inflight.get(chainId);
+    if (running) {
+      if (!options.blob) return running;
+      return Promise.all([this.storeBlob(open(), options.blob, options), running]).then(([, dir]) => dir);
     }
+    const pending = this.doUnpack(layer, chainId, open, options).finally(() => this.inflight.delete(chainId));
+    this.inflight.set(chainId, pending);
     return pending;
+  }
+
+  private async storeBlob(
+    source: IngestSource,
+    blob: LayerBlob,
+    options: { signal?: AbortSignal; onBytes?: (n: number) => void },
+  ): Promise<void> {
+    await runIngest({ blob: blob.spec }, source, { signal: options.signal, onBytes: options.onBytes });
+    await blob.commit();
   }
 
   private async doUnpack(
     layer: Omit<LayerRecord, 'chainId'>,
     chainId: Digest,
-    open: () => Readable,
-    signal?: AbortSignal,
+    open: () => IngestSource,
+    options: { signal?: AbortSignal; blob?: LayerBlob; onBytes?: (n: number) => void },
   ): Promise<string> {
     const hex = digestHex(chainId);
     const final = join(this.dir, hex);
-    if (await this.has(chainId)) return this.diffDir(chainId);
+    if (await this.has(chainId)) {
+      if (options.blob) await this.storeBlob(open(), options.blob, options);
+      return this.diffDir(chainId);
+    }
     const temp = join(this.dir, `.${tempName(hex.slice(0, 16))}`);
-    await mkdir(join(temp, 'diff'), { recursive: true, mode: 0o755 });
-    await mkdir(join(temp, 'scratch'), { mode: 0o700 });
     const started = Date.now();
     try {
-      const result = await unpackLayerStream(open(), {
-        target: join(temp, 'diff'),
-        scratch: join(temp, 'scratch'),
-        name: layer.blobDigest,
-        expectedDiffId: layer.diffId,
-        signal,
-        log: this.log,
-      });
+      await mkdir(join(temp, 'diff'), { recursive: true, mode: 0o755 });
+      await mkdir(join(temp, 'scratch'), { mode: 0o700 });
+      const { unpack: result } = await runIngest(
+        {
+          blob: options.blob?.spec,
+          unpack: {
+            target: join(temp, 'diff'),
+            scratch: join(temp, 'scratch'),
+            name: layer.blobDigest,
+            expectedDiffId: layer.diffId,
+          },
+        },
+        open(),
+        { signal: options.signal, log: this.log, onBytes: options.onBytes },
+      );
+      // The blob before the layer: a layer on disk always has its blob.
+      await options.blob?.commit();
       await rm(join(temp, 'scratch'), { recursive: true, force: true });
       await writeFile(
         join(temp, 'layer.json'),
@@ -109,7 +144,7 @@ export class LayerStore {
           chainId,
           diffId: layer.diffId,
           blobDigest: layer.blobDigest,
-          tarBytes: result.tarBytes,
+          tarBytes: result!.tarBytes,
         }),
       );
       try {
@@ -121,7 +156,7 @@ export class LayerStore {
       }
       await fsyncDir(this.dir);
       this.log.debug(
-        { chainId, blob: layer.blobDigest, entries: result.entries, ms: Date.now() - started },
+        { chainId, blob: layer.blobDigest, entries: result!.entries, ms: Date.now() - started },
         'layer unpacked',
       );
       return this.diffDir(chainId);

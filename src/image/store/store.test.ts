@@ -118,6 +118,122 @@ test('unpackLayer: an escaping layer is rejected and leaves nothing behind', asy
   assert.deepEqual(await readdir(join(root, 'images', 'layers')), []);
 });
 
+/** What a failed pull must not leave: blobs, layers, temp files or dirs. */
+async function assertNothingStored(root: string): Promise<void> {
+  assert.deepEqual(await readdir(join(root, 'images', 'ingest')), [], 'no blob temp files');
+  assert.deepEqual(await readdir(join(root, 'images', 'blobs', 'sha256')), [], 'no blobs');
+  assert.deepEqual(await readdir(join(root, 'images', 'layers')), [], 'no layers or temp dirs');
+}
+
+async function bigLayer() {
+  // Random (incompressible) content: several MiB of compressed stream.
+  const { randomBytes } = await import('node:crypto');
+  const entries = Array.from({ length: 8 }, (_, i) =>
+    file(`f${i}`, randomBytes(1024 * 1024).toString('base64')),
+  );
+  const layer = await buildLayer({ entries, compression: 'gzip' });
+  const rec = {
+    blobDigest: layer.digest,
+    mediaType: layer.mediaType,
+    size: layer.size,
+    diffId: layer.diffId,
+  };
+  return { layer, rec };
+}
+
+function chunksOf(data: Buffer, size: number): Buffer[] {
+  const out: Buffer[] = [];
+  for (let off = 0; off < data.length; off += size) out.push(data.subarray(off, off + size));
+  return out;
+}
+
+test('pullLayer: stores the blob and unpacks the layer from the same bytes', async () => {
+  const root = await tempRoot();
+  const store = await ImageStore.open(root, silentLogger);
+  const { layer, rec } = await bigLayer();
+  let seen = 0;
+  await store.pullLayer(rec, undefined, layer.size, Readable.from(chunksOf(layer.data, 64 * 1024)), {
+    onBytes: (n) => (seen += n),
+  });
+  assert.equal(seen, layer.size);
+  assert.equal(await store.hasBlob(layer.digest), true);
+  assert.equal(
+    (await readFile(join(root, 'images', 'blobs', 'sha256', layer.digest.slice(7)))).equals(layer.data),
+    true,
+  );
+  assert.deepEqual(await readdir(join(root, 'images', 'layers')), [layer.diffId.slice(7)]);
+  assert.deepEqual(await readdir(join(root, 'images', 'ingest')), []);
+});
+
+test('pullLayer: a corrupted or short blob is DATA_LOSS naming the blob, and leaves nothing', async () => {
+  const root = await tempRoot();
+  const store = await ImageStore.open(root, silentLogger);
+  const { layer, rec } = await bigLayer();
+  const corrupt = Buffer.from(layer.data);
+  corrupt[corrupt.length - 100] ^= 0xff;
+  await assert.rejects(
+    store.pullLayer(rec, undefined, layer.size, Readable.from(chunksOf(corrupt, 64 * 1024))),
+    (err: Error) => err instanceof ContentMismatchError && err.message.includes(layer.digest),
+  );
+  await assertNothingStored(root);
+  await assert.rejects(
+    store.pullLayer(rec, undefined, layer.size, Readable.from(chunksOf(layer.data.subarray(0, 5000), 1000))),
+    (err: Error) => err instanceof ContentMismatchError && err.message.includes(layer.digest),
+  );
+  await assertNothingStored(root);
+});
+
+test('pullLayer: cancelled mid-stream, it fails with the reason once the worker stopped, leaving nothing', async () => {
+  const root = await tempRoot();
+  const store = await ImageStore.open(root, silentLogger);
+  const { layer, rec } = await bigLayer();
+  const controller = new AbortController();
+  const reason = new Error('test cancel');
+  const chunks = chunksOf(layer.data, 64 * 1024);
+  const body = Readable.from(
+    (async function* () {
+      for (const [i, c] of chunks.entries()) {
+        if (i === Math.floor(chunks.length / 2)) {
+          controller.abort(reason);
+          // A stalled network: nothing more comes.
+          await new Promise(() => undefined);
+        }
+        yield c;
+      }
+    })(),
+  );
+  await assert.rejects(
+    store.pullLayer(rec, undefined, layer.size, body, { signal: controller.signal }),
+    (err) => err === reason,
+  );
+  assert.equal(body.destroyed, true, 'the body (connection) is closed');
+  await assertNothingStored(root);
+  // Nothing appears later either (the worker had stopped writing).
+  await new Promise((r) => setTimeout(r, 200));
+  await assertNothingStored(root);
+});
+
+test('pullLayer: a body that errors is UNAVAILABLE naming the layer, and leaves nothing', async () => {
+  const root = await tempRoot();
+  const store = await ImageStore.open(root, silentLogger);
+  const { layer, rec } = await bigLayer();
+  const chunks = chunksOf(layer.data, 64 * 1024);
+  const body = Readable.from(
+    (async function* () {
+      yield* chunks.slice(0, 10);
+      throw new Error('connection reset');
+    })(),
+  );
+  await assert.rejects(
+    store.pullLayer(rec, undefined, layer.size, body),
+    (err: Error & { code?: number }) =>
+      err.code === status.UNAVAILABLE &&
+      err.message.includes(layer.digest) &&
+      err.message.includes('connection reset'),
+  );
+  await assertNothingStored(root);
+});
+
 test('commitImage: a layer whose content does not match its diff ID commits nothing', async () => {
   const root = await tempRoot();
   const store = await ImageStore.open(root, silentLogger);

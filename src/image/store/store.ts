@@ -118,7 +118,39 @@ export class ImageStore implements BlobSink {
         `layer blob ${layer.blobDigest} is not in the image store; it must be stored first`,
       );
     }
-    return this.layers.unpack(layer, chainId, () => this.blobs.open(layer.blobDigest));
+    return this.layers.unpack(layer, chainId, () => ({ file: this.blobs.path(layer.blobDigest) }));
+  }
+
+  /**
+   * Stores a layer blob from `body` and unpacks the layer from the same
+   * bytes as they arrive (unless it is unpacked already). Both are verified
+   * while they stream; the blob is stored first, then the layer appears.
+   */
+  async pullLayer(
+    layer: Omit<LayerRecord, 'chainId'>,
+    parentChainId: Digest | undefined,
+    size: number,
+    body: Readable,
+    options: { signal?: AbortSignal; onBytes?: (n: number) => void } = {},
+  ): Promise<void> {
+    const digest = layer.blobDigest;
+    const chainId = chainIdOf(parentChainId, layer.diffId);
+    this.touch(digest);
+    this.touch(chainId);
+    if (await this.blobs.has(digest)) {
+      body.destroy();
+      return;
+    }
+    const temp = this.blobs.tempPath(digest);
+    try {
+      await this.layers.unpack(layer, chainId, () => body, {
+        ...options,
+        blob: { spec: { temp, digest, size }, commit: () => this.blobs.commitTemp(temp, digest) },
+      });
+    } finally {
+      // Unread when something failed before the worker took it: close the connection.
+      body.destroy();
+    }
   }
 
   async commitImage(commit: ImageCommit): Promise<ImageRecord> {

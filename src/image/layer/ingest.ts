@@ -1,0 +1,317 @@
+/**
+ * Layer ingestion off the event loop. A small pool of worker threads
+ * (ingest-worker.ts) does the heavy part of a pull: hashing and writing a
+ * blob as it arrives, decompressing it, hashing the tar (diff ID), parsing it
+ * and writing the layer's files. The main thread only copies network chunks
+ * into batches and hands them over, a few at a time (backpressure), so gRPC
+ * calls stay answered while layers come in.
+ */
+import { availableParallelism } from 'node:os';
+import type { Readable } from 'node:stream';
+import { Worker } from 'node:worker_threads';
+import { InternalError, UnavailableError } from '../../errors.js';
+import { ContentMismatchError, LayerRejectedError } from './errors.js';
+import type { FaultKind } from './faults.js';
+import type { LayerLog, UnpackResult } from './writer.js';
+
+/** Write the compressed bytes to `temp`, verifying size and digest; fsync when whole. */
+export interface BlobSpec {
+  temp: string;
+  digest: string;
+  size?: number;
+}
+
+export interface UnpackSpec {
+  target: string;
+  scratch: string;
+  name: string;
+  expectedDiffId?: string;
+}
+
+export interface IngestSpec {
+  blob?: BlobSpec;
+  unpack?: UnpackSpec;
+}
+
+export interface IngestResult {
+  /** Compressed bytes received. */
+  bytes: number;
+  unpack?: UnpackResult;
+}
+
+/** A stream from the network, or a file the worker reads itself (a stored blob). */
+export type IngestSource = Readable | { file: string };
+
+export interface WireError {
+  kind: FaultKind | 'errno' | 'error';
+  message: string;
+  errno?: string;
+}
+
+export type ToWorker =
+  | { type: 'start'; id: number; spec: IngestSpec; file?: string }
+  | { type: 'data'; id: number; chunk: Uint8Array }
+  | { type: 'end'; id: number }
+  | { type: 'abort'; id: number; message: string };
+
+export type FromWorker =
+  | { type: 'ack'; id: number }
+  | { type: 'done'; id: number; result: IngestResult }
+  | { type: 'error'; id: number; error: WireError }
+  | { type: 'warn'; id: number; obj: Record<string, unknown>; msg: string };
+
+/** Bytes per message to a worker: large enough that per-message costs vanish. */
+const BATCH = 256 * 1024;
+/** Batches a job may have in flight before the source is paused. */
+const MAX_IN_FLIGHT = 8;
+/** Workers at most (fewer on fewer CPUs). */
+const MAX_WORKERS = 4;
+/** An idle worker is stopped after this long (its isolate costs memory). */
+const IDLE_MS = 30_000;
+
+function revive(e: WireError, what: string): Error {
+  switch (e.kind) {
+    case 'rejected':
+      return new LayerRejectedError(e.message);
+    case 'mismatch':
+      return new ContentMismatchError(e.message);
+    case 'internal':
+      return new InternalError(e.message);
+    case 'errno':
+      // Local trouble (ENOSPC, EIO, ...): berth's, not the layer's; the code stays for callers.
+      return Object.assign(new Error(`${what}: ${e.message}`), { code: e.errno });
+    default:
+      return new Error(`${what}: ${e.message}`);
+  }
+}
+
+interface Pending {
+  resolve(r: IngestResult): void;
+  reject(e: Error): void;
+  onAck(): void;
+  log?: LayerLog;
+  /** Names the blob or layer in errors. */
+  what: string;
+}
+
+class LayerWorker {
+  readonly worker: Worker;
+  readonly jobs = new Map<number, Pending>();
+  private idle?: NodeJS.Timeout;
+  dead = false;
+
+  constructor(private readonly onGone: (w: LayerWorker) => void) {
+    this.worker = new Worker(new URL('./ingest-worker.js', import.meta.url), {
+      // Buffers are external memory; the JS heap of a worker stays small.
+      resourceLimits: { maxOldGenerationSizeMb: 48, maxYoungGenerationSizeMb: 8 },
+    });
+    this.worker.on('message', (m: FromWorker) => this.onMessage(m));
+    this.worker.on('error', (err) => this.fail(err));
+    this.worker.on('exit', (code) => this.fail(new Error(`layer worker exited with code ${code}`)));
+  }
+
+  private onMessage(m: FromWorker): void {
+    const job = this.jobs.get(m.id);
+    if (!job) return;
+    switch (m.type) {
+      case 'ack':
+        job.onAck();
+        break;
+      case 'warn':
+        job.log?.warn(m.obj, m.msg);
+        break;
+      case 'done':
+        this.finished(m.id);
+        job.resolve(m.result);
+        break;
+      case 'error':
+        this.finished(m.id);
+        job.reject(revive(m.error, job.what));
+        break;
+    }
+  }
+
+  private fail(err: Error): void {
+    if (this.dead) return;
+    this.dead = true;
+    clearTimeout(this.idle);
+    this.onGone(this);
+    for (const job of this.jobs.values()) {
+      job.reject(new InternalError(`${job.what}: the layer worker failed: ${err.message}`, { cause: err }));
+    }
+    this.jobs.clear();
+  }
+
+  add(id: number, pending: Pending): void {
+    clearTimeout(this.idle);
+    this.idle = undefined;
+    if (this.jobs.size === 0) this.worker.ref();
+    this.jobs.set(id, pending);
+  }
+
+  private finished(id: number): void {
+    this.jobs.delete(id);
+    if (this.jobs.size > 0 || this.dead) return;
+    // Idle: let the process exit without it, and stop it if it stays idle.
+    this.worker.unref();
+    this.idle = setTimeout(() => {
+      if (this.jobs.size === 0 && !this.dead) {
+        this.dead = true;
+        this.onGone(this);
+        void this.worker.terminate();
+      }
+    }, IDLE_MS);
+    this.idle.unref();
+  }
+
+  /** Terminates the thread; its jobs fail with an error naming their layer. */
+  async stop(): Promise<void> {
+    if (this.dead) return;
+    this.fail(new Error('layer workers stopped'));
+    await this.worker.terminate();
+  }
+
+  post(m: ToWorker): void {
+    if (!this.dead) this.worker.postMessage(m);
+  }
+}
+
+const workers: LayerWorker[] = [];
+let nextId = 1;
+
+/** Workers: one per CPU (at most 4); jobs go to the least busy. */
+function pickWorker(): LayerWorker {
+  const limit = Math.max(1, Math.min(availableParallelism(), MAX_WORKERS));
+  let best = workers.reduce<LayerWorker | undefined>(
+    (b, w) => (b === undefined || w.jobs.size < b.jobs.size ? w : b),
+    undefined,
+  );
+  if (!best || (best.jobs.size > 0 && workers.length < limit)) {
+    best = new LayerWorker((gone) => {
+      const at = workers.indexOf(gone);
+      if (at !== -1) workers.splice(at, 1);
+    });
+    workers.push(best);
+  }
+  return best;
+}
+
+export interface IngestOptions {
+  signal?: AbortSignal;
+  log?: LayerLog;
+  /** Called with the size of every chunk read from a stream source (progress, stall watchdog). */
+  onBytes?: (n: number) => void;
+}
+
+/**
+ * Runs one ingestion in a layer worker. A stream source is read here and
+ * handed over in batches; a file source is read by the worker. On failure
+ * the worker has removed the blob temp file; the unpack target may hold
+ * partial content (callers use temp dirs).
+ */
+export function runIngest(
+  spec: IngestSpec,
+  source: IngestSource,
+  options: IngestOptions = {},
+): Promise<IngestResult> {
+  const { signal } = options;
+  const stream = 'file' in source ? undefined : (source as Readable);
+  if (signal?.aborted) {
+    stream?.destroy();
+    return Promise.reject(signal.reason as Error);
+  }
+  const id = nextId++;
+  const worker = pickWorker();
+  const what = spec.unpack?.name ?? spec.blob?.digest ?? 'a layer';
+  return new Promise<IngestResult>((resolve, reject) => {
+    let settled = false;
+    /** Set once this side gave up (abort, source error): reported when the worker has stopped. */
+    let failure: Error | undefined;
+    let inFlight = 0;
+    let batch: Buffer | undefined;
+    let used = 0;
+    const detach = () => {
+      signal?.removeEventListener('abort', onAbort);
+      if (!stream) return;
+      stream.off('data', onData);
+      stream.off('end', onEnd);
+      stream.off('error', onError);
+    };
+    // Settles only on the worker's last word (or its death): until then it
+    // may still write into the caller's temp dir, which the caller removes
+    // on failure.
+    const settle = (err: Error | undefined, result?: IngestResult) => {
+      if (settled) return;
+      settled = true;
+      detach();
+      const why = failure ?? err;
+      if (why) {
+        stream?.destroy();
+        reject(why);
+      } else resolve(result!);
+    };
+    const giveUp = (err: Error) => {
+      if (settled || failure) return;
+      failure = err;
+      detach();
+      // Unread bytes are not wanted any more: close the connection.
+      stream?.destroy();
+      worker.post({ type: 'abort', id, message: err.message });
+    };
+    const send = () => {
+      if (!batch || used === 0) return;
+      // Cloned into the message, not transferred: the batch buffer is reused,
+      // so the main thread allocates no memory per chunk (external memory it
+      // would have to collect with full GCs, pausing gRPC calls).
+      worker.post({ type: 'data', id, chunk: batch.subarray(0, used) });
+      used = 0;
+      if (++inFlight >= MAX_IN_FLIGHT) stream?.pause();
+    };
+    const onData = (chunk: Buffer) => {
+      options.onBytes?.(chunk.length);
+      // Network chunks are views into larger buffers (the whole of which a
+      // message would copy): gathered into a batch of our own first.
+      for (let off = 0; off < chunk.length;) {
+        batch ??= Buffer.allocUnsafeSlow(BATCH);
+        const n = chunk.copy(batch, used, off);
+        used += n;
+        off += n;
+        if (used === BATCH) send();
+      }
+    };
+    const onEnd = () => {
+      send();
+      worker.post({ type: 'end', id });
+    };
+    const onError = (err: Error) => {
+      giveUp(new UnavailableError(`reading ${what}: ${err.message}`, { cause: err }));
+    };
+    const onAbort = () => {
+      const reason: unknown = signal!.reason;
+      giveUp(reason instanceof Error ? reason : new UnavailableError(`ingest of ${what} cancelled`));
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+    worker.add(id, {
+      resolve: (r) => settle(undefined, r),
+      reject: (e) => settle(e),
+      onAck: () => {
+        if (--inFlight < MAX_IN_FLIGHT && stream?.isPaused() && !settled && !failure) stream.resume();
+      },
+      log: options.log,
+      what,
+    });
+    worker.post({ type: 'start', id, spec, file: stream ? undefined : (source as { file: string }).file });
+    if (stream) {
+      stream.on('data', onData);
+      stream.once('end', onEnd);
+      stream.once('error', onError);
+      if (stream.isPaused()) stream.resume();
+    }
+  });
+}
+
+/** Stops every layer worker (jobs still running fail). For shutdown and tests. */
+export async function stopLayerWorkers(): Promise<void> {
+  const all = workers.splice(0);
+  await Promise.all(all.map((w) => w.stop()));
+}
