@@ -102,21 +102,23 @@ export class ConmonEngine implements OciEngine {
       request.logPath ? mkdir(dirname(request.logPath), { recursive: true }) : undefined,
     ]);
     try {
-      // A reused ID must not inherit an old exit.
-      await Promise.all([
-        rm(exitFile(this.layout, id), { force: true }),
-        rm(join(persist, 'oom'), { force: true }),
-      ]);
-      await writeJsonAtomic(join(request.bundleDir, 'config.json'), request.spec);
-      await unlink(bundleLink(this.layout, id)).catch(() => undefined);
-      await symlink(request.bundleDir, bundleLink(this.layout, id));
       const meta: ConmonMeta = {
         bundleDir: request.bundleDir,
         logPath: request.logPath,
         handler: handler.name,
         tty: request.tty,
       };
-      await writeJsonAtomic(join(persist, 'meta.json'), meta);
+      // Independent files: written at once, so their fsyncs overlap.
+      await Promise.all([
+        // A reused ID must not inherit an old exit.
+        rm(exitFile(this.layout, id), { force: true }),
+        rm(join(persist, 'oom'), { force: true }),
+        writeJsonAtomic(join(request.bundleDir, 'config.json'), request.spec),
+        unlink(bundleLink(this.layout, id))
+          .catch(() => undefined)
+          .then(() => symlink(request.bundleDir, bundleLink(this.layout, id))),
+        writeJsonAtomic(join(persist, 'meta.json'), meta),
+      ]);
       const started = Date.now();
       const result = await conmonCreate({
         conmonPath: this.options.conmonPath,

@@ -41,7 +41,7 @@ import { mountOverlay, mountShm, unmountAll } from './mounts.js';
 import type { HostPortMapping, PodIdentity, PodNetwork } from './network-types.js';
 import { ensureBuiltinPause, resolvePause } from './pause/index.js';
 import { validatePodSysctls } from './pod-setup.js';
-import { listNetns } from './network/index.js';
+import { listNetns, netnsPath as podNetnsPath } from './network/index.js';
 import { podHostname, validateDnsConfig, writePodFiles, writePodHosts } from './pod-files.js';
 import { podUserns, type PodUserns } from '../oci/userns/mappings.js';
 import {
@@ -359,6 +359,10 @@ export class SandboxManager implements SandboxAccess {
       cgroupParent,
       sysctls,
       infra: { id, pid: 0, bundleDir: join(podDir, 'bundle'), image: '', rootfs: '' },
+      // Fixed by the pod ID (a pinned user namespace's netns too), so the intent names it and no
+      // second record write is needed once it exists. Undo and start-up cope with it missing:
+      // DEL runs with an empty CNI_NETNS and removing a netns that is not there is a no-op.
+      netnsPath: hostNetwork ? undefined : podNetnsPath(this.config.run_root, id),
       ...(checked.userns ? { userns: { ...checked.userns, path: join(podDir, 'userns') } } : {}),
     };
     const started = Date.now();
@@ -385,15 +389,16 @@ export class SandboxManager implements SandboxAccess {
       pinned?.catch(() => undefined);
       // Files and mounts on one side, netns + CNI (the slow part) on the other.
       const local = (async () => {
-        if (record.shmMounted) {
-          await timed('shm', async () => {
-            await mkdir(record.shmPath, { mode: 0o1777 });
-            await mountShm(record.shmPath);
-          });
-        }
-        await timed('files', () =>
-          writePodFiles({ podId: id, podDir, hostname, dns: config.dnsConfig, hostNetwork, ips: [] }),
-        );
+        await Promise.all([
+          record.shmMounted &&
+            timed('shm', async () => {
+              await mkdir(record.shmPath, { mode: 0o1777 });
+              await mountShm(record.shmPath);
+            }),
+          timed('files', () =>
+            writePodFiles({ podId: id, podDir, hostname, dns: config.dnsConfig, hostNetwork, ips: [] }),
+          ),
+        ]);
         const pause = await timed('pause', () =>
           resolvePause(
             this.config,
@@ -426,6 +431,7 @@ export class SandboxManager implements SandboxAccess {
         const netnsPath = pinned
           ? (await pinned)!
           : await timed('netns', () => this.options.network.createNetns(id));
+        if (record.netnsPath === netnsPath) return;
         record.netnsPath = netnsPath;
         await timed('netnsRecord', () => this.store.put(record));
       })();
@@ -441,6 +447,8 @@ export class SandboxManager implements SandboxAccess {
         );
         record.network = { name: status.networkName, result: status.result };
         record.ips = status.ips;
+        // While the infra may still be starting: its hosts file is only read by containers.
+        await timed('hosts', () => writePodHosts(podDir, hostname, record.ips));
       };
       const infra = async (): Promise<void> => {
         const spec = await buildSandboxSpec({
@@ -486,7 +494,6 @@ export class SandboxManager implements SandboxAccess {
         if (attached.status === 'rejected') throw attached.reason;
         if (started.status === 'rejected') throw started.reason;
       }
-      if (!hostNetwork) await writePodHosts(podDir, hostname, record.ips);
       record.phase = 'ready';
       await timed('commit', () => this.store.put(record));
     } catch (err) {
