@@ -18,6 +18,7 @@
  * Targets: exec round trip median <= 60 ms; port-forward >= 50% of direct loopback.
  */
 import { spawn } from 'node:child_process';
+import { readFile } from 'node:fs/promises';
 import { cpus, loadavg } from 'node:os';
 import { parseArgs } from 'node:util';
 import { fork } from 'node:child_process';
@@ -152,6 +153,7 @@ async function kubectlPortForward(server: ServerProcess, port: number) {
   });
   return {
     localPort,
+    pid: child.pid!,
     async stop() {
       child.kill('SIGKILL');
       await shim.close();
@@ -160,6 +162,13 @@ async function kubectlPortForward(server: ServerProcess, port: number) {
 }
 
 const mibps = (ms: number) => BYTES / 1024 / 1024 / (ms / 1000);
+
+/** utime + stime of a process in ms, from /proc/PID/stat (clock ticks of 10 ms). */
+async function procCpuMs(pid: number): Promise<number> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
 
 async function main(): Promise<void> {
   const server = new ServerProcess();
@@ -178,12 +187,18 @@ async function main(): Promise<void> {
     for (let i = 0; i < 2; i++) await execRoundTrip(server);
     const exec: number[] = [];
     const floor: number[] = [];
+    const state: number[] = [];
     for (let i = 0; i < EXECS; i++) {
       exec.push(await execRoundTrip(server));
       const start = process.hrtime.bigint();
       const r = await run(setup.runtime, [`--root=${setup.runtimeRoot}`, 'exec', setup.containerId, 'true']);
       if (r.code !== 0) throw new Error(`runc exec failed: ${r.stderr}`);
       floor.push(msSince(start));
+      // berth's exec asks the runtime for the container's state first.
+      const stateStart = process.hrtime.bigint();
+      const st = await run(setup.runtime, [`--root=${setup.runtimeRoot}`, 'state', setup.containerId]);
+      if (st.code !== 0) throw new Error(`runc state failed: ${st.stderr}`);
+      state.push(msSince(stateStart));
     }
     console.log(`\nExec round trip (\`true\`, SPDY v4, ${EXECS} runs)`);
     console.log(
@@ -192,6 +207,7 @@ async function main(): Promise<void> {
         [
           ['berth stream server', fmtMs(median(exec)), fmtMs(percentile(exec, 95))],
           ['bare runc exec', fmtMs(median(floor)), fmtMs(percentile(floor, 95))],
+          ['bare runc state', fmtMs(median(state)), fmtMs(percentile(state, 95))],
         ],
       ),
     );
@@ -201,6 +217,8 @@ async function main(): Promise<void> {
     const up = await kubectlPortForward(server, SINK_PORT);
     const down = await kubectlPortForward(server, SOURCE_PORT);
     const rows: string[][] = [];
+    const berthCpu: number[] = [];
+    const kubectlCpu: number[] = [];
     try {
       progress('port-forwards up');
       await forwardedMs(up.localPort, 'up');
@@ -209,10 +227,15 @@ async function main(): Promise<void> {
       for (const mode of ['up', 'down'] as const) {
         const direct: number[] = [];
         const forwarded: number[] = [];
+        const pf = mode === 'up' ? up : down;
         for (let i = 0; i < RUNS; i++) {
           progress(`${mode} run ${i + 1}`);
           direct.push(await directMs(setup.netnsPath, mode, mode === 'up' ? SINK_PORT : SOURCE_PORT));
-          forwarded.push(await forwardedMs(mode === 'up' ? up.localPort : down.localPort, mode));
+          const berthBefore = await server.call<number>({ op: 'cpu' });
+          const kubectlBefore = await procCpuMs(pf.pid);
+          forwarded.push(await forwardedMs(pf.localPort, mode));
+          berthCpu.push((await server.call<number>({ op: 'cpu' })) - berthBefore);
+          kubectlCpu.push((await procCpuMs(pf.pid)) - kubectlBefore);
         }
         const d = mibps(median(direct));
         const f = mibps(median(forwarded));
@@ -221,7 +244,11 @@ async function main(): Promise<void> {
           `${d.toFixed(0)} MiB/s`,
           `${f.toFixed(0)} MiB/s`,
           `${((100 * f) / d).toFixed(0)}%`,
+          `${(median(berthCpu) / 1000).toFixed(2)} s`,
+          `${(median(kubectlCpu) / 1000).toFixed(2)} s`,
         ]);
+        berthCpu.length = 0;
+        kubectlCpu.length = 0;
       }
     } finally {
       await up.stop();
@@ -230,7 +257,9 @@ async function main(): Promise<void> {
     console.log(
       `\nPort-forward throughput (${args.mib} MiB per transfer, median of ${RUNS}; kubectl port-forward over SPDY)`,
     );
-    console.log(table(['direction', 'direct loopback', 'port-forward', 'ratio'], rows));
+    console.log(
+      table(['direction', 'direct loopback', 'port-forward', 'ratio', 'berth CPU', 'kubectl CPU'], rows),
+    );
   } finally {
     await server.call({ op: 'cleanup' }).catch(() => undefined);
     server.stop();

@@ -10,6 +10,7 @@ export type Request =
   | { op: 'setup'; sinkPort: number; sourcePort: number; sourceBytes: number }
   | { op: 'exec-url' }
   | { op: 'pf-url' }
+  | { op: 'cpu' }
   | { op: 'cleanup' };
 
 export interface SetupReply {
@@ -50,6 +51,11 @@ async function handle(request: Request): Promise<unknown> {
       });
     case 'pf-url':
       return fixture.server.portForward({ podSandboxId: POD, port: [] });
+    case 'cpu': {
+      // This process's CPU time so far, in ms (berth's share of a transfer).
+      const { user, system } = process.cpuUsage();
+      return (user + system) / 1000;
+    }
     case 'cleanup':
       await fixture.cleanup();
       return null;
