@@ -225,12 +225,52 @@ function summarize(results: TargetResult[]): string {
   return table(header, rows);
 }
 
+/**
+ * Median (and p95) of each step the daemon's debug lines time: 'pod sandbox
+ * ready' (steps, ms) and 'container created' (ms). Only for --steps runs.
+ */
+function stepMedians(logs: string): string {
+  const samples = new Map<string, number[]>();
+  const add = (key: string, value: unknown) => {
+    if (typeof value !== 'number') return;
+    let list = samples.get(key);
+    if (!list) samples.set(key, (list = []));
+    list.push(value);
+  };
+  for (const line of logs.split('\n')) {
+    if (!line.startsWith('{')) continue;
+    let entry: { msg?: string; ms?: unknown; steps?: Record<string, unknown> };
+    try {
+      entry = JSON.parse(line) as typeof entry;
+    } catch {
+      continue;
+    }
+    if (entry.msg === 'pod sandbox ready') {
+      add('RunPodSandbox (daemon)', entry.ms);
+      for (const [k, v] of Object.entries(entry.steps ?? {})) add(`  pod ${k}`, v);
+    } else if (entry.msg === 'container created' && typeof entry.ms === 'object' && entry.ms) {
+      for (const [k, v] of Object.entries(entry.ms)) add(`  container ${k}`, v);
+    } else if (entry.msg === 'container created under conmon') {
+      add('  conmon create (runtime create)', entry.ms);
+    }
+  }
+  const rows = [...samples].map(([k, v]) => [
+    k,
+    String(v.length),
+    fmtMs(median(v)),
+    fmtMs(percentile(v, 95)),
+  ]);
+  return table(['berth step', 'n', 'median', 'p95'], rows);
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
       sequential: { type: 'string', default: '20' },
       concurrent: { type: 'string', default: '10' },
       running: { type: 'string', default: '100' },
+      /** berth at log level debug, and the median of each step its log lines time (profiling). */
+      steps: { type: 'boolean', default: false },
       /** Comma-separated: which runtimes to measure (containerd only when installed). */
       targets: { type: 'string', default: 'berth,containerd' },
     },
@@ -260,7 +300,10 @@ async function main(): Promise<void> {
     if (targets.has('berth')) {
       await mkdir(join(berthDir, 'cni'), { recursive: true });
       await writeFile(join(berthDir, 'cni', '10-bench.conflist'), conflist('bbench0', '10.231.0.0/16'));
-      const berth = await startBerth({ dir: berthDir, args: ['--log_level', 'warn'] });
+      const berth = await startBerth({
+        dir: berthDir,
+        args: values.steps ? [] : ['--log_level', 'warn'],
+      });
       try {
         await runChecked(process.execPath, [
           BERTH_MAIN,
@@ -282,6 +325,7 @@ async function main(): Promise<void> {
             counts,
           ),
         );
+        if (values.steps) console.log(stepMedians(berth.logs()));
       } finally {
         await berth.stop();
       }
