@@ -12,7 +12,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createWriteStream, existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, readdir, readlink, rm, rmdir, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, readdir, readlink, rm, rmdir, writeFile } from 'node:fs/promises';
 import { delimiter, join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { startBerth, type RunningBerth } from '../helpers/berth-process.js';
@@ -395,6 +395,10 @@ export async function runCritest(options: CritestOptions): Promise<CritestResult
   // Short paths: conmon's attach socket lives at <run_root>/attach/<64 hex>/attach and a
   // unix socket path holds at most 107 bytes (deployments use /run/berth).
   const workDir = await mkdtemp(join(tmpdir(), 'bct-'));
+  // Searchable by others (mkdtemp makes 0700): a pod in its own user namespace reaches
+  // its root filesystem under here as an unprivileged host ID, and berth reports user
+  // namespaces only where that works (the UserNamespaces specs skip otherwise).
+  await chmod(workDir, 0o711);
   const suffix = randomBytes(3).toString('hex');
   const network = `critest-${suffix}`;
   const bridge = `bct${suffix}`;
