@@ -216,10 +216,20 @@ export class ConmonEngine implements OciEngine {
   async exec(request: ExecRequest): Promise<ExecProcess> {
     assertContainerId(request.id);
     const what = describe(request.id, request.handler);
-    const state = await runtimeState(request.handler, request.id);
-    if (!state) throw new NotFoundError(`exec in ${what}: the runtime does not know it`);
-    if (state.status !== 'running') {
-      throw new FailedPreconditionError(`exec in ${what}: the container is ${state.status}, not running`);
+    // Fast path (saves a `runtime state`, ~30 ms): conmon alive and no exit
+    // recorded means running; a container exiting meanwhile makes the
+    // runtime's exec fail on its own. Otherwise ask the runtime.
+    const [conmonAlive, exit] = await Promise.all([
+      this.conmonAlive(request.id),
+      readExit(this.layout, request.id),
+    ]);
+    if (exit) throw new FailedPreconditionError(`exec in ${what}: the container is stopped, not running`);
+    if (!conmonAlive) {
+      const state = await runtimeState(request.handler, request.id);
+      if (!state) throw new NotFoundError(`exec in ${what}: the runtime does not know it`);
+      if (state.status !== 'running') {
+        throw new FailedPreconditionError(`exec in ${what}: the container is ${state.status}, not running`);
+      }
     }
     const dir = join(persistDir(this.layout, request.id), `exec-${randomBytes(6).toString('hex')}`);
     return startExec(
