@@ -54,12 +54,17 @@ test('a second berth on the same socket is refused with a clear message', async 
   assert.match(stderr, /already listening on .*berth\.sock/);
 });
 
-test('unknown RPCs answer UNIMPLEMENTED naming the RPC', async () => {
+test('CheckpointContainer of an unknown container answers NOT_FOUND naming it', async () => {
+  // Every CRI RPC has a handler now; the UNIMPLEMENTED path is proven in src/server/grpc-server.test.ts.
   await assert.rejects(
-    berth.cri.runtime.checkpointContainer({ containerId: 'x', location: '', timeout: 0n }),
+    berth.cri.runtime.checkpointContainer({
+      containerId: 'no-such-container',
+      location: '/tmp/x.tar',
+      timeout: 0n,
+    }),
     (err: { code: number; details: string }) => {
-      assert.equal(err.code, status.UNIMPLEMENTED);
-      assert.match(err.details, /CheckpointContainer/);
+      assert.equal(err.code, status.NOT_FOUND);
+      assert.match(err.details, /no-such-container/);
       return true;
     },
   );
