@@ -147,6 +147,10 @@ export class ImageStore implements BlobSink {
         ...options,
         blob: { spec: { temp, digest, size }, commit: () => this.blobs.commitTemp(temp, digest) },
       });
+    } catch (err) {
+      // The worker has stopped writing by now (or died): whatever it left goes.
+      await rm(temp, { force: true });
+      throw err;
     } finally {
       // Unread when something failed before the worker took it: close the connection.
       body.destroy();
