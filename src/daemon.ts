@@ -15,6 +15,7 @@ import { runtimeConfigRpcs } from './server/runtime-config.js';
 import { deriveListStreams } from './server/list-streams.js';
 import { detectCgroupDriver } from './oci/cgroup-driver.js';
 import { ImageManager } from './image/manager.js';
+import { stopLayerWorkers } from './image/layer/ingest.js';
 import { UnavailableError } from './errors.js';
 import { imageListRpcs } from './server/image-list.js';
 import { imageStatusRpcs } from './server/image-status.js';
@@ -291,6 +292,8 @@ export class Daemon {
       const left = await this.inFlight.drain(SHUTDOWN_DRAIN_MS);
       if (left > 0) this.log.warn({ left }, 'shutting down with RPC handlers still running');
       await this.streamServer?.close();
+      // Pulls have ended by now: their layer worker threads go too.
+      await stopLayerWorkers();
       // Pods and their conmons keep running; only berth's watches end.
       this.containers?.close();
       this.pods?.sandboxes.close();
