@@ -69,14 +69,4 @@ export class InternalError extends BerthError {
   }
 }
 
-/** Message of any thrown value, for wrapping causes into berth errors. */
-export function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-/** Node system error code (ENOENT, EEXIST, ...) of a thrown value, if any. */
-export function errnoCode(err: unknown): string | undefined {
-  if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string')
-    return err.code;
-  return undefined;
-}
+export { errnoCode, errorMessage } from './util/thrown.js';

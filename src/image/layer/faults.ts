@@ -15,13 +15,4 @@ export class LayerFault extends Error {
   }
 }
 
-export function errorMessage(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
-}
-
-/** Node system error code (ENOENT, ...) of a thrown value, if any. */
-export function errnoCode(err: unknown): string | undefined {
-  if (typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string')
-    return err.code;
-  return undefined;
-}
+export { errnoCode, errorMessage } from '../../util/thrown.js';

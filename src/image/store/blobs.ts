@@ -194,13 +194,7 @@ export class BlobStore {
     }
     await handle.close();
     const digest = `sha256:${hash.digest('hex')}`;
-    try {
-      await rename(temp, this.path(digest));
-    } catch (err) {
-      await unlink(temp).catch(() => undefined);
-      throw err;
-    }
-    await fsyncDir(this.dir);
+    await this.commitTemp(temp, digest);
     return { digest, size };
   }
 
