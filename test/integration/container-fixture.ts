@@ -57,17 +57,19 @@ export interface Env {
 }
 
 /**
- * Starts berth with a CNI bridge network of its own (unique bridge name and
- * subnet) and imports the test images.
+ * A CNI bridge network of a test's own (its bridge, a random /24 in 10.x, host-local
+ * IPAM under ipamDir), written as the only conflist in cniDir.
  */
-export async function startEnv(prefix: string, toml = ''): Promise<Env> {
-  const work = await mkdtemp(join(tmpdir(), `berth-${prefix}-`));
-  const bridge = `bt${randomBytes(4).toString('hex')}`;
-  const subnet = `10.${200 + Math.floor(Math.random() * 50)}.${Math.floor(Math.random() * 250)}.0/24`;
-  const berthDir = join(work, 'berth');
-  await mkdir(join(berthDir, 'cni'), { recursive: true });
+export async function writeBridgeConflist(
+  cniDir: string,
+  bridge: string,
+  ipamDir: string,
+  options: { mode?: number } = {},
+): Promise<void> {
+  const subnet = `10.${150 + Math.floor(Math.random() * 100)}.${Math.floor(Math.random() * 250)}.0/24`;
+  await mkdir(cniDir, { recursive: true, mode: options.mode });
   await writeFile(
-    join(berthDir, 'cni', '10-test.conflist'),
+    join(cniDir, '10-test.conflist'),
     JSON.stringify({
       cniVersion: '1.0.0',
       name: `net-${bridge}`,
@@ -77,11 +79,22 @@ export async function startEnv(prefix: string, toml = ''): Promise<Env> {
           bridge,
           isGateway: true,
           ipMasq: false,
-          ipam: { type: 'host-local', ranges: [[{ subnet }]], dataDir: join(work, 'ipam') },
+          ipam: { type: 'host-local', ranges: [[{ subnet }]], dataDir: ipamDir },
         },
       ],
     }),
   );
+}
+
+/**
+ * Starts berth with a CNI bridge network of its own (unique bridge name and
+ * subnet) and imports the test images.
+ */
+export async function startEnv(prefix: string, toml = ''): Promise<Env> {
+  const work = await mkdtemp(join(tmpdir(), `berth-${prefix}-`));
+  const bridge = `bt${randomBytes(4).toString('hex')}`;
+  const berthDir = join(work, 'berth');
+  await writeBridgeConflist(join(berthDir, 'cni'), bridge, join(work, 'ipam'));
   const berth = await startBerth({ dir: berthDir, toml });
   await importImages(berth.configFile, work);
   const env: Env = {

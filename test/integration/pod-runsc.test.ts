@@ -10,14 +10,14 @@
 import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NamespaceMode, PodSandboxConfig, PodSandboxState } from '../../src/generated/api.js';
 import { listNetns } from '../../src/sandbox/network/index.js';
 import { run } from '../../src/util/run.js';
 import { startBerth, type RunningBerth } from '../helpers/berth-process.js';
-import { cleanupBerth } from './container-fixture.js';
+import { cleanupBerth, writeBridgeConflist } from './container-fixture.js';
 
 let work: string;
 let berth: RunningBerth;
@@ -26,24 +26,7 @@ const bridge = `brs${randomBytes(4).toString('hex')}`;
 before(async () => {
   work = await mkdtemp(join(tmpdir(), 'berth-runsc-'));
   const dir = join(work, 'berth');
-  await mkdir(join(dir, 'cni'), { recursive: true });
-  const subnet = `10.${150 + Math.floor(Math.random() * 50)}.${Math.floor(Math.random() * 250)}.0/24`;
-  await writeFile(
-    join(dir, 'cni', '10-runsc.conflist'),
-    JSON.stringify({
-      cniVersion: '1.0.0',
-      name: `net-${bridge}`,
-      plugins: [
-        {
-          type: 'bridge',
-          bridge,
-          isGateway: true,
-          ipMasq: false,
-          ipam: { type: 'host-local', ranges: [[{ subnet }]], dataDir: join(work, 'ipam') },
-        },
-      ],
-    }),
-  );
+  await writeBridgeConflist(join(dir, 'cni'), bridge, join(work, 'ipam'));
   berth = await startBerth({
     dir,
     toml: `

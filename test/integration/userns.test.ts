@@ -8,7 +8,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, mkdtemp, readdir, readFile, readlink, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, readFile, readlink, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -21,7 +21,14 @@ import {
 } from '../../src/generated/api.js';
 import { run } from '../../src/util/run.js';
 import { startBerth, type RunningBerth } from '../helpers/berth-process.js';
-import { cleanupBerth, containerConfig, grpcCode, importImages, podConfig } from './container-fixture.js';
+import {
+  cleanupBerth,
+  containerConfig,
+  grpcCode,
+  importImages,
+  podConfig,
+  writeBridgeConflist,
+} from './container-fixture.js';
 
 const INVALID_ARGUMENT = 3;
 /** critest's mapping: container 0..99999 are host 1000..100999. */
@@ -37,25 +44,8 @@ before(async () => {
   work = await mkdtemp(join(tmpdir(), 'berth-userns-'));
   await chmod(work, 0o711);
   bridge = `bu${randomBytes(4).toString('hex')}`;
-  const subnet = `10.${200 + Math.floor(Math.random() * 50)}.${Math.floor(Math.random() * 250)}.0/24`;
   const dir = join(work, 'berth');
-  await mkdir(join(dir, 'cni'), { recursive: true, mode: 0o711 });
-  await writeFile(
-    join(dir, 'cni', '10-test.conflist'),
-    JSON.stringify({
-      cniVersion: '1.0.0',
-      name: `net-${bridge}`,
-      plugins: [
-        {
-          type: 'bridge',
-          bridge,
-          isGateway: true,
-          ipMasq: false,
-          ipam: { type: 'host-local', ranges: [[{ subnet }]], dataDir: join(work, 'ipam') },
-        },
-      ],
-    }),
-  );
+  await writeBridgeConflist(join(dir, 'cni'), bridge, join(work, 'ipam'), { mode: 0o711 });
   berth = await startBerth({ dir });
   await importImages(berth.configFile, work);
 });
