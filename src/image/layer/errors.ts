@@ -1,4 +1,4 @@
-/** Errors of layer content, shared by the layer workers and the main thread. */
+/** gRPC errors for layer content (the main thread turns layer workers' faults into these). */
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import { BerthError } from '../../errors.js';
 
