@@ -19,7 +19,7 @@ import {
 } from './container-fixture.js';
 import { startKubeShim, type KubeShim } from '../helpers/kube-shim.js';
 import { run } from '../../src/util/run.js';
-import { NamespaceMode } from '../../src/generated/api.js';
+import { ContainerState, NamespaceMode, type ContainerStatus } from '../../src/generated/api.js';
 
 let env: Env;
 let podId: string;
@@ -32,6 +32,8 @@ async function container(
   name: string,
   command: string[],
   extra: { stdin?: boolean; stdinOnce?: boolean } = {},
+  // Running by default; a command that ends at once may be past it by the first look.
+  until: (s: ContainerStatus) => boolean = (s) => s.state === ContainerState.CONTAINER_RUNNING,
 ) {
   const rt = env.berth.cri.runtime;
   const config = podConfig(env.work, { hostNetwork: false, name: 'stream-pod' });
@@ -45,7 +47,7 @@ async function container(
     sandboxConfig: config,
   });
   await rt.startContainer({ containerId });
-  await waitForState(env.berth, containerId, (s) => s.state === 1);
+  await waitForState(env.berth, containerId, until);
   return containerId;
 }
 
@@ -190,8 +192,7 @@ describe('streaming through the daemon', () => {
       rt.portForward({ podSandboxId: podId, port: [70000] }),
       grpcCode(status.INVALID_ARGUMENT),
     );
-    const done = await container('done', ['true']);
-    await waitForState(env.berth, done, (s) => s.state === 2);
+    const done = await container('done', ['true'], {}, (s) => s.state === ContainerState.CONTAINER_EXITED);
     await assert.rejects(
       rt.exec({ ...base, containerId: done }),
       grpcCode(status.FAILED_PRECONDITION, /not running/),
