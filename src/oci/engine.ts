@@ -194,7 +194,10 @@ export class ConmonEngine implements OciEngine {
     assertContainerId(id);
     const meta = await this.meta(id);
     if (!meta.logPath) throw new FailedPreconditionError(`container ${id} has no log file to reopen`);
-    if (!(await this.conmonAlive(id))) {
+    // An exit already recorded counts even while conmon is still winding down:
+    // it would take the request and never reopen.
+    const [alive, exit] = await Promise.all([this.conmonAlive(id), readExit(this.layout, id)]);
+    if (!alive || exit) {
       throw new FailedPreconditionError(`container ${id} is not running: its log cannot be reopened`);
     }
     try {
