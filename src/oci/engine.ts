@@ -194,10 +194,8 @@ export class ConmonEngine implements OciEngine {
     assertContainerId(id);
     const meta = await this.meta(id);
     if (!meta.logPath) throw new FailedPreconditionError(`container ${id} has no log file to reopen`);
-    // An exit already recorded counts even while conmon is still winding down:
-    // it would take the request and never reopen.
-    const [alive, exit] = await Promise.all([this.conmonAlive(id), readExit(this.layout, id)]);
-    if (!alive || exit) {
+    // A conmon winding down after the exit would take the request and never reopen.
+    if ((await this.seenByConmon(id)) !== 'running') {
       throw new FailedPreconditionError(`container ${id} is not running: its log cannot be reopened`);
     }
     try {
@@ -222,12 +220,10 @@ export class ConmonEngine implements OciEngine {
     // Fast path (saves a `runtime state`, ~30 ms): conmon alive and no exit
     // recorded means running; a container exiting meanwhile makes the
     // runtime's exec fail on its own. Otherwise ask the runtime.
-    const [conmonAlive, exit] = await Promise.all([
-      this.conmonAlive(request.id),
-      readExit(this.layout, request.id),
-    ]);
-    if (exit) throw new FailedPreconditionError(`exec in ${what}: the container is stopped, not running`);
-    if (!conmonAlive) {
+    const seen = await this.seenByConmon(request.id);
+    if (seen === 'exited')
+      throw new FailedPreconditionError(`exec in ${what}: the container is stopped, not running`);
+    if (seen === 'no conmon') {
       const state = await runtimeState(request.handler, request.id);
       if (!state) throw new NotFoundError(`exec in ${what}: the runtime does not know it`);
       if (state.status !== 'running') {
@@ -255,6 +251,16 @@ export class ConmonEngine implements OciEngine {
   conmonPid(id: string): Promise<number> {
     assertContainerId(id);
     return readPid(conmonPidFile(this.layout, id));
+  }
+
+  /**
+   * The container's state as its conmon tells it, without asking the runtime:
+   * an exit recorded counts even while conmon is still winding down.
+   */
+  private async seenByConmon(id: string): Promise<'running' | 'exited' | 'no conmon'> {
+    const [alive, exit] = await Promise.all([this.conmonAlive(id), readExit(this.layout, id)]);
+    if (exit) return 'exited';
+    return alive ? 'running' : 'no conmon';
   }
 
   /** True while the container's conmon runs (after a berth restart too). */
