@@ -20,6 +20,7 @@ import {
   attachSocket,
   bundleLink,
   conmonPidFile,
+  containerPidFile,
   ctlFifo,
   exitFile,
   persistDir,
@@ -31,6 +32,7 @@ import { ExitWatcher, readExit } from '../../conmon/exits.js';
 import { reopenLogThroughCtl } from '../../conmon/ctl.js';
 import { moveToCgroup, type CgroupDriver } from './cgroup-driver.js';
 import { startExec } from './exec.js';
+import { startThroughExecFifo, usesRuncExecFifo } from './exec-fifo.js';
 import {
   runtimeDelete,
   runtimeGlobalArgs,
@@ -160,8 +162,13 @@ export class ConmonEngine implements OciEngine {
     }
   }
 
-  start(id: string, handler: RuntimeHandler): Promise<void> {
-    return runtimeStart(handler, id);
+  async start(id: string, handler: RuntimeHandler): Promise<void> {
+    assertContainerId(id);
+    if (usesRuncExecFifo(handler)) {
+      const initPid = await readPid(containerPidFile(this.layout, id));
+      if (initPid > 0 && (await startThroughExecFifo(handler, id, initPid))) return;
+    }
+    await runtimeStart(handler, id);
   }
 
   state(id: string, handler: RuntimeHandler): Promise<RuntimeState | undefined> {

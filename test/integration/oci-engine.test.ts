@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { ConmonEngine } from '../../src/oci/engine.js';
+import { execFifoPath, startThroughExecFifo, usesRuncExecFifo } from '../../src/oci/exec-fifo.js';
 import { silentLogger } from '../../src/log.js';
 import { run } from '../../src/util/run.js';
 import { makeBusyboxRootfs, minimalSpec, runcHandler, testId } from '../helpers/oci-bundle.js';
@@ -142,6 +143,42 @@ describe('OCI engine with conmon and runc', () => {
     await engine.delete(c.id, handler, false); // idempotent
     await engine.cleanup(c.id);
     assert.equal(await engine.exitInfo(c.id), undefined);
+  });
+
+  it('starts a runc container through its exec fifo; a second start is refused by runc itself', async () => {
+    const c = await createContainer(['sleep', '1000']);
+    const fifo = execFifoPath(handler, c.id);
+    assert.ok((await stat(fifo)).isFIFO(), 'runc create leaves the exec fifo');
+    assert.equal(await startThroughExecFifo(handler, c.id, c.pid), true, 'released without runc start');
+    await assert.rejects(stat(fifo), /ENOENT/);
+    const state = await engine.state(c.id, handler);
+    assert.equal(state?.status, 'running');
+    assert.equal(state?.pid, c.pid);
+    assert.equal(await zombieOrAlive(c.pid), 'S');
+    await assert.rejects(
+      engine.start(c.id, handler),
+      new RegExp(`start of container ${c.id}.*already running`),
+    );
+    await engine.kill(c.id, handler, 'SIGKILL', true);
+    await engine.waitExit(c.id, AbortSignal.timeout(10_000));
+    await engine.delete(c.id, handler, true);
+  });
+
+  it('a created container whose init died is not started: runc says why', async () => {
+    const c = await createContainer(['sleep', '1000']);
+    process.kill(c.pid, 'SIGKILL');
+    await engine.waitExit(c.id, AbortSignal.timeout(10_000));
+    assert.equal(await startThroughExecFifo(handler, c.id, c.pid), false);
+    await assert.rejects(engine.start(c.id, handler), new RegExp(`start of container ${c.id}.*stopped`));
+    await engine.delete(c.id, handler, true);
+  });
+
+  it('only a runc binary with its own --root gets the exec fifo start', () => {
+    assert.equal(usesRuncExecFifo(handler), true);
+    assert.equal(usesRuncExecFifo({ ...handler, path: '/usr/bin/runsc' }), false);
+    assert.equal(usesRuncExecFifo({ ...handler, path: '/usr/bin/crun' }), false);
+    assert.equal(usesRuncExecFifo({ ...handler, runtimeArgs: ['--root=/elsewhere'] }), false);
+    assert.equal(usesRuncExecFifo({ ...handler, type: 'vm' }), false);
   });
 
   it('kills a running container and records 128+signal', async () => {
