@@ -1,8 +1,9 @@
 /**
  * The floor under any runtime's pod network set-up: a fresh persistent netns
  * (`unshare --net=FILE true`) plus a CNI ADD of the shipped bridge chain
- * (deploy/cni/10-berth-bridge.conflist: bridge + host-local, portmap,
- * loopback), each plugin executed directly with nothing else around it. The
+ * (deploy/cni/10-berth-bridge.conflist: bridge + host-local, portmap) and,
+ * beside it as every CRI runtime does, the loopback plugin for `lo`; each
+ * plugin executed directly with nothing else around it. The
  * same run also times berth's own path (createPodNetwork: version check
  * cache, per-network lock, attachment record) so its overhead shows.
  *
@@ -46,7 +47,7 @@ export interface CniFloorResult {
   addMs: number[];
   /** netns + ADD through berth's PodNetwork (empty when options.berth is false). */
   berthMs: number[];
-  /** Plugin chain measured, e.g. "bridge+portmap+loopback". */
+  /** Plugin chain measured, e.g. "bridge+portmap ‖ loopback". */
   chain: string;
 }
 
@@ -80,13 +81,14 @@ async function bareChain(
   id: string,
   netns: string,
   binDirs: string[],
+  ifName = 'eth0',
 ): Promise<void> {
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
     CNI_COMMAND: command,
     CNI_CONTAINERID: id,
     CNI_NETNS: netns,
-    CNI_IFNAME: 'eth0',
+    CNI_IFNAME: ifName,
     CNI_PATH: binDirs.join(':'),
     CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=${id};K8S_POD_INFRA_CONTAINER_ID=${id}`,
   };
@@ -130,13 +132,16 @@ export async function measureCniFloor(runs = 20, options: CniFloorOptions = {}):
   await writeFile(join(confDir, '10-bench.conflist'), JSON.stringify(list));
   const plugins: Plugin[] = [];
   for (const conf of list.plugins) plugins.push({ path: await findPlugin(String(conf.type), binDirs), conf });
+  const loopback: Plugin[] = list.plugins.some((p) => p.type === 'loopback')
+    ? []
+    : [{ path: await findPlugin('loopback', binDirs), conf: { type: 'loopback' } }];
   const runRoot = join(dir, 'run');
   const result: CniFloorResult = {
     samples: [],
     netnsMs: [],
     addMs: [],
     berthMs: [],
-    chain: list.plugins.map((p) => String(p.type)).join('+'),
+    chain: list.plugins.map((p) => String(p.type)).join('+') + (loopback.length ? ' ‖ loopback' : ''),
   };
   const config = {
     run_root: runRoot,
@@ -152,7 +157,10 @@ export async function measureCniFloor(runs = 20, options: CniFloorOptions = {}):
       const netnsDone = msSince(start);
       const addStart = process.hrtime.bigint();
       try {
-        await bareChain('ADD', plugins, list, id, netns, binDirs);
+        await Promise.all([
+          bareChain('ADD', plugins, list, id, netns, binDirs),
+          loopback.length ? bareChain('ADD', loopback, list, id, netns, binDirs, 'lo') : undefined,
+        ]);
         const total = msSince(start);
         if (i >= 0) {
           result.netnsMs.push(netnsDone);

@@ -8,7 +8,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes, randomInt } from 'node:crypto';
-import { mkdtemp, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, mkdir, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { createServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -233,7 +233,7 @@ test('ADD gives eth0 an IPv4 and an IPv6 address inside the netns, lo up, defaul
     status.ips,
   );
   const lo = addrs.find((a) => a.ifname === 'lo')!;
-  assert.ok(lo.flags.includes('UP'), 'the loopback plugin brings lo up');
+  assert.ok(lo.flags.includes('UP'), 'berth runs the loopback plugin beside the chain');
   const routes = (await runChecked('nsenter', [`--net=${netns}`, 'ip', 'route', 'show', 'default'])).stdout;
   assert.match(routes, new RegExp(`default via ${subnet4(0).replace(/\./g, '\\.')}\\.1 dev eth0`));
   assert.deepEqual((await allocations(main)).sort(), [...status.ips].sort());
@@ -420,6 +420,43 @@ test('a missing plugin: NetworkReady false naming it, ADD refused before anythin
   await assert.rejects(net.network.attach(p, netns, []), /CNI plugin "no-such-plugin" not found/);
   assert.deepEqual(await allocations(net), []);
   await net.network.removeNetns(netns);
+});
+
+test('a chain with its own loopback plugin: lo up, no second loopback run needed', async () => {
+  const net = await makeNet(7, (conf) => conf.plugins.push({ type: 'loopback' }));
+  const p = pod(net, 'own-lo');
+  const netns = await net.network.createNetns(p.id);
+  const status = await net.network.attach(p, netns, []);
+  assert.equal(status.ips.length, 2);
+  const lo = (await addrsIn(netns)).find((a) => a.ifname === 'lo')!;
+  assert.ok(lo.flags.includes('UP'));
+  await net.network.detach(p, netns, [], undefined);
+  assert.deepEqual(await allocations(net), []);
+  await net.network.removeNetns(netns);
+});
+
+test('no loopback plugin installed: NetworkReady false naming it; ADD refused before anything runs', async () => {
+  // The chain's plugins without `loopback`, which berth runs beside every chain.
+  const bin = join(dir, 'bin-no-loopback');
+  await mkdir(bin, { recursive: true });
+  for (const plugin of ['bridge', 'host-local', 'portmap'])
+    await symlink(`/usr/lib/cni/${plugin}`, join(bin, plugin));
+  const net = await makeNet(8);
+  const config = {
+    run_root: net.runRoot,
+    network: { cni_conf_dir: net.confDir, cni_bin_dirs: [bin], network_name: '' },
+  };
+  const network = createPodNetwork(() => config as unknown as BerthConfig, silentLogger);
+  const ready = await network.ready();
+  assert.equal(ready.ok, false);
+  assert.match(!ready.ok ? ready.message : '', /CNI plugin "loopback" not found in /);
+  const p = pod(net, 'no-lo');
+  const netns = await network.createNetns(p.id);
+  await assert.rejects(network.attach(p, netns, []), /CNI plugin "loopback" not found/);
+  assert.deepEqual(await allocations(net), []);
+  assert.equal(await vethsOn(net.bridge), 0);
+  await assert.rejects(readFile(join(net.runRoot, 'cni-attachments', `${p.id}.json`)), /ENOENT/);
+  await network.removeNetns(netns);
 });
 
 test('bad pod identities and port mappings are refused before any plugin runs', async () => {

@@ -62,10 +62,8 @@ before(async () => {
     stdinOnce: true,
   });
   const ids: Record<string, string> = { sleeper, reader };
-  // The test's CNI network has no loopback plugin; port-forward dials 127.0.0.1 in the pod.
-  const { info } = await rt.containerStatus({ containerId: sleeper, verbose: true });
-  const { pid } = JSON.parse(info.info) as { pid: number };
-  await run('/usr/bin/nsenter', [`--net=/proc/${pid}/ns/net`, '/usr/sbin/ip', 'link', 'set', 'lo', 'up']);
+  // The test's CNI network has no loopback plugin: berth brings lo up itself,
+  // and port-forward dials 127.0.0.1 in the pod.
   shim = await startKubeShim({
     podName: 'pod1',
     containers: [{ name: 'sleeper' }, { name: 'reader', stdin: true }],

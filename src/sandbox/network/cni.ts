@@ -441,3 +441,20 @@ export function resultIps(result: unknown): string[] {
   const unique = [...new Set(found)];
   return [...unique.filter((ip) => !ip.includes(':')), ...unique.filter((ip) => ip.includes(':'))];
 }
+
+/** The loopback network every pod gets, as CRI-O and containerd give it: not part of any conflist. */
+export function loopbackNetwork(cniVersion: string): CniNetworkList {
+  const plugin = { type: 'loopback' };
+  return {
+    cniVersion,
+    name: 'cni-loopback',
+    plugins: [plugin],
+    file: '(built in)',
+    raw: { cniVersion, name: 'cni-loopback', plugins: [plugin] },
+  };
+}
+
+/** True when the configured chain brings `lo` up itself. */
+export function chainHasLoopback(list: CniNetworkList): boolean {
+  return list.plugins.some((plugin) => plugin.type === 'loopback');
+}

@@ -19,9 +19,11 @@ import { findCniNetwork, type CniNetworkList } from '../cni-config.js';
 import type { HostPortMapping, PodIdentity, PodNetwork, PodNetworkStatus } from '../network-types.js';
 import {
   addNetworkList,
+  chainHasLoopback,
   checkNetworkList,
   checkVersions,
   delNetworkList,
+  loopbackNetwork,
   resolvePlugins,
   resultIps,
   type CniExecOptions,
@@ -194,18 +196,29 @@ export function createPodNetwork(
       const network = await currentNetwork();
       const exec = execOptions();
       await checkVersions(network, exec);
+      const loopbackNet = chainHasLoopback(network) ? undefined : loopbackNetwork(network.cniVersion);
+      if (loopbackNet) await resolvePlugins(loopbackNet, exec.binDirs); // missing: refuse before any ADD
       return locks.with(pod.id, async () => {
         const started = process.hrtime.bigint();
         // Recorded before ADD: after a crash mid-ADD, DEL must use this config.
         await writeVolatileJson(attachmentFile(pod.id), { pod, network, portMappings } satisfies Attachment);
-        let result: unknown;
-        try {
-          result = await addNetworkList(network, inv, exec);
-        } catch (err) {
-          // addNetworkList already deleted what it had added.
+        // `lo` comes up beside the chain, not after it: its own plugin run
+        // only touches the pod's namespace, which is torn down with the pod.
+        const loopback = loopbackNet
+          ? addNetworkList(loopbackNet, { ...inv, ifName: 'lo' }, exec)
+          : Promise.resolve();
+        const [chain, lo] = await Promise.allSettled([addNetworkList(network, inv, exec), loopback]);
+        if (chain.status === 'rejected' || lo.status === 'rejected') {
+          // addNetworkList already deleted what it had added when it failed.
+          if (chain.status === 'fulfilled') {
+            await delNetworkList(network, inv, exec, chain.value).catch((err: unknown) =>
+              log.warn({ podId: pod.id, err: errorMessage(err) }, 'undoing CNI ADD after a failed loopback'),
+            );
+          }
           await unlink(attachmentFile(pod.id)).catch(() => undefined);
-          throw err;
+          throw chain.status === 'rejected' ? chain.reason : (lo as PromiseRejectedResult).reason;
         }
+        const result = chain.value;
         await writeVolatileJson(attachmentFile(pod.id), {
           pod,
           network,
@@ -301,6 +314,9 @@ export function createPodNetwork(
       if (!lookup.ok) return lookup;
       try {
         await resolvePlugins(lookup.network, cni_bin_dirs);
+        if (!chainHasLoopback(lookup.network)) {
+          await resolvePlugins(loopbackNetwork(lookup.network.cniVersion), cni_bin_dirs);
+        }
       } catch (err) {
         return { ok: false, reason: 'NetworkPluginNotReady', message: errorMessage(err) };
       }
