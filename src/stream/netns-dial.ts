@@ -17,6 +17,7 @@ export const NSENTER_PATH = '/usr/bin/nsenter';
 /** How long the client's direction may go on after the port's side has closed. */
 export const HALF_CLOSE_GRACE_MS = 1000;
 const HELPER_IDLE_MS = 60_000;
+const SEND_FAILURE_GRACE_MS = 5_000;
 const HELPER = fileURLToPath(new URL('./netns-dialer.js', import.meta.url));
 
 export interface NetnsConnection {
@@ -61,7 +62,15 @@ class NetnsDialer {
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
       child.send({ id, port }, (err) => {
-        if (err) this.settle(id, new Error(`cannot reach the dialer in ${this.netnsPath}: ${err.message}`));
+        if (!err) return;
+        // Usually the helper died at start (nsenter found no namespace): its
+        // 'close' settles this dial with the reason from its stderr. Only a
+        // helper that lives on after a failed send gets the send error.
+        const fallback = setTimeout(
+          () => this.settle(id, new Error(`cannot reach the dialer in ${this.netnsPath}: ${err.message}`)),
+          SEND_FAILURE_GRACE_MS,
+        );
+        fallback.unref();
       });
     });
   }
