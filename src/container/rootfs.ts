@@ -5,11 +5,8 @@
  */
 import { mkdir, readFile, rm, symlink } from 'node:fs/promises';
 import { join, relative } from 'node:path';
-import { InternalError, errnoCode } from '../errors.js';
-import { run } from '../util/run.js';
-
-const MOUNT = '/usr/bin/mount';
-const UMOUNT = '/usr/bin/umount';
+import { InternalError, errnoCode, errorMessage } from '../errors.js';
+import { mountFs, unmount } from '../util/mount.js';
 
 export interface RootfsPaths {
   /** <root>/containers/<id> */
@@ -70,24 +67,28 @@ export async function mountRootfs(paths: RootfsPaths, layers: string[]): Promise
     }
   }
   const options = `lowerdir=${lowers.join(':')},upperdir=${relative(paths.dir, paths.upper)},workdir=${relative(paths.dir, paths.work)}`;
-  const result = await run(MOUNT, ['-t', 'overlay', 'overlay', '-o', options, paths.merged], {
-    cwd: paths.dir,
-  });
-  if (result.code !== 0) {
-    throw new InternalError(
-      `mounting the overlay root filesystem at ${paths.merged}: ${result.stderr.trim() || `mount exited with ${result.code}`}`,
-    );
+  try {
+    await mountFs('overlay', 'overlay', paths.merged, [options], paths.dir);
+  } catch (err) {
+    throw new InternalError(`the overlay root filesystem: ${errorMessage(err)}`, { cause: err });
   }
 }
 
 /** Unmounts the overlay if mounted (lazily when busy). Idempotent. */
 export async function unmountRootfs(paths: RootfsPaths): Promise<void> {
   if (!(await isMountPoint(paths.merged))) return;
-  const result = await run(UMOUNT, [paths.merged]);
-  if (result.code === 0 || !(await isMountPoint(paths.merged))) return;
-  const lazy = await run(UMOUNT, ['-l', paths.merged]);
-  if (lazy.code !== 0 && (await isMountPoint(paths.merged))) {
-    throw new InternalError(`unmounting ${paths.merged}: ${lazy.stderr.trim() || result.stderr.trim()}`);
+  try {
+    await unmount(paths.merged);
+    return;
+  } catch {
+    // busy: detach it below
+  }
+  try {
+    await unmount(paths.merged, true);
+  } catch (err) {
+    if (await isMountPoint(paths.merged)) {
+      throw new InternalError(`root filesystem of ${paths.dir}: ${errorMessage(err)}`, { cause: err });
+    }
   }
 }
 

@@ -435,11 +435,6 @@ export class SandboxManager implements SandboxAccess {
         record.netnsPath = netnsPath;
         await timed('netnsRecord', () => this.store.put(record));
       })();
-      // Both finish before anything is undone, so undo never races a running step.
-      const [localResult, netnsResult] = await Promise.allSettled([local, netns]);
-      if (localResult.status === 'rejected') throw localResult.reason;
-      if (netnsResult.status === 'rejected') throw netnsResult.reason;
-      const pause = localResult.value;
       const attach = async (): Promise<void> => {
         if (hostNetwork) return;
         const status = await timed('cni', () =>
@@ -450,6 +445,19 @@ export class SandboxManager implements SandboxAccess {
         // While the infra may still be starting: its hosts file is only read by containers.
         await timed('hosts', () => writePodHosts(podDir, hostname, record.ips));
       };
+      // net.* sysctls may name eth0 (net.ipv4.conf.eth0.*): runc writes them after CNI made it.
+      const netSysctls = Object.keys(sysctls).some((key) => key.startsWith('net.'));
+      // runc's pause never looks at its network: CNI ADD (the slowest step) starts as soon as
+      // the netns exists and runs beside the files, mounts and the infra's start-up.
+      const attachEarly = !attachesBeforeStart(handler) && !netSysctls;
+      const attached = attachEarly ? netns.then(attach) : undefined;
+      // Both finish before anything is undone, so undo never races a running step.
+      const [localResult, netnsResult] = await Promise.allSettled([local, netns]);
+      if (localResult.status === 'rejected' || netnsResult.status === 'rejected') {
+        await attached?.catch(() => undefined);
+        throw localResult.status === 'rejected' ? localResult.reason : (netnsResult as PromiseRejectedResult).reason;
+      }
+      const pause = localResult.value;
       const infra = async (): Promise<void> => {
         const spec = await buildSandboxSpec({
           id,
@@ -483,16 +491,13 @@ export class SandboxManager implements SandboxAccess {
         record.infra.pid = pid;
         await timed('start', () => this.options.engine.start(id, handler));
       };
-      // net.* sysctls may name eth0 (net.ipv4.conf.eth0.*): runc writes them after CNI made it.
-      const netSysctls = Object.keys(sysctls).some((key) => key.startsWith('net.'));
-      if (attachesBeforeStart(handler) || netSysctls) {
+      if (attached) {
+        const [attachResult, started] = await Promise.allSettled([attached, infra()]);
+        if (attachResult.status === 'rejected') throw attachResult.reason;
+        if (started.status === 'rejected') throw started.reason;
+      } else {
         await attach();
         await infra();
-      } else {
-        // runc's pause never looks at its network: CNI ADD runs beside the infra's start-up.
-        const [attached, started] = await Promise.allSettled([attach(), infra()]);
-        if (attached.status === 'rejected') throw attached.reason;
-        if (started.status === 'rejected') throw started.reason;
       }
       record.phase = 'ready';
       await timed('commit', () => this.store.put(record));

@@ -1,24 +1,15 @@
 /**
  * The few mounts a pod owns: its /dev/shm tmpfs and, for a multi-layer pause
- * image, a read-only overlay root. Done with util-linux mount(8) (argv, no
- * shell); unmounting is idempotent.
+ * image, a read-only overlay root. Unmounting is idempotent.
  */
 import { readFile } from 'node:fs/promises';
-import { run, runChecked } from '../util/run.js';
-import { errorMessage } from '../errors.js';
+import { mountFs, unmount } from '../util/mount.js';
 
 /** Default size of a pod's /dev/shm (as CRI-O and Docker). */
 export const SHM_SIZE = 64 * 1024 * 1024;
 
 export async function mountShm(path: string, sizeBytes = SHM_SIZE): Promise<void> {
-  await runChecked('mount', [
-    '-t',
-    'tmpfs',
-    '-o',
-    `nosuid,nodev,noexec,mode=1777,size=${sizeBytes}`,
-    'shm',
-    path,
-  ]);
+  await mountFs('tmpfs', 'shm', path, ['nosuid', 'nodev', 'noexec', 'mode=1777', `size=${sizeBytes}`]);
 }
 
 /**
@@ -32,13 +23,8 @@ export async function mountOverlay(
   workDir: string,
   target: string,
 ): Promise<void> {
-  await runChecked('mount', [
-    '-t',
-    'overlay',
-    '-o',
+  await mountFs('overlay', 'overlay', target, [
     `lowerdir=${lowerDirs.join(':')},upperdir=${upperDir},workdir=${workDir}`,
-    'overlay',
-    target,
   ]);
 }
 
@@ -60,13 +46,16 @@ export async function mountsUnder(path: string): Promise<string[]> {
 /** Unmounts everything at or below `path` (lazily if busy). Idempotent. */
 export async function unmountAll(path: string): Promise<void> {
   for (const point of await mountsUnder(path)) {
-    const res = await run('umount', [point]);
-    if (res.code === 0) continue;
-    const lazy = await run('umount', ['-l', point]);
-    if (lazy.code !== 0 && (await mountsUnder(point)).includes(point)) {
-      throw new Error(
-        `unmounting ${point}: ${lazy.stderr.trim() || res.stderr.trim() || errorMessage(lazy.code)}`,
-      );
+    try {
+      await unmount(point);
+      continue;
+    } catch {
+      // busy: detach it below
+    }
+    try {
+      await unmount(point, true);
+    } catch (err) {
+      if ((await mountsUnder(point)).includes(point)) throw err;
     }
   }
 }

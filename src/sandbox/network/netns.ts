@@ -1,7 +1,7 @@
 import { mkdir, open, readdir, statfs, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { InternalError, InvalidArgumentError, errnoCode, errorMessage } from '../../errors.js';
-import { run } from '../../util/run.js';
+import { newNetnsAt, unmount } from '../../util/mount.js';
 
 /** f_type of a bind-mounted namespace file (linux/magic.h NSFS_MAGIC). */
 const NSFS_MAGIC = 0x6e736673;
@@ -29,9 +29,8 @@ export async function isNetns(path: string): Promise<boolean> {
 }
 
 /**
- * Creates a network namespace that outlives any process: `unshare --net=FILE`
- * bind-mounts the new namespace onto FILE (which must already exist) and then
- * runs `true`, which exits at once. No shell is involved.
+ * Creates a network namespace that outlives any process: bind-mounted onto
+ * its file under run_root (created here first).
  */
 export async function createNetns(runRoot: string, podId: string): Promise<string> {
   const path = netnsPath(runRoot, podId);
@@ -43,14 +42,18 @@ export async function createNetns(runRoot: string, podId: string): Promise<strin
       throw new InternalError(`network namespace for pod ${podId} already exists at ${path}`);
     throw err;
   }
-  const result = await run('unshare', [`--net=${path}`, 'true'], { timeoutMs: 30_000 }).catch(
-    (err: unknown) => ({ code: -1, signal: null, stdout: '', stderr: errorMessage(err) }),
-  );
-  if (result.code !== 0 || !(await isNetns(path))) {
-    // Undo: a failed unshare may still have mounted; removal copes with both.
+  let why = '';
+  try {
+    await newNetnsAt(path);
+  } catch (err) {
+    why = errorMessage(err);
+  }
+  if (why || !(await isNetns(path))) {
+    // Undo: a failed attempt may still have mounted; removal copes with both.
     await removeNetns(path).catch(() => undefined);
-    const why = result.stderr.trim() || `exit ${result.code ?? result.signal}`;
-    throw new InternalError(`cannot create network namespace for pod ${podId} at ${path}: ${why}`);
+    throw new InternalError(
+      `cannot create network namespace for pod ${podId} at ${path}: ${why || 'no namespace mounted there'}`,
+    );
   }
   return path;
 }
@@ -62,9 +65,12 @@ export async function createNetns(runRoot: string, podId: string): Promise<strin
 export async function removeNetns(path: string): Promise<void> {
   // A file may have been mounted over more than once; unmount until plain.
   for (let i = 0; i < 8 && (await isNetns(path)); i++) {
-    const result = await run('umount', ['--lazy', path], { timeoutMs: 30_000 });
-    if (result.code !== 0 && (await isNetns(path)))
-      throw new InternalError(`cannot unmount network namespace ${path}: ${result.stderr.trim()}`);
+    try {
+      await unmount(path, true);
+    } catch (err) {
+      if (await isNetns(path))
+        throw new InternalError(`cannot unmount network namespace ${path}: ${errorMessage(err)}`);
+    }
   }
   try {
     await unlink(path);

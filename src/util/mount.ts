@@ -1,0 +1,90 @@
+/**
+ * Mounting, unmounting and network namespaces through native/berth-mount
+ * (plain system calls), or util-linux mount(8)/umount(8)/unshare(1) where
+ * the helper was not built. Argument arrays only; no shell.
+ */
+import { access, constants } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { run, type RunResult } from './run.js';
+
+const TIMEOUT_MS = 30_000;
+/** berth-mount's exit code for "not a mount point". */
+const EXIT_NOT_MOUNTED = 3;
+
+/** <repo>/native/build/berth-mount, found from this compiled module (in dist/src/util). */
+export const MOUNT_HELPER = join(
+  dirname(fileURLToPath(import.meta.url)),
+  '..',
+  '..',
+  '..',
+  'native',
+  'build',
+  'berth-mount',
+);
+
+let helperPresent: Promise<boolean> | undefined;
+/** Looked up once: the helper is built at set-up, not while berth runs. */
+function useHelper(): Promise<boolean> {
+  helperPresent ??= access(MOUNT_HELPER, constants.X_OK).then(
+    () => true,
+    () => false,
+  );
+  return helperPresent;
+}
+
+/** Tests run both paths: true forces util-linux, false goes back to looking for the helper. */
+export function preferUtilLinux(prefer: boolean): void {
+  helperPresent = prefer ? Promise.resolve(false) : undefined;
+}
+
+export class MountError extends Error {}
+
+function failure(what: string, result: RunResult): MountError {
+  const why = result.stderr.trim() || `exit ${result.code ?? result.signal}`;
+  return new MountError(`${what}: ${why}`);
+}
+
+/**
+ * mount -t FSTYPE -o OPTIONS SOURCE TARGET. Relative paths in the options
+ * resolve against `cwd`.
+ */
+export async function mountFs(
+  fstype: string,
+  source: string,
+  target: string,
+  options: readonly string[],
+  cwd?: string,
+): Promise<void> {
+  const joined = options.join(',');
+  const result = (await useHelper())
+    ? await run(MOUNT_HELPER, ['mount', fstype, source, target, joined], { cwd, timeoutMs: TIMEOUT_MS })
+    : await run('mount', ['-t', fstype, '-o', joined, source, target], { cwd, timeoutMs: TIMEOUT_MS });
+  if (result.code !== 0) throw failure(`mounting ${fstype} at ${target}`, result);
+}
+
+/**
+ * Unmounts `target` (detaching it when `lazy`). Resolves false when it was
+ * not a mount point, rejects when the unmount failed (busy, for one).
+ */
+export async function unmount(target: string, lazy = false): Promise<boolean> {
+  if (await useHelper()) {
+    const args = lazy ? ['umount', target, 'lazy'] : ['umount', target];
+    const result = await run(MOUNT_HELPER, args, { timeoutMs: TIMEOUT_MS });
+    if (result.code === 0) return true;
+    if (result.code === EXIT_NOT_MOUNTED) return false;
+    throw failure(`unmounting ${target}`, result);
+  }
+  const result = await run('umount', lazy ? ['--lazy', target] : [target], { timeoutMs: TIMEOUT_MS });
+  if (result.code === 0) return true;
+  if (/not mounted|no mount point specified|not found/i.test(result.stderr)) return false;
+  throw failure(`unmounting ${target}`, result);
+}
+
+/** A new network namespace bind-mounted onto `file` (which must exist). */
+export async function newNetnsAt(file: string): Promise<void> {
+  const result = (await useHelper())
+    ? await run(MOUNT_HELPER, ['netns', file], { timeoutMs: TIMEOUT_MS })
+    : await run('unshare', [`--net=${file}`, 'true'], { timeoutMs: TIMEOUT_MS });
+  if (result.code !== 0) throw failure(`creating a network namespace at ${file}`, result);
+}
