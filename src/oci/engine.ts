@@ -6,7 +6,7 @@ import { mkdir, readFile, rm, symlink, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../log.js';
-import { writeJsonAtomic } from '../util/atomic-file.js';
+import { writeFileReplace } from '../util/atomic-file.js';
 import {
   BerthError,
   FailedPreconditionError,
@@ -110,16 +110,17 @@ export class ConmonEngine implements OciEngine {
         handler: handler.name,
         tty: request.tty,
       };
-      // Independent files: written at once, so their fsyncs overlap.
+      // No fsync: runc reads config.json right now and keeps its own state; meta.json is
+      // under the tmpfs run_root. A power loss ends the container these describe.
       await Promise.all([
         // A reused ID must not inherit an old exit.
         rm(exitFile(this.layout, id), { force: true }),
         rm(join(persist, 'oom'), { force: true }),
-        writeJsonAtomic(join(request.bundleDir, 'config.json'), request.spec),
+        writeFileReplace(join(request.bundleDir, 'config.json'), JSON.stringify(request.spec)),
         unlink(bundleLink(this.layout, id))
           .catch(() => undefined)
           .then(() => symlink(request.bundleDir, bundleLink(this.layout, id))),
-        writeJsonAtomic(join(persist, 'meta.json'), meta),
+        writeFileReplace(join(persist, 'meta.json'), JSON.stringify(meta)),
       ]);
       const started = Date.now();
       const result = await conmonCreate({

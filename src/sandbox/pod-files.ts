@@ -7,7 +7,7 @@ import { isIP } from 'node:net';
 import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
 import { FailedPreconditionError, InvalidArgumentError, errorMessage } from '../errors.js';
-import { writeFileAtomic } from '../util/atomic-file.js';
+import { writeFileReplace } from '../util/atomic-file.js';
 
 /** CRI DNSConfig. */
 export interface PodDnsConfig {
@@ -162,11 +162,11 @@ export async function writePodFiles(input: PodFilesInput): Promise<PodFiles> {
     ? await readHostFile(input.hostHosts ?? HOST_HOSTS, 'hosts file')
     : renderHosts(hostname, input.ips);
   const paths = podFilePaths(input.podDir);
-  // Three files, three fsync pairs: at once rather than one after another.
+  // No fsync: these only matter while the pod's processes live, and a power loss ends those too.
   await Promise.all([
-    writeFileAtomic(paths.hostnamePath, hostname + '\n', { mode: 0o644 }),
-    writeFileAtomic(paths.resolvConfPath, resolv, { mode: 0o644 }),
-    writeFileAtomic(paths.hostsPath, hosts, { mode: 0o644 }),
+    writeFileReplace(paths.hostnamePath, hostname + '\n', { mode: 0o644 }),
+    writeFileReplace(paths.resolvConfPath, resolv, { mode: 0o644 }),
+    writeFileReplace(paths.hostsPath, hosts, { mode: 0o644 }),
   ]);
   return { hostname, ...paths };
 }
@@ -174,6 +174,6 @@ export async function writePodFiles(input: PodFilesInput): Promise<PodFiles> {
 /** Rewrites the pod's hosts file once its IPs are known (own network only). */
 export async function writePodHosts(podDir: string, hostname: string, ips: string[]): Promise<string> {
   const path = podFilePaths(podDir).hostsPath;
-  await writeFileAtomic(path, renderHosts(hostname, ips), { mode: 0o644 });
+  await writeFileReplace(path, renderHosts(hostname, ips), { mode: 0o644 });
   return path;
 }

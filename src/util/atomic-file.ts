@@ -1,4 +1,4 @@
-import { open, rename, mkdir, unlink } from 'node:fs/promises';
+import { open, rename, mkdir, unlink, writeFile } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
@@ -50,4 +50,27 @@ export async function writeJsonAtomic(
   options: { mode?: number } = {},
 ): Promise<void> {
   await writeFileAtomic(path, JSON.stringify(value, null, 2) + '\n', options);
+}
+
+/**
+ * Replace without fsync: temp file + rename, so a reader never sees a torn
+ * file, but a power loss may lose it. For files that only matter while the
+ * processes using them live (a pod's resolv.conf, a bundle's config.json,
+ * records under the tmpfs run_root), which a power loss ends as well.
+ */
+export async function writeFileReplace(
+  path: string,
+  data: string | Uint8Array,
+  options: { mode?: number } = {},
+): Promise<void> {
+  const dir = dirname(path);
+  await mkdir(dir, { recursive: true });
+  const temp = join(dir, `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  try {
+    await writeFile(temp, data, { mode: options.mode ?? 0o600, flag: 'wx' });
+    await rename(temp, path);
+  } catch (err) {
+    await unlink(temp).catch(() => undefined);
+    throw err;
+  }
 }

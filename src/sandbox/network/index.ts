@@ -3,8 +3,8 @@
  * configured network, with a per-pod record of what was attached (so DEL uses
  * the same config and port mappings even after the config files change).
  */
-import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, unlink } from 'node:fs/promises';
+import { writeFileReplace } from '../../util/atomic-file.js';
 import { dirname, join } from 'node:path';
 import type { BerthConfig } from '../../config/schema.js';
 import type { Logger } from '../../log.js';
@@ -51,21 +51,10 @@ interface Attachment {
   result?: unknown;
 }
 
-/**
- * Temp file + rename, without fsync: the record lives under run_root, which
- * does not outlive a reboot (nor do the netns and veths it describes), and a
- * killed process leaves the page cache intact. Saves two fsyncs per ADD.
- */
+/** The record lives under run_root, which does not outlive a reboot (nor do the netns and veths it describes). */
 async function writeVolatileJson(path: string, value: unknown): Promise<void> {
   await mkdir(dirname(path), { recursive: true, mode: 0o700 });
-  const temp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
-  try {
-    await writeFile(temp, JSON.stringify(value), { mode: 0o600 });
-    await rename(temp, path);
-  } catch (err) {
-    await unlink(temp).catch(() => undefined);
-    throw err;
-  }
+  await writeFileReplace(path, JSON.stringify(value));
 }
 
 /**
