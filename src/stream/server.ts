@@ -12,7 +12,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import { readFile } from 'node:fs/promises';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { WebSocketServer, createWebSocketStream, type WebSocket } from 'ws';
+import type { WebSocket, WebSocketServer } from 'ws';
 import type { Logger } from '../log.js';
 import type { BerthConfig } from '../config/schema.js';
 import { BerthError, InvalidArgumentError, NotFoundError, errorMessage } from '../errors.js';
@@ -95,16 +95,15 @@ function httpCodeOf(err: unknown): [number, string] {
   return [500, 'Internal Server Error'];
 }
 
+type CreateWebSocketStream = (typeof import('ws'))['createWebSocketStream'];
+
 const ROUTE = /^\/(exec|attach|portforward)\/([A-Za-z0-9_-]{16,128})$/;
 
 export class StreamServer {
   private server?: Server;
   private readonly tokens: TokenCache<PendingRequest>;
-  private readonly wss = new WebSocketServer({
-    noServer: true,
-    perMessageDeflate: false,
-    maxPayload: 64 * 1024 * 1024,
-  });
+  /** ws is loaded by the first WebSocket request: most nodes only ever see SPDY clients. */
+  private websockets?: Promise<{ wss: WebSocketServer; toStream: CreateWebSocketStream }>;
   private readonly sockets = new Set<Duplex>();
   private baseUrl = '';
 
@@ -218,7 +217,7 @@ export class StreamServer {
     for (const socket of this.sockets) socket.destroy();
     const server = this.server;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
-    this.wss.close();
+    void this.websockets?.then(({ wss }) => wss.close());
   }
 
   private checkStreams(
@@ -337,16 +336,21 @@ export class StreamServer {
     const addProtocol = (headers: string[], request: IncomingMessage) => {
       if (request === req && chosen) headers.push(`Sec-WebSocket-Protocol: ${chosen}`);
     };
-    this.wss.on('headers', addProtocol);
+    this.websockets ??= import('ws').then((ws) => ({
+      wss: new ws.WebSocketServer({ noServer: true, perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 }),
+      toStream: ws.createWebSocketStream,
+    }));
+    const { wss, toStream } = await this.websockets;
+    wss.on('headers', addProtocol);
     const ws = await new Promise<WebSocket | undefined>((resolve) => {
       // A failed handshake never calls back; the socket closes instead.
       const onClose = () => resolve(undefined);
       socket.once('close', onClose);
-      this.wss.handleUpgrade(req, socket, head, (client) => {
+      wss.handleUpgrade(req, socket, head, (client) => {
         socket.off('close', onClose);
         resolve(client);
       });
-    }).finally(() => this.wss.off('headers', addProtocol));
+    }).finally(() => wss.off('headers', addProtocol));
     if (!ws) return;
     const raw = socket as Socket;
     raw.setNoDelay?.(true);
@@ -354,7 +358,7 @@ export class StreamServer {
     ws.on('error', () => undefined);
     const protocolName = chosen ?? 'channel.k8s.io';
     if (tunnel) {
-      const duplex = createWebSocketStream(ws);
+      const duplex = toStream(ws);
       duplex.on('error', () => undefined);
       const conn = new SpdyConnection(duplex, { role: 'server' });
       await this.serve(pending, resolved, 'websocket', protocolName, {
