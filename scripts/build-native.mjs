@@ -2,6 +2,7 @@
 //   berth-idmap  ID-mapped root filesystems (without it berth reports user_namespaces=false)
 //   berth-mount  mounts, unmounts and netns as plain system calls (without it berth
 //                uses util-linux mount(8), umount(8) and unshare(1), ~14 ms slower each)
+//   berth-runsc-shim  conmon's runtime for containers joining a runsc (gVisor) pod sandbox
 // Without gcc it says so and succeeds.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, renameSync, statSync } from 'node:fs';
@@ -13,6 +14,7 @@ const outDir = join(repo, 'native', 'build');
 const helpers = {
   'berth-idmap': 'user namespaces will be reported unsupported',
   'berth-mount': 'mounts go through util-linux instead',
+  'berth-runsc-shim': 'containers cannot join runsc pod sandboxes',
 };
 
 function mtime(path) {

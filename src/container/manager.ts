@@ -308,6 +308,7 @@ export class ContainerManager {
           this.deps.config().runtime.handlers[handler.name]?.monitor_cgroup ||
           sandbox.cgroupParent ||
           undefined,
+        joinsSandbox: true,
       });
       step('runtime');
       await this.store.put({

@@ -33,9 +33,9 @@ import { reopenLogThroughCtl } from '../../conmon/ctl.js';
 import { moveToCgroup, type CgroupDriver } from './cgroup-driver.js';
 import { startExec } from './exec.js';
 import { startThroughExecFifo, usesRuncExecFifo } from './exec-fifo.js';
+import { conmonRuntime, isRunsc, startThroughShim } from './runsc-shim.js';
 import {
   runtimeDelete,
-  runtimeGlobalArgs,
   runtimeKill,
   runtimeStart,
   runtimeState,
@@ -123,12 +123,13 @@ export class ConmonEngine implements OciEngine {
         writeFileReplace(join(persist, 'meta.json'), JSON.stringify(meta)),
       ]);
       const started = Date.now();
+      const runtime = await conmonRuntime(handler, request.joinsSandbox ?? false, persist);
       const result = await conmonCreate({
         conmonPath: this.options.conmonPath,
         layout: this.layout,
         id,
-        runtimePath: handler.path,
-        runtimeArgs: runtimeGlobalArgs(handler),
+        runtimePath: runtime.path,
+        runtimeArgs: runtime.args,
         bundleDir: request.bundleDir,
         logPath: request.logPath,
         stdin: request.stdin,
@@ -168,6 +169,9 @@ export class ConmonEngine implements OciEngine {
     if (usesRuncExecFifo(handler)) {
       const initPid = await readPid(containerPidFile(this.layout, id));
       if (initPid > 0 && (await startThroughExecFifo(handler, id, initPid))) return;
+    } else if (isRunsc(handler)) {
+      const monitorPid = await readPid(containerPidFile(this.layout, id));
+      if (await startThroughShim(persistDir(this.layout, id), id, monitorPid)) return;
     }
     await runtimeStart(handler, id);
   }

@@ -9,19 +9,13 @@
  * node, twice per pod). Anything unexpected falls back to `runc start`, whose
  * own error text then says what is wrong.
  */
-import { constants, open as openCallback } from 'node:fs';
 import { lstat, unlink } from 'node:fs/promises';
-import { promisify } from 'node:util';
-import { Socket } from 'node:net';
 import { basename, join } from 'node:path';
 import { processAlive } from '../../conmon/launch.js';
 import { errnoCode } from '../errors.js';
+import { openFifoForReading, readFifoToEnd } from '../util/fifo.js';
 import type { RuntimeHandler } from './types.js';
 
-const openFd = promisify(openCallback);
-
-/** How often the init's liveness is checked while waiting for it to write. */
-const INIT_POLL_MS = 100;
 /** The fifo handshake is instant; past this something is wrong, so ask runc. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 
@@ -58,36 +52,13 @@ export async function startThroughExecFifo(
   if (!(await processAlive(initPid))) return false;
   let fd: number;
   try {
-    // Non-blocking: a plain open would park a libuv thread until init opens its end.
-    // A raw fd, not a FileHandle: the socket below owns and closes it.
-    fd = await openFd(path, constants.O_RDONLY | constants.O_NONBLOCK);
+    fd = await openFifoForReading(path);
   } catch (err) {
     if (errnoCode(err) === 'ENOENT') return false;
     throw err;
   }
-  const received = await new Promise<number>((resolve) => {
-    const pipe = new Socket({ fd, readable: true, writable: false });
-    let bytes = 0;
-    let settled = false;
-    const finish = (value: number) => {
-      if (settled) return;
-      settled = true;
-      clearInterval(watch);
-      clearTimeout(deadline);
-      pipe.destroy();
-      resolve(value);
-    };
-    // init writes one byte and then execs, closing its end: end of file.
-    pipe.on('data', (chunk: Buffer) => (bytes += chunk.length));
-    pipe.on('end', () => finish(bytes));
-    pipe.on('error', () => finish(0));
-    const watch = setInterval(() => {
-      void processAlive(initPid).then((alive) => {
-        if (!alive) finish(bytes);
-      });
-    }, INIT_POLL_MS);
-    const deadline = setTimeout(() => finish(bytes), HANDSHAKE_TIMEOUT_MS);
-  });
+  // init writes one byte and then execs, closing its end: end of file.
+  const received = (await readFifoToEnd(fd, initPid, HANDSHAKE_TIMEOUT_MS)).length;
   if (received === 0) return false;
   await unlink(path).catch((err: unknown) => {
     if (errnoCode(err) !== 'ENOENT') throw err;

@@ -58,6 +58,8 @@ export interface CreateRequest {
   tty: boolean;
   /** cgroup parent (cgroupfs path or systemd slice) for conmon itself. */
   monitorCgroup?: string;
+  /** The container joins its pod's sandbox (not the infra itself). */
+  joinsSandbox?: boolean;
 }
 
 /** What the runtime says about a container (`runtime state`). */

@@ -2,10 +2,9 @@
  * A pod on runsc (Debian's gVisor): RunPodSandbox starts the infra as a
  * gVisor sandbox (runsc's own state says so) on the pod's network, and
  * StopPodSandbox/RemovePodSandbox leave neither runsc state nor netns.
- *
- * Not covered yet: a container joining the sandbox. runsc reports the
- * sandbox's pid for it, which is not conmon's child, so conmon records an
- * exit (-1) at once; berth needs a monitor that asks `runsc wait` for that.
+ * Containers join the sandbox under conmon through native/berth-runsc-shim:
+ * their output reaches the CRI log, exit codes are recorded, exec and stop
+ * work, and one removed before its start leaves no monitor behind.
  */
 import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -17,7 +16,15 @@ import { NamespaceMode, PodSandboxConfig, PodSandboxState } from '../../src/gene
 import { listNetns } from '../../src/sandbox/network/index.js';
 import { run } from '../../src/util/run.js';
 import { startBerth, type RunningBerth } from '../helpers/berth-process.js';
-import { cleanupBerth, writeBridgeConflist } from './container-fixture.js';
+import {
+  cleanupBerth,
+  containerConfig,
+  importImages,
+  waitForState,
+  writeBridgeConflist,
+} from './container-fixture.js';
+import { ContainerState } from '../../src/generated/api.js';
+import { readFile } from 'node:fs/promises';
 
 let work: string;
 let berth: RunningBerth;
@@ -35,6 +42,7 @@ path = "/usr/bin/runsc"
 runtime_args = ["--network=host"]
 `,
   });
+  await importImages(berth.configFile, work);
 });
 
 after(async () => {
@@ -91,4 +99,79 @@ it('a runsc pod runs as a gVisor sandbox on its network and leaves nothing when 
   assert.deepEqual(await listNetns(join(berth.dir, 'run')), []);
   const pods = (await rt.listPodSandbox({ filter: undefined })).items.filter((p) => p.id === podSandboxId);
   assert.deepEqual(pods, []);
+});
+
+it('containers join a runsc pod sandbox under conmon: log, exit code, exec, stop, remove before start', async () => {
+  const rt = berth.cri.runtime;
+  const logDirectory = join(work, 'logs', 'gvisor-ctr');
+  const pod = PodSandboxConfig.fromPartial({
+    metadata: { name: 'gvisor-ctr', namespace: 'test', uid: randomBytes(8).toString('hex'), attempt: 0 },
+    hostname: 'gvisor-ctr',
+    logDirectory,
+    linux: {
+      securityContext: { namespaceOptions: { network: NamespaceMode.POD, pid: NamespaceMode.CONTAINER } },
+    },
+  });
+  const { podSandboxId } = await rt.runPodSandbox({ config: pod, runtimeHandler: 'runsc' });
+  const create = async (name: string, command: string[]) =>
+    (
+      await rt.createContainer({
+        podSandboxId,
+        config: containerConfig(name, {
+          command,
+          logPath: `${name}.log`,
+          linux: { securityContext: { namespaceOptions: { network: NamespaceMode.POD } } },
+        }),
+        sandboxConfig: pod,
+      })
+    ).containerId;
+
+  // Runs inside gVisor (its own kernel version), writes both streams, exits 3.
+  const job = await create('job', ['sh', '-c', 'uname -r; echo to-stderr >&2; sleep 1; exit 3']);
+  await rt.startContainer({ containerId: job });
+  const ended = await waitForState(berth, job, (s) => s.state === ContainerState.CONTAINER_EXITED, 30_000);
+  assert.equal(ended.exitCode, 3);
+  assert.equal(ended.reason, 'Error');
+  const log = await readFile(join(logDirectory, 'job.log'), 'utf8');
+  const hostKernel = (await readFile('/proc/sys/kernel/osrelease', 'utf8')).trim();
+  const stdout = log.split('\n').find((l) => / stdout F /.test(l));
+  assert.ok(stdout, log);
+  assert.notEqual(
+    stdout.split(' stdout F ')[1],
+    hostKernel,
+    'the container ran on gVisor, not the host kernel',
+  );
+  assert.match(log, /^\S+ stderr F to-stderr$/m);
+
+  // A long-running one: exec, then StopContainer's SIGTERM is its recorded end.
+  const server = await create('server', ['sleep', '3600']);
+  await rt.startContainer({ containerId: server });
+  await waitForState(berth, server, (s) => s.state === ContainerState.CONTAINER_RUNNING);
+  const exec = await rt.execSync({
+    containerId: server,
+    cmd: ['sh', '-c', 'echo exec-out; exit 4'],
+    timeout: 30n,
+  });
+  assert.equal(exec.exitCode, 4);
+  assert.equal(Buffer.from(exec.stdout).toString(), 'exec-out\n');
+  await rt.stopContainer({ containerId: server, timeout: 5n });
+  const stopped = await waitForState(berth, server, (s) => s.state === ContainerState.CONTAINER_EXITED);
+  assert.ok([137, 143].includes(stopped.exitCode), `exit ${stopped.exitCode}`);
+
+  // Created, never started, removed: its monitor (the shim) goes away with it.
+  const idle = await create('idle', ['sleep', '3600']);
+  const shims = async () =>
+    (await run('/usr/bin/pgrep', ['-f', `^\\S*/berth-runsc-shim .*${idle}`])).stdout
+      .trim()
+      .split('\n')
+      .filter(Boolean);
+  assert.equal((await shims()).length, 1, 'the shim monitors the created container');
+  await rt.removeContainer({ containerId: idle });
+  const deadline = Date.now() + 10_000;
+  while ((await shims()).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual(await shims(), []);
+
+  await rt.stopPodSandbox({ podSandboxId });
+  await rt.removePodSandbox({ podSandboxId });
+  assert.deepEqual((await run('/usr/bin/pgrep', ['-f', '^\\S*/berth-runsc-shim '])).stdout.trim(), '');
 });

@@ -1,0 +1,99 @@
+/**
+ * berth's side of native/berth-runsc-shim, conmon's runtime for containers
+ * that join a runsc (gVisor) pod sandbox: runsc reports the sandbox's pid
+ * for them and gives them the stdio of `runsc start`, so the shim stays
+ * behind as the process conmon watches, runs the start with conmon's pipes
+ * when berth asks, and ends with the container (`runsc wait`).
+ */
+import { constants, open as openCallback, write as writeCallback, close as closeCallback } from 'node:fs';
+import { access, lstat } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { FailedPreconditionError, errnoCode } from '../errors.js';
+import { openFifoForReading, readFifoToEnd } from '../util/fifo.js';
+import { runtimeGlobalArgs } from './runtime.js';
+import type { RuntimeHandler } from './types.js';
+
+const openFd = promisify(openCallback);
+const writeFd = promisify(writeCallback);
+const closeFd = promisify(closeCallback);
+
+/** `runsc start` of a container in a running sandbox takes a few hundred ms. */
+const START_TIMEOUT_MS = 60_000;
+
+/** <repo>/native/build/berth-runsc-shim, found from this compiled module (in dist/src/oci). */
+export const RUNSC_SHIM = join(
+  dirname(fileURLToPath(import.meta.url)),
+  '..',
+  '..',
+  '..',
+  'native',
+  'build',
+  'berth-runsc-shim',
+);
+
+export function isRunsc(handler: RuntimeHandler): boolean {
+  return basename(handler.path) === 'runsc';
+}
+
+/**
+ * The runtime conmon runs for a container: the handler's binary, or the shim
+ * in front of runsc for a container joining its pod's sandbox. `controlDir`
+ * holds the shim's fifos (conmon's persist dir of the container).
+ */
+export async function conmonRuntime(
+  handler: RuntimeHandler,
+  joinsSandbox: boolean,
+  controlDir: string,
+  shim = RUNSC_SHIM,
+): Promise<{ path: string; args: string[] }> {
+  const args = runtimeGlobalArgs(handler);
+  if (!joinsSandbox || !isRunsc(handler)) return { path: handler.path, args };
+  try {
+    await access(shim, constants.X_OK);
+  } catch {
+    throw new FailedPreconditionError(
+      `runtime handler ${JSON.stringify(handler.name)} (${handler.path}): a container cannot join a runsc pod sandbox without ${shim} (built by npm run build with gcc)`,
+    );
+  }
+  return { path: shim, args: [controlDir, handler.path, ...args] };
+}
+
+/**
+ * Asks the shim monitoring container `id` to start it. Resolves false when
+ * the container has no shim (start it through the runtime), true once runsc
+ * started it; rejects with runsc's exit code when the start failed.
+ */
+export async function startThroughShim(controlDir: string, id: string, monitorPid: number): Promise<boolean> {
+  const request = join(controlDir, 'start');
+  try {
+    if (!(await lstat(request)).isFIFO()) return false;
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return false;
+    throw err;
+  }
+  // Listen for the answer before asking, so the shim always finds a reader.
+  const reply = await openFifoForReading(join(controlDir, 'started'));
+  const answer = readFifoToEnd(reply, monitorPid, START_TIMEOUT_MS);
+  let asked: number | undefined;
+  try {
+    asked = await openFd(request, constants.O_WRONLY | constants.O_NONBLOCK);
+    await writeFd(asked, Buffer.from('s'));
+  } catch (err) {
+    // ENXIO: nobody reads the request fifo, so the shim is gone (or was started already).
+    await closeFd(reply).catch(() => undefined);
+    throw new FailedPreconditionError(
+      `start of container ${id}: its runsc shim does not take requests (${errnoCode(err) ?? String(err)})`,
+    );
+  } finally {
+    if (asked !== undefined) await closeFd(asked).catch(() => undefined);
+  }
+  const text = (await answer).toString().trim();
+  if (text === '0') return true;
+  throw new FailedPreconditionError(
+    text === ''
+      ? `start of container ${id}: its runsc shim ended without starting it`
+      : `runsc start of container ${id} failed (exit ${text}); runsc's message is in the container's log`,
+  );
+}
