@@ -23,8 +23,10 @@
  *   berth-runsc-shim <control-dir> <runsc> [global flags...] <other verb> ...
  *     Runs runsc as given.
  *
- * A monitor whose container is removed before it starts (the fifo is gone,
- * or conmon is) exits on its own.
+ * The `start` fifo exists until berth asks for the start: until then a signal
+ * for the container is a signal for the monitor (berth sends it), and a
+ * monitor whose container is removed (the fifo is gone, or conmon is) exits
+ * on its own.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -139,6 +141,8 @@ static void monitor(pid_t shim, char **runsc, int nglobal, const char *id) {
   argv[nglobal + 1] = (char *)id;
 
   if (await_start_request(conmon) < 0) _exit(NEVER_STARTED);
+  /* Gone fifo = start asked for: from now on berth signals the container, not this monitor. */
+  unlink(start_fifo);
   argv[nglobal] = "start";
   int rc = run(argv);
   /* From here on only the sandbox holds the container's stdio: conmon sees its end. */

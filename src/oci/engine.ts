@@ -33,14 +33,8 @@ import { reopenLogThroughCtl } from '../../conmon/ctl.js';
 import { moveToCgroup, type CgroupDriver } from './cgroup-driver.js';
 import { startExec } from './exec.js';
 import { startThroughExecFifo, usesRuncExecFifo } from './exec-fifo.js';
-import { conmonRuntime, isRunsc, startThroughShim } from './runsc-shim.js';
-import {
-  runtimeDelete,
-  runtimeKill,
-  runtimeStart,
-  runtimeState,
-  runtimeUpdate,
-} from './runtime.js';
+import { conmonRuntime, isRunsc, shimAwaitsStart, startThroughShim } from './runsc-shim.js';
+import { runtimeDelete, runtimeKill, runtimeStart, runtimeState, runtimeUpdate } from './runtime.js';
 import type {
   CreateRequest,
   ExecProcess,
@@ -180,7 +174,18 @@ export class ConmonEngine implements OciEngine {
     return runtimeState(handler, id);
   }
 
-  kill(id: string, handler: RuntimeHandler, signal: string, all = false): Promise<void> {
+  async kill(id: string, handler: RuntimeHandler, signal: string, all = false): Promise<void> {
+    if (isRunsc(handler) && (await shimAwaitsStart(persistDir(this.layout, id)))) {
+      // Never started inside the sandbox: the shim conmon watches stands for the container.
+      const monitorPid = await readPid(containerPidFile(this.layout, id));
+      if (monitorPid <= 0) return;
+      try {
+        process.kill(monitorPid, /^\d+$/.test(signal) ? Number(signal) : signal.replace(/^(SIG)?/, 'SIG'));
+      } catch (err) {
+        if (errnoCode(err) !== 'ESRCH') throw err; // already gone: stopping is idempotent
+      }
+      return;
+    }
     return runtimeKill(handler, id, signal, all);
   }
 

@@ -97,3 +97,13 @@ export async function startThroughShim(controlDir: string, id: string, monitorPi
       : `runsc start of container ${id} failed (exit ${text}); runsc's message is in the container's log`,
   );
 }
+
+/** True while the shim of a container still waits for the start (its `start` fifo exists). */
+export async function shimAwaitsStart(controlDir: string): Promise<boolean> {
+  try {
+    return (await lstat(join(controlDir, 'start'))).isFIFO();
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return false;
+    throw err;
+  }
+}

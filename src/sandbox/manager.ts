@@ -455,7 +455,9 @@ export class SandboxManager implements SandboxAccess {
       const [localResult, netnsResult] = await Promise.allSettled([local, netns]);
       if (localResult.status === 'rejected' || netnsResult.status === 'rejected') {
         await attached?.catch(() => undefined);
-        throw localResult.status === 'rejected' ? localResult.reason : (netnsResult as PromiseRejectedResult).reason;
+        throw localResult.status === 'rejected'
+          ? localResult.reason
+          : (netnsResult as PromiseRejectedResult).reason;
       }
       const pause = localResult.value;
       const infra = async (): Promise<void> => {

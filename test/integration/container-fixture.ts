@@ -131,6 +131,14 @@ async function killLeftovers(dir: string): Promise<void> {
   const runtimes = join(dir, 'run', 'runtimes');
   for (const handler of await readdir(runtimes).catch(() => [] as string[])) {
     const root = join(runtimes, handler);
+    if (handler === 'runsc') {
+      // runsc's root holds state files, not one dir per container: ask it for the list.
+      const listed = await run('/usr/bin/runsc', [`--root=${root}`, 'list', '-q']).catch(() => undefined);
+      for (const id of listed?.stdout.split('\n').filter(Boolean) ?? []) {
+        await run('/usr/bin/runsc', [`--root=${root}`, 'delete', '-force', id]).catch(() => undefined);
+      }
+      continue;
+    }
     for (const id of await readdir(root).catch(() => [] as string[])) {
       await run('/usr/sbin/runc', [`--root=${root}`, 'delete', '--force', id]).catch(() => undefined);
     }

@@ -101,7 +101,7 @@ it('a runsc pod runs as a gVisor sandbox on its network and leaves nothing when 
   assert.deepEqual(pods, []);
 });
 
-it('containers join a runsc pod sandbox under conmon: log, exit code, exec, stop, remove before start', async () => {
+it('containers join a runsc pod sandbox under conmon: log, exit code, exec, stop, remove or stop before start', async () => {
   const rt = berth.cri.runtime;
   const logDirectory = join(work, 'logs', 'gvisor-ctr');
   const pod = PodSandboxConfig.fromPartial({
@@ -171,7 +171,13 @@ it('containers join a runsc pod sandbox under conmon: log, exit code, exec, stop
   while ((await shims()).length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
   assert.deepEqual(await shims(), []);
 
+  // Stopping the pod stops a container that was never started as well.
+  const never = await create('never', ['sleep', '3600']);
   await rt.stopPodSandbox({ podSandboxId });
+  assert.equal(
+    (await rt.containerStatus({ containerId: never, verbose: false })).status!.state,
+    ContainerState.CONTAINER_EXITED,
+  );
   await rt.removePodSandbox({ podSandboxId });
   assert.deepEqual((await run('/usr/bin/pgrep', ['-f', '^\\S*/berth-runsc-shim '])).stdout.trim(), '');
 });
