@@ -1,6 +1,6 @@
 /**
  * The floor under any runtime's pod network set-up: a fresh persistent netns
- * (`unshare --net=FILE true`) plus a CNI ADD of the shipped bridge chain
+ * (unshare + bind mount, as berth makes it) plus a CNI ADD of the shipped bridge chain
  * (deploy/cni/10-berth-bridge.conflist: bridge + host-local, portmap) and,
  * beside it as every CRI runtime does, the loopback plugin for `lo`; each
  * plugin executed directly with nothing else around it. The
@@ -204,7 +204,7 @@ export function formatCniFloor(result: CniFloorResult): string {
     fmtMs(percentile(samples, 95)),
   ];
   const rows = [
-    row('netns (unshare --net)', result.netnsMs),
+    row('netns (new + bind-mounted)', result.netnsMs),
     row(`CNI ADD (${result.chain})`, result.addMs),
     row('netns + CNI ADD (floor)', result.samples),
   ];
