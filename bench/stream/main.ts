@@ -26,6 +26,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startKubeShim } from '../../test/helpers/kube-shim.js';
 import type { Request, SetupReply } from './server-child.js';
+import { DAEMON_START_UP_FLAGS } from '../../src/cli/v8-flags.js';
 import { spdyUpgrade, readText } from '../../src/stream/spdy/client.js';
 import { run } from '../../src/util/run.js';
 import { fmtMs, median, msSince, percentile, table } from '../lib/stats.js';
@@ -48,6 +49,7 @@ const SOURCE_PORT = 9002;
 class ServerProcess {
   private readonly child = fork(join(dirname(fileURLToPath(import.meta.url)), 'server-child.js'), [], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    execArgv: [...DAEMON_START_UP_FLAGS], // compiled like the daemon
   });
   private next = 0;
   private readonly waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();

@@ -15,11 +15,10 @@
  *   measured lower than the same flag on the command line.
  */
 import { setFlagsFromString } from 'node:v8';
-
-const START_UP_FLAGS = ['--max-opt=2'];
+import { DAEMON_START_UP_FLAGS } from './v8-flags.js';
 
 if (process.argv[2] === 'serve') {
-  const missing = START_UP_FLAGS.filter((flag) => !process.execArgv.includes(flag));
+  const missing = DAEMON_START_UP_FLAGS.filter((flag) => !process.execArgv.includes(flag));
   if (missing.length > 0 && typeof process.execve === 'function') {
     process.execve(process.execPath, [
       process.execPath,
