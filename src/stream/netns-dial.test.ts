@@ -2,6 +2,10 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { mkdtemp, rm, unlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { newNetnsAt, unmount } from '../util/mount.js';
 import { dialInNetns, stopNetnsDialers } from './netns-dial.js';
 
 // The dialer helper runs through nsenter, which needs root; berth's own
@@ -72,5 +76,25 @@ describe('dialInNetns', { skip: process.getuid?.() !== 0 && 'needs root for nsen
     const deadline = Date.now() + 5000;
     while (dialerPids().length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     assert.deepEqual(dialerPids(), []);
+  });
+
+  it('lets go of a namespace within seconds of its removal', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'berth-dial-'));
+    const file = join(dir, 'netns');
+    try {
+      await writeFile(file, '');
+      await newNetnsAt(file);
+      // Nothing listens in the new namespace (lo is even down), but its helper now runs.
+      await assert.rejects(dialInNetns(file, port), /connect to 127\.0\.0\.1/);
+      assert.equal(dialerPids().length, 1);
+      await unmount(file, true);
+      await unlink(file);
+      const deadline = Date.now() + 10_000;
+      while (dialerPids().length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      assert.deepEqual(dialerPids(), []);
+    } finally {
+      await unmount(file, true).catch(() => undefined);
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -6,18 +6,21 @@
  * hands the connected socket back over IPC (SCM_RIGHTS); the socket stays in
  * the namespace it was made in, so berth then reads and writes it directly
  * with no relay process on the data path. A helper exits after a minute
- * without requests.
+ * without requests, or within seconds of its namespace being removed.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import type { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { Readable, Writable } from 'node:stream';
+import { isNetns } from '../sandbox/network/netns.js';
 
 export const NSENTER_PATH = '/usr/bin/nsenter';
 /** How long the client's direction may go on after the port's side has closed. */
 export const HALF_CLOSE_GRACE_MS = 1000;
 const HELPER_IDLE_MS = 60_000;
 const SEND_FAILURE_GRACE_MS = 5_000;
+/** How often a helper's namespace is checked for removal (its pod is gone). */
+const NETNS_CHECK_MS = 2_000;
 const HELPER = fileURLToPath(new URL('./netns-dialer.js', import.meta.url));
 
 export interface NetnsConnection {
@@ -46,6 +49,7 @@ class NetnsDialer {
   private next = 0;
   private readonly waiting = new Map<number, { resolve: (s: Socket) => void; reject: (e: Error) => void }>();
   private idle?: NodeJS.Timeout;
+  private gone?: NodeJS.Timeout;
   private exitReason = '';
 
   constructor(
@@ -58,6 +62,16 @@ class NetnsDialer {
     if (this.idle) clearTimeout(this.idle);
     this.idle = setTimeout(() => this.stop(), HELPER_IDLE_MS);
     this.idle.unref();
+    // The helper holds the namespace: once the pod's netns file is gone, let go of it too.
+    this.gone ??= setInterval(() => {
+      void isNetns(this.netnsPath).then(
+        (present) => {
+          if (!present) this.stop();
+        },
+        () => undefined,
+      );
+    }, NETNS_CHECK_MS);
+    this.gone.unref();
     const id = this.next++;
     return new Promise((resolve, reject) => {
       this.waiting.set(id, { resolve, reject });
@@ -113,6 +127,8 @@ class NetnsDialer {
         this.settle(id, new Error(`cannot connect in ${this.netnsPath}: ${this.exitReason}`));
       }
       if (this.idle) clearTimeout(this.idle);
+      if (this.gone) clearInterval(this.gone);
+      this.gone = undefined;
       this.onGone();
     };
     child.once('error', (err) => gone(err.message));
