@@ -237,21 +237,24 @@ export class ConmonEngine implements OciEngine {
     // Fast path (saves a `runtime state`, ~30 ms): conmon alive and no exit
     // recorded means running; a container exiting meanwhile makes the
     // runtime's exec fail on its own. Otherwise ask the runtime.
-    const seen = await this.seenByConmon(request.id);
-    if (seen === 'exited')
-      throw new FailedPreconditionError(`exec in ${what}: the container is stopped, not running`);
-    if (seen === 'no conmon') {
-      const state = await runtimeState(request.handler, request.id);
-      if (!state) throw new NotFoundError(`exec in ${what}: the runtime does not know it`);
-      if (state.status !== 'running') {
-        throw new FailedPreconditionError(`exec in ${what}: the container is ${state.status}, not running`);
+    const running = (async () => {
+      const seen = await this.seenByConmon(request.id);
+      if (seen === 'exited')
+        throw new FailedPreconditionError(`exec in ${what}: the container is stopped, not running`);
+      if (seen === 'no conmon') {
+        const state = await runtimeState(request.handler, request.id);
+        if (!state) throw new NotFoundError(`exec in ${what}: the runtime does not know it`);
+        if (state.status !== 'running') {
+          throw new FailedPreconditionError(`exec in ${what}: the container is ${state.status}, not running`);
+        }
       }
-    }
+    })();
     const dir = join(persistDir(this.layout, request.id), `exec-${randomBytes(6).toString('hex')}`);
     return startExec(
       request,
       { configPath: join(bundleLink(this.layout, request.id), 'config.json'), dir },
       what,
+      running,
     );
   }
 

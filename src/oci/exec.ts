@@ -93,22 +93,44 @@ async function readPidFile(path: string): Promise<number> {
   }
 }
 
-/** Starts an exec. The exec dir is removed when the process ends. */
-export async function startExec(
-  request: ExecRequest,
-  paths: ExecPaths,
-  describe: string,
-): Promise<ExecProcess> {
-  if (request.args.length === 0) throw new InvalidArgumentError(`exec in ${describe}: the command is empty`);
-  let config: OciSpec;
+async function readSpec(path: string, describe: string): Promise<OciSpec> {
   try {
-    config = JSON.parse(await readFile(paths.configPath, 'utf8')) as OciSpec;
+    return JSON.parse(await readFile(path, 'utf8')) as OciSpec;
   } catch (err) {
     if (errnoCode(err) === 'ENOENT') throw new NotFoundError(`exec in ${describe}: its bundle is gone`);
     throw err;
   }
-  if (!config.process) throw new FailedPreconditionError(`exec in ${describe}: its spec has no process`);
-  await mkdir(paths.dir, { recursive: true, mode: 0o700 });
+}
+
+/**
+ * Starts an exec. The exec dir is removed when the process ends. `precheck`
+ * (whether the container runs) is awaited before anything is started; the
+ * spec is read and the exec dir made meanwhile.
+ */
+export async function startExec(
+  request: ExecRequest,
+  paths: ExecPaths,
+  describe: string,
+  precheck: Promise<void> = Promise.resolve(),
+): Promise<ExecProcess> {
+  if (request.args.length === 0) throw new InvalidArgumentError(`exec in ${describe}: the command is empty`);
+  const prepared = await Promise.allSettled([
+    precheck,
+    readSpec(paths.configPath, describe),
+    // Not recursive: the container's own dir must exist (a removed container's is not remade).
+    mkdir(paths.dir, { mode: 0o700 }),
+  ]);
+  // The first failure in that order says most: not running, then no bundle, then no dir.
+  const failed = prepared.find((result) => result.status === 'rejected');
+  if (failed) {
+    await rm(paths.dir, { recursive: true, force: true });
+    throw failed.reason;
+  }
+  const config = (prepared[1] as PromiseFulfilledResult<OciSpec>).value;
+  if (!config.process) {
+    await rm(paths.dir, { recursive: true, force: true });
+    throw new FailedPreconditionError(`exec in ${describe}: its spec has no process`);
+  }
   const processFile = join(paths.dir, 'process.json');
   const pidFile = join(paths.dir, 'pid');
   await writeFile(processFile, JSON.stringify(execProcessSpec(config.process, request)), { mode: 0o600 });
@@ -158,9 +180,9 @@ export async function startExec(
         if (timer) clearTimeout(timer);
         let exitCode = code ?? (signal ? 128 + (osConstants.signals[signal] ?? 0) : -1);
         if (request.tty && code !== null) exitCode = socatChildStatus(socatLog, code);
-        void rm(paths.dir, { recursive: true, force: true }).finally(() =>
-          resolve(timedOut ? { exitCode, signal, timedOut } : { exitCode, signal }),
-        );
+        // The exec dir goes in the background: its name is never reused.
+        void rm(paths.dir, { recursive: true, force: true }).catch(() => undefined);
+        resolve(timedOut ? { exitCode, signal, timedOut } : { exitCode, signal });
       });
     },
   );

@@ -3,7 +3,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, stat, rename } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, stat, rename } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
@@ -273,7 +273,18 @@ describe('OCI engine with conmon and runc', () => {
       engine.exec({ id: c.id, handler, args: ['true'], tty: false }),
       new RegExp(`${c.id}.*runc.*stopped`),
     );
+    // The exec dir of a finished exec goes; a refused exec leaves none.
+    const persist = join(dir, 'run', 'conmon', c.id);
+    const execDirs = async () => (await readdir(persist)).filter((name) => name.startsWith('exec-'));
+    for (let i = 0; i < 40 && (await execDirs()).length > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(await execDirs(), []);
     await engine.delete(c.id, handler, true);
+    await engine.cleanup(c.id);
+    await assert.rejects(
+      engine.exec({ id: c.id, handler, args: ['true'], tty: false }),
+      new RegExp(`${c.id}.*does not know it`),
+    );
+    await assert.rejects(stat(persist), /ENOENT/, 'a removed container does not get its dir back');
   });
 
   it('execs with a tty (pty from socat), resizes it', async () => {
