@@ -249,6 +249,8 @@ export class ConmonEngine implements OciEngine {
         }
       }
     })();
+    // startExec awaits it, unless it refuses the request first.
+    running.catch(() => undefined);
     const dir = join(persistDir(this.layout, request.id), `exec-${randomBytes(6).toString('hex')}`);
     return startExec(
       request,

@@ -285,6 +285,9 @@ describe('OCI engine with conmon and runc', () => {
       new RegExp(`${c.id}.*does not know it`),
     );
     await assert.rejects(stat(persist), /ENOENT/, 'a removed container does not get its dir back');
+    // Refused before the running check settles (which fails too): one clear error, nothing unhandled.
+    await assert.rejects(engine.exec({ id: c.id, handler, args: [], tty: false }), /the command is empty/);
+    await new Promise((r) => setTimeout(r, 200));
   });
 
   it('execs with a tty (pty from socat), resizes it', async () => {
