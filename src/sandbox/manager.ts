@@ -451,6 +451,8 @@ export class SandboxManager implements SandboxAccess {
       // the netns exists and runs beside the files, mounts and the infra's start-up.
       const attachEarly = !attachesBeforeStart(handler) && !netSysctls;
       const attached = attachEarly ? netns.then(attach) : undefined;
+      // Awaited below; this only keeps a failure before then from going unhandled.
+      attached?.catch(() => undefined);
       // Both finish before anything is undone, so undo never races a running step.
       const [localResult, netnsResult] = await Promise.allSettled([local, netns]);
       if (localResult.status === 'rejected' || netnsResult.status === 'rejected') {

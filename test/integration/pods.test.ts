@@ -752,6 +752,38 @@ describe('pod sandboxes', { timeout: 600_000 }, () => {
     await berth.cri.runtime.removePodSandbox({ podSandboxId: id });
   });
 
+  it('a CNI failure while the infra is being made fails the pod cleanly; berth lives on', async () => {
+    // A network that sorts first and fails without running a plugin: the earliest a CNI
+    // ADD can fail, while the infra's files and mounts are still being made.
+    const brokenConf = join(dir, 'cni', '00-broken.conflist');
+    await writeFile(
+      brokenConf,
+      JSON.stringify({
+        cniVersion: '1.0.0',
+        name: `broken-${TEST_RUN}`,
+        plugins: [{ type: 'no-such-plugin' }],
+      }),
+    );
+    const netnsBefore = await readdir(join(dir, 'run', 'netns')).catch(() => []);
+    const dirsBefore = await readdir(join(dir, 'root', 'sandboxes')).catch(() => []);
+    try {
+      const config = podConfig();
+      await assert.rejects(
+        berth.cri.runtime.runPodSandbox({ config, runtimeHandler: '' }),
+        grpcError(status.UNKNOWN, /network "broken-.*CNI plugin "no-such-plugin" not found/),
+      );
+      const pods = (await berth.cri.runtime.listPodSandbox({ filter: undefined })).items;
+      assert.ok(!pods.some((p) => p.metadata?.name === config.metadata!.name));
+      assert.deepEqual(await readdir(join(dir, 'run', 'netns')).catch(() => []), netnsBefore);
+      assert.deepEqual(await readdir(join(dir, 'root', 'sandboxes')).catch(() => []), dirsBefore);
+    } finally {
+      await rm(brokenConf, { force: true });
+    }
+    // Still serving: a pod on the good network runs.
+    const id = await runPod(podConfig(), 'runc');
+    await berth.cri.runtime.removePodSandbox({ podSandboxId: id });
+  });
+
   it('after SIGKILL of berth shows the same pods and states, never re-creating them', async () => {
     const running = await runPod(podConfig());
     const stoppedPod = await runPod(podConfig());
