@@ -7,11 +7,11 @@
  */
 import { constants, open as openCallback, write as writeCallback, close as closeCallback } from 'node:fs';
 import { access, lstat } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { FailedPreconditionError, errnoCode } from '../errors.js';
 import { openFifoForReading, readFifoToEnd } from '../util/fifo.js';
+import { nativeHelper } from '../util/native.js';
 import { runtimeGlobalArgs } from './runtime.js';
 import type { RuntimeHandler } from './types.js';
 
@@ -22,16 +22,7 @@ const closeFd = promisify(closeCallback);
 /** `runsc start` of a container in a running sandbox takes a few hundred ms. */
 const START_TIMEOUT_MS = 60_000;
 
-/** <repo>/native/build/berth-runsc-shim, found from this compiled module (in dist/src/oci). */
-export const RUNSC_SHIM = join(
-  dirname(fileURLToPath(import.meta.url)),
-  '..',
-  '..',
-  '..',
-  'native',
-  'build',
-  'berth-runsc-shim',
-);
+export const RUNSC_SHIM = nativeHelper('berth-runsc-shim');
 
 export function isRunsc(handler: RuntimeHandler): boolean {
   return basename(handler.path) === 'runsc';

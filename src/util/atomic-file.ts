@@ -12,6 +12,13 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
+/** A fresh hidden temp name beside `path` (whose directory is made if missing). */
+async function tempBeside(path: string): Promise<string> {
+  const dir = dirname(path);
+  await mkdir(dir, { recursive: true });
+  return join(dir, `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+}
+
 /**
  * Crash-safe replace: write a temp file beside the target, fsync it, rename it
  * over the target and fsync the directory. A reader sees the old or the new
@@ -22,9 +29,7 @@ export async function writeFileAtomic(
   data: string | Uint8Array,
   options: { mode?: number } = {},
 ): Promise<void> {
-  const dir = dirname(path);
-  await mkdir(dir, { recursive: true });
-  const temp = join(dir, `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  const temp = await tempBeside(path);
   const handle = await open(temp, 'wx', options.mode ?? 0o600);
   try {
     await handle.writeFile(data);
@@ -41,7 +46,7 @@ export async function writeFileAtomic(
     await unlink(temp).catch(() => undefined);
     throw err;
   }
-  await fsyncDir(dir);
+  await fsyncDir(dirname(path));
 }
 
 export async function writeJsonAtomic(
@@ -63,9 +68,7 @@ export async function writeFileReplace(
   data: string | Uint8Array,
   options: { mode?: number } = {},
 ): Promise<void> {
-  const dir = dirname(path);
-  await mkdir(dir, { recursive: true });
-  const temp = join(dir, `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  const temp = await tempBeside(path);
   try {
     await writeFile(temp, data, { mode: options.mode ?? 0o600, flag: 'wx' });
     await rename(temp, path);

@@ -4,24 +4,14 @@
  * the helper was not built. Argument arrays only; no shell.
  */
 import { access, constants } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { nativeHelper } from './native.js';
 import { run, type RunResult } from './run.js';
 
 const TIMEOUT_MS = 30_000;
 /** berth-mount's exit code for "not a mount point". */
 const EXIT_NOT_MOUNTED = 3;
 
-/** <repo>/native/build/berth-mount, found from this compiled module (in dist/src/util). */
-export const MOUNT_HELPER = join(
-  dirname(fileURLToPath(import.meta.url)),
-  '..',
-  '..',
-  '..',
-  'native',
-  'build',
-  'berth-mount',
-);
+export const MOUNT_HELPER = nativeHelper('berth-mount');
 
 let helperPresent: Promise<boolean> | undefined;
 /** Looked up once: the helper is built at set-up, not while berth runs. */

@@ -4,24 +4,13 @@
  * image layers, and the probe whether a filesystem takes ID-mapped mounts.
  */
 import { access, constants } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { nativeHelper } from '../../util/native.js';
 import { run } from '../../util/run.js';
 import { idMapArg, type PodUserns } from './mappings.js';
 
 const HELPER_TIMEOUT_MS = 30_000;
 
-/** <repo>/native/build/berth-idmap, found from this compiled module (in dist/src/oci/userns). */
-export const IDMAP_HELPER = join(
-  dirname(fileURLToPath(import.meta.url)),
-  '..',
-  '..',
-  '..',
-  '..',
-  'native',
-  'build',
-  'berth-idmap',
-);
+export const IDMAP_HELPER = nativeHelper('berth-idmap');
 
 export class IdmapHelperError extends Error {}
 
