@@ -98,14 +98,16 @@ function zlibDictionaryHeader(): Buffer {
  * sends small blocks (SYN_REPLY), so nothing is lost.
  *
  * Incoming blocks go through one long-lived zlib inflate stream. Node has no
- * synchronous step for a persistent stream, so decompress is asynchronous and
- * the connection keeps frame order around it.
+ * synchronous step for a persistent stream, so decompress is asynchronous (one
+ * thread-pool trip per block) and the connection keeps frame order around it.
  */
 export class HeaderCodec {
   private started = false;
   private readonly inflate = zlib.createInflate({
     dictionary: SPDY3_DICTIONARY,
     maxOutputLength: MAX_HEADER_BLOCK,
+    // Every write hands out all it can: one thread-pool trip per frame, no separate flush.
+    flush: zlib.constants.Z_SYNC_FLUSH,
   });
   private failure?: Error;
 
@@ -148,8 +150,7 @@ export class HeaderCodec {
       if (this.failure) return fail(this.failure);
       this.inflate.once('error', fail);
       this.inflate.on('data', onData);
-      this.inflate.write(compressed);
-      this.inflate.flush(zlib.constants.Z_SYNC_FLUSH, () => {
+      this.inflate.write(compressed, () => {
         this.inflate.off('data', onData);
         this.inflate.off('error', fail);
         if (this.failure) return fail(this.failure);
