@@ -1,6 +1,10 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { RUNSC_SHIM, conmonRuntime } from './runsc-shim.js';
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { RUNSC_SHIM, conmonRuntime, startThroughShim } from './runsc-shim.js';
 import type { RuntimeHandler } from './types.js';
 
 const runsc: RuntimeHandler = {
@@ -35,4 +39,24 @@ it('without the shim, joining a runsc sandbox is refused naming the handler and 
     );
     return true;
   });
+});
+
+it('a start asked of a shim that no longer listens fails at once, naming the container and what to do', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'berth-shim-'));
+  try {
+    execFileSync('mkfifo', [join(dir, 'start'), join(dir, 'started')]);
+    const started = Date.now();
+    // The monitor pid is alive (this process), so only the refused request can end the wait.
+    await assert.rejects(startThroughShim(dir, 'ctr1', process.pid), (err: Error) => {
+      assert.match(
+        err.message,
+        /start of container ctr1: its runsc shim does not take requests \(ENXIO\); remove the container/,
+      );
+      return true;
+    });
+    assert.ok(Date.now() - started < 5000);
+    assert.equal(await startThroughShim(join(dir, 'nothing-here'), 'ctr2', process.pid), false);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });

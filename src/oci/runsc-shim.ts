@@ -66,16 +66,19 @@ export async function startThroughShim(controlDir: string, id: string, monitorPi
   }
   // Listen for the answer before asking, so the shim always finds a reader.
   const reply = await openFifoForReading(join(controlDir, 'started'));
-  const answer = readFifoToEnd(reply, monitorPid, START_TIMEOUT_MS);
+  const stopListening = new AbortController();
+  // Owns `reply` from here on (closes it when done).
+  const answer = readFifoToEnd(reply, monitorPid, START_TIMEOUT_MS, stopListening.signal);
   let asked: number | undefined;
   try {
     asked = await openFd(request, constants.O_WRONLY | constants.O_NONBLOCK);
     await writeFd(asked, Buffer.from('s'));
   } catch (err) {
     // ENXIO: nobody reads the request fifo, so the shim is gone (or was started already).
-    await closeFd(reply).catch(() => undefined);
+    stopListening.abort();
+    await answer;
     throw new FailedPreconditionError(
-      `start of container ${id}: its runsc shim does not take requests (${errnoCode(err) ?? String(err)})`,
+      `start of container ${id}: its runsc shim does not take requests (${errnoCode(err) ?? String(err)}); remove the container and create it again`,
     );
   } finally {
     if (asked !== undefined) await closeFd(asked).catch(() => undefined);

@@ -19,9 +19,14 @@ export function openFifoForReading(path: string): Promise<number> {
 /**
  * Everything written to the fifo (open as `fd`, which this takes over and
  * closes) until its writer closes it; what arrived so far when `writerPid`
- * dies or `timeoutMs` passes first.
+ * dies, `timeoutMs` passes or `signal` aborts first.
  */
-export function readFifoToEnd(fd: number, writerPid: number, timeoutMs: number): Promise<Buffer> {
+export function readFifoToEnd(
+  fd: number,
+  writerPid: number,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<Buffer> {
   return new Promise((resolve) => {
     const pipe = new Socket({ fd, readable: true, writable: false });
     const chunks: Buffer[] = [];
@@ -43,5 +48,7 @@ export function readFifoToEnd(fd: number, writerPid: number, timeoutMs: number):
       });
     }, POLL_MS);
     const deadline = setTimeout(finish, timeoutMs);
+    if (signal?.aborted) finish();
+    else signal?.addEventListener('abort', finish, { once: true });
   });
 }
