@@ -127,7 +127,12 @@ class Job {
           : new Readable({ highWaterMark: 1024 * 1024, read: () => this.release() });
       if (file === undefined) this.feed = source;
       this.source = source;
-      this.done = unpackInThisThread(source, { ...spec.unpack, log, signal: this.stopUnpack.signal });
+      this.done = unpackInThisThread(source, {
+        ...spec.unpack,
+        log,
+        signal: this.stopUnpack.signal,
+        onTarBytes: collectSometimes,
+      });
     } else {
       this.done = Promise.resolve(undefined);
     }
@@ -220,18 +225,27 @@ const jobs = new Map<number, Job>();
 /**
  * Every buffer this thread handles (messages, inflated chunks) is external
  * memory, which V8 collects only after ~64 MiB of it has piled up per
- * isolate. A young-generation collection every few MiB frees them while they
- * are still cheap to find, keeping the worker's footprint to what is in use.
+ * isolate; glibc keeps what it once held in the thread's arena, so that pile
+ * would stay in the RSS. Collections paced by the bytes handled keep it to
+ * what is in use: a young-generation one every few MiB frees most buffers, a
+ * full one now and then the few that lived long enough to be promoted (the
+ * worker's heap is a few MiB, so that costs little).
  */
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as (options?: { type: 'minor' | 'major'; execution: 'sync' }) => void;
-const GC_EVERY = 8 * 1024 * 1024;
-let sinceGc = 0;
+const MINOR_GC_EVERY = 8 * 1024 * 1024;
+const MAJOR_GC_EVERY = 64 * 1024 * 1024;
+let sinceMinor = 0;
+let sinceMajor = 0;
 function collectSometimes(bytes: number): void {
-  sinceGc += bytes;
-  if (sinceGc < GC_EVERY) return;
-  sinceGc = 0;
-  gc({ type: 'minor', execution: 'sync' });
+  sinceMinor += bytes;
+  sinceMajor += bytes;
+  if (sinceMinor < MINOR_GC_EVERY) return;
+  sinceMinor = 0;
+  if (sinceMajor >= MAJOR_GC_EVERY) {
+    sinceMajor = 0;
+    gc({ type: 'major', execution: 'sync' });
+  } else gc({ type: 'minor', execution: 'sync' });
 }
 
 port.on('message', (m: ToWorker) => {

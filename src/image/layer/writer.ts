@@ -34,6 +34,7 @@ import tar from 'tar-stream';
 import { LayerFault, errnoCode, errorMessage } from './faults.js';
 import { runChecked, run } from '../../util/run.js';
 import { DigestingStream, decompressor, peek, sniffCompression } from './decompress.js';
+import { Tripwire, raced } from '../../util/tripwire.js';
 import { PaxXattrTap } from './pax-tap.js';
 
 const MKNOD = '/usr/bin/mknod';
@@ -447,9 +448,14 @@ class LayerWriter {
 /** The unpacking itself, on the calling thread (a layer worker's). */
 export async function unpackInThisThread(
   source: Readable,
-  options: UnpackOptions & { signal?: AbortSignal },
+  options: UnpackOptions & {
+    signal?: AbortSignal;
+    /** Told the size of every decompressed chunk (the worker paces its GCs by it). */
+    onTarBytes?: (n: number) => void;
+  },
 ): Promise<UnpackResult> {
   const tap = new PaxXattrTap();
+  const onTarBytes = options.onTarBytes;
   const writer = new LayerWriter(options.target, options.scratch, options.name, tap, options.log);
   const head = await peek(source, 4);
   const digesting = new DigestingStream();
@@ -474,6 +480,7 @@ export async function unpackInThisThread(
         // Destroyed (a bad entry, a write error): it emits nothing more to wait for.
         if (isDestroyed(extract)) throw new Error('the tar extractor stopped');
         tap.write(chunk);
+        onTarBytes?.(chunk.length);
         // The pipeline failed upstream (source destroyed, bad compression):
         // it waits for this function, so this must not wait for the extractor.
         if (!extract.write(chunk)) await drained(extract, signal);
@@ -499,12 +506,13 @@ export async function unpackInThisThread(
     throw err;
   });
   fed.catch(() => undefined);
+  const tripwire = new Tripwire(fed);
   try {
     for await (const entry of raced(
       extract as unknown as AsyncIterable<{ header: Header; resume(): void }>,
-      fed,
+      tripwire,
     )) {
-      await writer.entry(entry.header, raced(entry as unknown as AsyncIterable<Buffer>, fed));
+      await writer.entry(entry.header, raced(entry as unknown as AsyncIterable<Buffer>, tripwire));
       entry.resume();
     }
     await feeding;
@@ -531,21 +539,6 @@ export async function unpackInThisThread(
   }
   await writer.finish();
   return { diffId, tarBytes: digesting.bytes, entries: writer.entries };
-}
-
-/** The items of `source`, or `failed`'s rejection as soon as it comes. */
-async function* raced<T>(source: AsyncIterable<T>, failed: Promise<never>): AsyncGenerator<T> {
-  const it = source[Symbol.asyncIterator]();
-  try {
-    for (;;) {
-      const next = await Promise.race([it.next(), failed]);
-      if (next.done) return;
-      yield next.value;
-    }
-  } finally {
-    // Stopped early: let the source clean up without waiting for it.
-    void it.return?.()?.catch(() => undefined);
-  }
 }
 
 function isDestroyed(stream: unknown): boolean {
