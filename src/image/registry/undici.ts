@@ -1,12 +1,69 @@
 /**
- * undici, loaded on first use: a daemon that never pulls does not carry its
- * two hundred modules (about 20 MiB of resident memory).
+ * The two parts of undici berth uses, an Agent (connection pools) and the
+ * request API, loaded on the first pull rather than at start-up: a daemon
+ * that never pulls does not carry them.
+ *
+ * Loading is spread over event-loop turns. undici's entry point loads about
+ * a hundred modules (fetch, WebSocket, caches, mocks) in one synchronous
+ * go, ~75 ms here during which no gRPC call is answered; the Agent and the
+ * request API alone are a quarter of that, and are required a slice at a
+ * time (each slice a few ms) with a turn in between.
  */
-import type * as Undici from 'undici';
+import { createRequire } from 'node:module';
+import type { Agent as AgentClass, Dispatcher } from 'undici';
 
-let loading: Promise<typeof Undici> | undefined;
+const require = createRequire(import.meta.url);
 
-export function undici(): Promise<typeof Undici> {
-  loading ??= import('undici');
+/**
+ * Modules required one per turn, each bringing in its own dependencies not
+ * yet loaded; the last two are the ones used. undici has no package
+ * `exports` map, so these paths are public to Node; its version is locked.
+ */
+const SLICES = [
+  'undici/lib/core/errors.js',
+  'undici/lib/core/util.js',
+  'undici/lib/core/request.js',
+  'undici/lib/dispatcher/client-h1.js',
+  'undici/lib/dispatcher/client.js',
+  'undici/lib/dispatcher/agent.js',
+  'undici/lib/api/api-request.js',
+] as const;
+
+export type RequestOptions = Omit<Dispatcher.RequestOptions, 'origin' | 'path'> & {
+  dispatcher: Dispatcher;
+};
+
+export interface Undici {
+  Agent: typeof AgentClass;
+  /** undici.request(url, options), always on the given dispatcher. */
+  request(url: URL, options: RequestOptions): Promise<Dispatcher.ResponseData>;
+}
+
+type ApiRequest = (this: Dispatcher, options: Dispatcher.RequestOptions) => Promise<Dispatcher.ResponseData>;
+
+async function load(): Promise<Undici> {
+  const loaded: unknown[] = [];
+  for (const slice of SLICES) {
+    loaded.push(require(slice));
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  const Agent = loaded.at(-2) as typeof AgentClass;
+  const apiRequest = loaded.at(-1) as ApiRequest;
+  return {
+    Agent,
+    // What undici's top-level request() does with a URL before handing it to the dispatcher.
+    request: (url, { dispatcher, ...options }) =>
+      apiRequest.call(dispatcher, {
+        ...options,
+        origin: url.origin,
+        path: url.search ? `${url.pathname}${url.search}` : url.pathname,
+      }),
+  };
+}
+
+let loading: Promise<Undici> | undefined;
+
+export function undici(): Promise<Undici> {
+  loading ??= load();
   return loading;
 }
