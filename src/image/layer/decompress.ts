@@ -2,7 +2,7 @@
  * Layer decompression: gzip, zstd or none, chosen by the stream's magic bytes
  * (media types lie often enough, e.g. docker's ".tar.gzip" for plain tars).
  */
-import { PassThrough, Transform, type Readable } from 'node:stream';
+import { PassThrough, Transform, type Readable, type TransformCallback } from 'node:stream';
 import { createGunzip, createZstdDecompress } from 'node:zlib';
 import { createHash } from 'node:crypto';
 
@@ -62,11 +62,27 @@ export function peek(stream: Readable, n: number): Promise<Buffer> {
 /** Output chunk size: zlib's 16 KiB default means a file write and a callback per 16 KiB. */
 const CHUNK = 256 * 1024;
 
-/** A decompressing transform for the sniffed compression. */
-export function decompressor(compression: Compression): Transform {
-  if (compression === 'gzip') return createGunzip({ chunkSize: CHUNK });
-  if (compression === 'zstd') return createZstdDecompress({ chunkSize: CHUNK });
-  return new PassThrough();
+/**
+ * A decompressing transform for the sniffed compression. `onConsumed` is
+ * told each input chunk once the decompressor has read all of it and keeps
+ * no reference (so its memory may be reused); a plain tar passes its chunks
+ * on as they are, so they are never reported.
+ */
+export function decompressor(compression: Compression, onConsumed?: (chunk: Buffer) => void): Transform {
+  if (compression === 'none') return new PassThrough();
+  const inflate =
+    compression === 'gzip' ? createGunzip({ chunkSize: CHUNK }) : createZstdDecompress({ chunkSize: CHUNK });
+  if (onConsumed) {
+    // zlib calls back for a chunk when its input is used up; output lives in buffers of its own.
+    const transform = inflate._transform.bind(inflate);
+    inflate._transform = (chunk: Buffer, encoding: BufferEncoding, callback: TransformCallback) => {
+      transform(chunk, encoding, (err?: Error | null, data?: unknown) => {
+        onConsumed(chunk);
+        callback(err, data);
+      });
+    };
+  }
+  return inflate;
 }
 
 /** Pass-through that hashes (sha256) and counts what flows. */

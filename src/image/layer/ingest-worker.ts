@@ -30,6 +30,16 @@ try {
 }
 const post = (m: FromWorker) => port.postMessage(m);
 
+/**
+ * Returns a batch's memory to the main thread, which fills it again: a pull
+ * then cycles a few dozen batches instead of allocating (and, until a GC
+ * finds them, holding) one per 256 KiB received.
+ */
+function giveBack(buffer: ArrayBufferLike): void {
+  if (buffer instanceof ArrayBuffer && !buffer.detached)
+    port.postMessage({ type: 'batch', buffer }, [buffer]);
+}
+
 function wire(err: unknown): WireError {
   const message = errorMessage(err);
   if (err instanceof LayerFault) return { kind: err.kind, message };
@@ -100,6 +110,8 @@ class Job {
   /** What the unpacker reads (the feed, or the stored blob file). */
   private source?: Readable;
   private unacked = 0;
+  /** Batches the decompressor still reads from; each is handed back once it is done with it. */
+  private readonly lent = new Set<ArrayBufferLike>();
   /** Stops the unpacker wherever it is (abort, a bad blob). */
   private readonly stopUnpack = new AbortController();
   /** The unpacker is done (either way) and reads no more: bytes are acknowledged on arrival. */
@@ -132,6 +144,9 @@ class Job {
         log,
         signal: this.stopUnpack.signal,
         onTarBytes: collectSometimes,
+        onConsumed: (chunk) => {
+          if (this.lent.delete(chunk.buffer)) giveBack(chunk.buffer);
+        },
       });
     } else {
       this.done = Promise.resolve(undefined);
@@ -176,7 +191,13 @@ class Job {
       this.feed?.destroy();
       return;
     }
-    if (this.feed && !this.unpackOver && !this.feed.destroyed && !this.feed.push(chunk)) {
+    if (!this.feed || this.unpackOver || this.feed.destroyed) {
+      giveBack(chunk.buffer);
+      post({ type: 'ack', id: this.id });
+      return;
+    }
+    this.lent.add(chunk.buffer);
+    if (!this.feed.push(chunk)) {
       this.unacked++;
       return;
     }

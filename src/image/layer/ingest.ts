@@ -56,6 +56,7 @@ export type ToWorker =
 
 export type FromWorker =
   | { type: 'ack'; id: number }
+  | { type: 'batch'; buffer: ArrayBuffer }
   | { type: 'done'; id: number; result: IngestResult }
   | { type: 'error'; id: number; error: WireError }
   | { type: 'warn'; id: number; obj: Record<string, unknown>; msg: string };
@@ -66,6 +67,8 @@ const BATCH = 256 * 1024;
 const MAX_IN_FLIGHT = 8;
 /** Workers at most (fewer on fewer CPUs). */
 const MAX_WORKERS = 4;
+/** Batches kept for reuse (what a few pulls at once have in flight). */
+const MAX_SPARE_BATCHES = 32;
 /** An idle worker is stopped after this long (its isolate costs memory). */
 const IDLE_MS = 30_000;
 
@@ -111,6 +114,11 @@ class LayerWorker {
   }
 
   private onMessage(m: FromWorker): void {
+    if (m.type === 'batch') {
+      if (spareBatches.length < MAX_SPARE_BATCHES && m.buffer.byteLength === BATCH)
+        spareBatches.push(m.buffer);
+      return;
+    }
     const job = this.jobs.get(m.id);
     if (!job) return;
     switch (m.type) {
@@ -152,6 +160,8 @@ class LayerWorker {
   private finished(id: number): void {
     this.jobs.delete(id);
     if (this.jobs.size > 0 || this.dead) return;
+    // No pull running: the spare batches would only sit in the idle daemon's RSS.
+    if (workers.every((w) => w.jobs.size === 0)) spareBatches.length = 0;
     // Idle: let the process exit without it, and stop it if it stays idle.
     this.worker.unref();
     this.idle = setTimeout(() => {
@@ -171,12 +181,19 @@ class LayerWorker {
     await this.worker.terminate();
   }
 
-  post(m: ToWorker): void {
-    if (!this.dead) this.worker.postMessage(m);
+  post(m: ToWorker, transfer?: ArrayBuffer[]): void {
+    if (!this.dead) this.worker.postMessage(m, transfer);
   }
 }
 
 const workers: LayerWorker[] = [];
+/** Batch memory the workers are done with, filled again by the next chunks. */
+const spareBatches: ArrayBuffer[] = [];
+
+function takeBatch(): Buffer {
+  const spare = spareBatches.pop();
+  return spare ? Buffer.from(spare) : Buffer.allocUnsafeSlow(BATCH);
+}
 let nextId = 1;
 
 /** Workers: one per CPU (at most 4); jobs go to the least busy. */
@@ -260,10 +277,10 @@ export function runIngest(
     };
     const send = () => {
       if (!batch || used === 0) return;
-      // Cloned into the message, not transferred: the batch buffer is reused,
-      // so the main thread allocates no memory per chunk (external memory it
-      // would have to collect with full GCs, pausing gRPC calls).
-      worker.post({ type: 'data', id, chunk: batch.subarray(0, used) });
+      // Handed over, not copied (a batch is an ArrayBuffer of its own); the
+      // worker hands it back when done with it (see takeBatch).
+      worker.post({ type: 'data', id, chunk: batch.subarray(0, used) }, [batch.buffer as ArrayBuffer]);
+      batch = undefined;
       used = 0;
       if (++inFlight >= MAX_IN_FLIGHT) stream?.pause();
     };
@@ -272,7 +289,7 @@ export function runIngest(
       // Network chunks are views into larger buffers (the whole of which a
       // message would copy): gathered into a batch of our own first.
       for (let off = 0; off < chunk.length;) {
-        batch ??= Buffer.allocUnsafeSlow(BATCH);
+        batch ??= takeBatch();
         const n = chunk.copy(batch, used, off);
         used += n;
         off += n;

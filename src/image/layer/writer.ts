@@ -452,6 +452,8 @@ export async function unpackInThisThread(
     signal?: AbortSignal;
     /** Told the size of every decompressed chunk (the worker paces its GCs by it). */
     onTarBytes?: (n: number) => void;
+    /** Told each compressed input chunk the decompressor is done with (see decompressor()). */
+    onConsumed?: (chunk: Buffer) => void;
   },
 ): Promise<UnpackResult> {
   const tap = new PaxXattrTap();
@@ -472,7 +474,7 @@ export async function unpackInThisThread(
   // tar-stream's streams are streamx, not node streams: feed the extractor by hand.
   const feeding = pipeline(
     source,
-    decompressor(sniffCompression(head)),
+    decompressor(sniffCompression(head), options.onConsumed),
     digesting,
     async (chunks: AsyncIterable<Buffer>, options?: { signal?: AbortSignal }) => {
       const signal = options?.signal ?? stopFeeding.signal;
