@@ -1,0 +1,72 @@
+import { after, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { compress, file, sha256, tarEntries } from '../../../test/helpers/image-builder.js';
+import { runIngest } from './ingest.js';
+
+const work = await mkdtemp(join(tmpdir(), 'berth-ingest-'));
+after(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+/** The blob in uneven pieces, with pauses, as a network would deliver it. */
+function trickle(data: Buffer, seed: number): Readable {
+  let offset = 0;
+  let n = seed;
+  return new Readable({
+    read() {
+      n = (n * 1103515245 + 12345) & 0x7fffffff;
+      const size = 1 + (n % (96 * 1024));
+      const piece = data.subarray(offset, offset + size);
+      offset += piece.length;
+      if (piece.length === 0) this.push(null);
+      else if (n % 5 === 0) setImmediate(() => this.push(Buffer.from(piece)));
+      else this.push(Buffer.from(piece));
+    },
+  });
+}
+
+it(
+  'layers ingested at once, sharing recycled batches, come out byte for byte',
+  { timeout: 60_000 },
+  async () => {
+    // Several MiB each: many 256 KiB batches per layer, handed back and refilled while the others run.
+    const layers = await Promise.all(
+      (['gzip', 'zstd', 'gzip', 'zstd'] as const).map(async (compression, i) => {
+        const contents = [randomBytes(3 * 1024 * 1024 + i), Buffer.from('text '.repeat(400_000 + i))];
+        const tar = await tarEntries(contents.map((c, f) => file(`f${f}`, c)));
+        const blob = await compress(tar, compression);
+        return { i, contents, tar, blob };
+      }),
+    );
+    await Promise.all(
+      layers.map(async ({ i, contents, tar, blob }) => {
+        const dir = join(work, `layer-${i}`);
+        await mkdir(join(dir, 'diff'), { recursive: true });
+        await mkdir(join(dir, 'scratch'));
+        const result = await runIngest(
+          {
+            blob: { temp: join(dir, 'blob'), digest: sha256(blob), size: blob.length },
+            unpack: { target: join(dir, 'diff'), scratch: join(dir, 'scratch'), name: `layer ${i}` },
+          },
+          trickle(blob, i + 1),
+        );
+        assert.equal(result.bytes, blob.length);
+        assert.equal(result.unpack?.diffId, sha256(tar));
+        assert.deepEqual(await readFile(join(dir, 'blob')), blob);
+        for (const [f, content] of contents.entries()) {
+          const written = await readFile(join(dir, 'diff', `f${f}`));
+          assert.equal(
+            createHash('sha256').update(written).digest('hex'),
+            createHash('sha256').update(content).digest('hex'),
+            `layer ${i} file f${f}`,
+          );
+        }
+      }),
+    );
+  },
+);
