@@ -15,7 +15,7 @@ import { runtimeConfigRpcs } from './server/runtime-config.js';
 import { deriveListStreams } from './server/list-streams.js';
 import { detectCgroupDriver } from './oci/cgroup-driver.js';
 import { ImageManager } from './image/manager.js';
-import { stopLayerWorkers } from './image/layer/ingest.js';
+import { setLayerWorkerCount, stopLayerWorkers } from './image/layer/ingest.js';
 import { UnavailableError } from './errors.js';
 import { imageListRpcs } from './server/image-list.js';
 import { imageStatusRpcs } from './server/image-status.js';
@@ -177,6 +177,7 @@ export class Daemon {
     await mkdir(config.root, { recursive: true, mode: 0o711 });
     await mkdir(config.run_root, { recursive: true, mode: 0o711 });
     await prepareSocketPath(config.server.socket);
+    setLayerWorkerCount(config.image.unpack_threads);
     // Reconciles the image store (temp files, half-made layers) before serving.
     this.imageManager = await ImageManager.open(() => this.current, this.log);
     await this.startPods();

@@ -138,6 +138,12 @@ export const SCHEMA: SectionSpec = {
           reloadable: true,
         }),
         max_concurrent_downloads: leaf('integer', 3, 'Layers downloaded at once per pull.', { min: 1 }),
+        unpack_threads: leaf(
+          'integer',
+          0,
+          'Threads that verify, decompress and write layers; 0: one per CPU beyond the first, at most 4.',
+          { min: 0 },
+        ),
         pull_progress_timeout_seconds: leaf('integer', 60, 'A pull receiving no bytes for this long fails.', {
           min: 1,
           reloadable: true,
@@ -220,6 +226,7 @@ export interface BerthConfig {
   image: {
     unqualified_search_registries: string[];
     max_concurrent_downloads: number;
+    unpack_threads: number;
     pull_progress_timeout_seconds: number;
     pinned_images: string[];
     registries: Record<string, RegistryConfig>;

@@ -8,12 +8,11 @@ import { createHash, type Hash } from 'node:crypto';
 import { closeSync, createReadStream, fsyncSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { Readable } from 'node:stream';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { parentPort } from 'node:worker_threads';
 import { LayerFault, errnoCode, errorMessage } from './faults.js';
 import type { FromWorker, IngestResult, IngestSpec, ToWorker, WireError } from './ingest.js';
 import { unpackInThisThread } from './writer.js';
+import { gcPacer } from '../../util/gc-pacer.js';
 
 const port = parentPort!;
 
@@ -244,30 +243,11 @@ class Job {
 const jobs = new Map<number, Job>();
 
 /**
- * Every buffer this thread handles (messages, inflated chunks) is external
- * memory, which V8 collects only after ~64 MiB of it has piled up per
- * isolate; glibc keeps what it once held in the thread's arena, so that pile
- * would stay in the RSS. Collections paced by the bytes handled keep it to
- * what is in use: a young-generation one every few MiB frees most buffers, a
- * full one now and then the few that lived long enough to be promoted (the
- * worker's heap is a few MiB, so that costs little).
+ * Every buffer this thread handles (inflated chunks mostly) is garbage soon
+ * after; a full collection now and then frees the few that lived long enough
+ * to be promoted (this thread's heap is a few MiB, so that costs little).
  */
-setFlagsFromString('--expose-gc');
-const gc = runInNewContext('gc') as (options?: { type: 'minor' | 'major'; execution: 'sync' }) => void;
-const MINOR_GC_EVERY = 8 * 1024 * 1024;
-const MAJOR_GC_EVERY = 64 * 1024 * 1024;
-let sinceMinor = 0;
-let sinceMajor = 0;
-function collectSometimes(bytes: number): void {
-  sinceMinor += bytes;
-  sinceMajor += bytes;
-  if (sinceMinor < MINOR_GC_EVERY) return;
-  sinceMinor = 0;
-  if (sinceMajor >= MAJOR_GC_EVERY) {
-    sinceMajor = 0;
-    gc({ type: 'major', execution: 'sync' });
-  } else gc({ type: 'minor', execution: 'sync' });
-}
+const collectSometimes = gcPacer({ minorEveryBytes: 8 * 1024 * 1024, majorEveryBytes: 64 * 1024 * 1024 });
 
 port.on('message', (m: ToWorker) => {
   if (m.type === 'start') {

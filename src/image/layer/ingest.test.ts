@@ -6,10 +6,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { compress, file, sha256, tarEntries } from '../../../test/helpers/image-builder.js';
-import { runIngest } from './ingest.js';
+import { layerWorkerCount, runIngest, setLayerWorkerCount, stopLayerWorkers } from './ingest.js';
 
 const work = await mkdtemp(join(tmpdir(), 'berth-ingest-'));
 after(async () => {
+  setLayerWorkerCount(0);
+  await stopLayerWorkers();
   await rm(work, { recursive: true, force: true });
 });
 
@@ -70,3 +72,23 @@ it(
     );
   },
 );
+
+it('no more worker threads than configured, however many layers come at once', async () => {
+  for (const count of [1, 2]) {
+    await stopLayerWorkers();
+    setLayerWorkerCount(count);
+    const blob = await compress(await tarEntries([file('f', randomBytes(512 * 1024))]), 'gzip');
+    await Promise.all(
+      [0, 1, 2].map(async (i) => {
+        const dir = join(work, `count-${count}-${i}`);
+        await mkdir(join(dir, 'diff'), { recursive: true });
+        await mkdir(join(dir, 'scratch'));
+        await runIngest(
+          { unpack: { target: join(dir, 'diff'), scratch: join(dir, 'scratch'), name: `layer ${i}` } },
+          trickle(blob, i + 7),
+        );
+      }),
+    );
+    assert.equal(layerWorkerCount(), count);
+  }
+});

@@ -13,6 +13,7 @@ import { InternalError, UnavailableError } from '../../errors.js';
 import { ContentMismatchError, LayerRejectedError } from './errors.js';
 import type { FaultKind } from './faults.js';
 import type { LayerLog, UnpackResult } from './writer.js';
+import { gcPacer } from '../../util/gc-pacer.js';
 
 /** Write the compressed bytes to `temp`, verifying size and digest; fsync when whole. */
 export interface BlobSpec {
@@ -65,8 +66,8 @@ export type FromWorker =
 const BATCH = 256 * 1024;
 /** Batches a job may have in flight before the source is paused. */
 const MAX_IN_FLIGHT = 8;
-/** Workers at most (fewer on fewer CPUs). */
-const MAX_WORKERS = 4;
+/** Workers at most when the count is automatic. */
+const MAX_AUTO_WORKERS = 4;
 /** Batches kept for reuse (what a few pulls at once have in flight). */
 const MAX_SPARE_BATCHES = 32;
 /** An idle worker is stopped after this long (its isolate costs memory). */
@@ -187,6 +188,8 @@ class LayerWorker {
 }
 
 const workers: LayerWorker[] = [];
+/** Network chunks are garbage once copied into a batch: collected every few MiB (see gc-pacer). */
+let collectNetworkChunks: ((bytes: number) => void) | undefined;
 /** Batch memory the workers are done with, filled again by the next chunks. */
 const spareBatches: ArrayBuffer[] = [];
 
@@ -196,9 +199,26 @@ function takeBatch(): Buffer {
 }
 let nextId = 1;
 
-/** Workers: one per CPU (at most 4); jobs go to the least busy. */
+let configuredWorkers = 0;
+
+/**
+ * Layer worker threads at most: `count`, or with 0 one per CPU beyond the
+ * first (at most 4), leaving a CPU to the main thread and the inflating
+ * thread pool. On 2 CPUs one worker pulls about as fast as two did and each
+ * worker costs ~10 MiB of heap and a malloc arena.
+ */
+export function setLayerWorkerCount(count: number): void {
+  configuredWorkers = count;
+}
+
+function workerLimit(): number {
+  if (configuredWorkers > 0) return configuredWorkers;
+  return Math.max(1, Math.min(availableParallelism() - 1, MAX_AUTO_WORKERS));
+}
+
+/** Jobs go to the least busy worker; a new one is started while under the limit. */
 function pickWorker(): LayerWorker {
-  const limit = Math.max(1, Math.min(availableParallelism(), MAX_WORKERS));
+  const limit = workerLimit();
   let best = workers.reduce<LayerWorker | undefined>(
     (b, w) => (b === undefined || w.jobs.size < b.jobs.size ? w : b),
     undefined,
@@ -286,6 +306,7 @@ export function runIngest(
     };
     const onData = (chunk: Buffer) => {
       options.onBytes?.(chunk.length);
+      (collectNetworkChunks ??= gcPacer({ minorEveryBytes: 4 * 1024 * 1024 }))(chunk.length);
       // Network chunks are views into larger buffers (the whole of which a
       // message would copy): gathered into a batch of our own first.
       for (let off = 0; off < chunk.length;) {
@@ -325,6 +346,11 @@ export function runIngest(
       if (stream.isPaused()) stream.resume();
     }
   });
+}
+
+/** Layer worker threads running now. */
+export function layerWorkerCount(): number {
+  return workers.length;
 }
 
 /** Stops every layer worker (jobs still running fail). For shutdown and tests. */
