@@ -14,10 +14,13 @@ import type { Agent as AgentClass, Dispatcher } from 'undici';
 
 const require = createRequire(import.meta.url);
 
+const AGENT = 'undici/lib/dispatcher/agent.js';
+const REQUEST_API = 'undici/lib/api/api-request.js';
+
 /**
  * Modules required one per turn, each bringing in its own dependencies not
- * yet loaded; the last two are the ones used. undici has no package
- * `exports` map, so these paths are public to Node; its version is locked.
+ * yet loaded. undici has no package `exports` map, so these paths are
+ * public to Node; its version is locked.
  */
 const SLICES = [
   'undici/lib/core/errors.js',
@@ -25,8 +28,8 @@ const SLICES = [
   'undici/lib/core/request.js',
   'undici/lib/dispatcher/client-h1.js',
   'undici/lib/dispatcher/client.js',
-  'undici/lib/dispatcher/agent.js',
-  'undici/lib/api/api-request.js',
+  AGENT,
+  REQUEST_API,
 ] as const;
 
 export type RequestOptions = Omit<Dispatcher.RequestOptions, 'origin' | 'path'> & {
@@ -42,13 +45,13 @@ export interface Undici {
 type ApiRequest = (this: Dispatcher, options: Dispatcher.RequestOptions) => Promise<Dispatcher.ResponseData>;
 
 async function load(): Promise<Undici> {
-  const loaded: unknown[] = [];
   for (const slice of SLICES) {
-    loaded.push(require(slice));
+    require(slice);
     await new Promise((resolve) => setImmediate(resolve));
   }
-  const Agent = loaded.at(-2) as typeof AgentClass;
-  const apiRequest = loaded.at(-1) as ApiRequest;
+  // Loaded by now: these only look them up.
+  const Agent = require(AGENT) as typeof AgentClass;
+  const apiRequest = require(REQUEST_API) as ApiRequest;
   return {
     Agent,
     // What undici's top-level request() does with a URL before handing it to the dispatcher.
