@@ -161,8 +161,6 @@ class LayerWorker {
   private finished(id: number): void {
     this.jobs.delete(id);
     if (this.jobs.size > 0 || this.dead) return;
-    // No pull running: the spare batches would only sit in the idle daemon's RSS.
-    if (workers.every((w) => w.jobs.size === 0)) spareBatches.length = 0;
     // Idle: let the process exit without it, and stop it if it stays idle.
     this.worker.unref();
     this.idle = setTimeout(() => {
@@ -227,6 +225,10 @@ function pickWorker(): LayerWorker {
     best = new LayerWorker((gone) => {
       const at = workers.indexOf(gone);
       if (at !== -1) workers.splice(at, 1);
+      // The last worker stopped (idle): spare batches would only sit in the idle
+      // daemon's RSS. Kept until then, back-to-back pulls reuse them instead of
+      // allocating anew around whatever took their place in the heap.
+      if (workers.length === 0) spareBatches.length = 0;
     });
     workers.push(best);
   }
