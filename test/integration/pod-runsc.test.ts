@@ -4,7 +4,8 @@
  * StopPodSandbox/RemovePodSandbox leave neither runsc state nor netns.
  * Containers join the sandbox under conmon through native/berth-runsc-shim:
  * their output reaches the CRI log, exit codes are recorded, exec and stop
- * work, and one removed before its start leaves no monitor behind.
+ * work, a tty container gets a terminal, and one removed before its start
+ * leaves no monitor behind.
  */
 import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -101,7 +102,7 @@ it('a runsc pod runs as a gVisor sandbox on its network and leaves nothing when 
   assert.deepEqual(pods, []);
 });
 
-it('containers join a runsc pod sandbox under conmon: log, exit code, exec, stop, remove or stop before start', async () => {
+it('containers join a runsc pod sandbox under conmon: log, exit code, tty, exec, stop, remove or stop before start', async () => {
   const rt = berth.cri.runtime;
   const logDirectory = join(work, 'logs', 'gvisor-ctr');
   const pod = PodSandboxConfig.fromPartial({
@@ -113,12 +114,13 @@ it('containers join a runsc pod sandbox under conmon: log, exit code, exec, stop
     },
   });
   const { podSandboxId } = await rt.runPodSandbox({ config: pod, runtimeHandler: 'runsc' });
-  const create = async (name: string, command: string[]) =>
+  const create = async (name: string, command: string[], tty = false) =>
     (
       await rt.createContainer({
         podSandboxId,
         config: containerConfig(name, {
           command,
+          tty,
           logPath: `${name}.log`,
           linux: { securityContext: { namespaceOptions: { network: NamespaceMode.POD } } },
         }),
@@ -142,6 +144,22 @@ it('containers join a runsc pod sandbox under conmon: log, exit code, exec, stop
     'the container ran on gVisor, not the host kernel',
   );
   assert.match(log, /^\S+ stderr F to-stderr$/m);
+
+  // With a terminal: runsc hands the container a host pty at create (conmon holds its
+  // master), so terminal ioctls work inside gVisor (ttyname does not: the pty has no
+  // name in the sandbox) and everything the process writes is one stream, stdout.
+  const tty = await create(
+    'tty',
+    ['sh', '-c', 'stty -g && echo is-a-terminal; echo to-stderr >&2; exit 5'],
+    true,
+  );
+  await rt.startContainer({ containerId: tty });
+  const ttyEnded = await waitForState(berth, tty, (s) => s.state === ContainerState.CONTAINER_EXITED, 30_000);
+  assert.equal(ttyEnded.exitCode, 5);
+  const ttyLog = await readFile(join(logDirectory, 'tty.log'), 'utf8');
+  assert.match(ttyLog, /^\S+ stdout F is-a-terminal\r?$/m);
+  assert.match(ttyLog, /^\S+ stdout F to-stderr\r?$/m);
+  assert.doesNotMatch(ttyLog, / stderr /);
 
   // A long-running one: exec, then StopContainer's SIGTERM is its recorded end.
   const server = await create('server', ['sleep', '3600']);
