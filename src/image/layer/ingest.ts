@@ -64,8 +64,8 @@ export type FromWorker =
 
 /** Bytes per message to a worker: large enough that per-message costs vanish. */
 const BATCH = 256 * 1024;
-/** Batches a job may have in flight before the source is paused. */
-const MAX_IN_FLIGHT = 8;
+/** Batches a job may have in flight before the source is paused (1 MiB: more measured no faster, ~6 MiB more RSS). */
+const MAX_IN_FLIGHT = 4;
 /** Workers at most when the count is automatic. */
 const MAX_AUTO_WORKERS = 4;
 /** Batches kept for reuse (what a few pulls at once have in flight). */
