@@ -3,6 +3,8 @@
 //   berth-mount  mounts, unmounts and netns as plain system calls (without it berth
 //                uses util-linux mount(8), umount(8) and unshare(1), ~14 ms slower each)
 //   berth-runsc-shim  conmon's runtime for containers joining a runsc (gVisor) pod sandbox
+//   berth-spawn  starts CNI plugins, the mount helper and runtime commands without
+//                forking the daemon (Node's spawn holds the event loop 5-15 ms each)
 // Without gcc it says so and succeeds.
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, renameSync, statSync } from 'node:fs';
@@ -15,6 +17,7 @@ const helpers = {
   'berth-idmap': 'user namespaces will be reported unsupported',
   'berth-mount': 'mounts go through util-linux instead',
   'berth-runsc-shim': 'containers cannot join runsc pod sandboxes',
+  'berth-spawn': "short-lived programs start through Node's spawn instead (slower, blocks the event loop)",
 };
 
 function mtime(path) {

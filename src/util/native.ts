@@ -5,6 +5,8 @@
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-export function nativeHelper(name: 'berth-idmap' | 'berth-mount' | 'berth-runsc-shim'): string {
+export function nativeHelper(
+  name: 'berth-idmap' | 'berth-mount' | 'berth-runsc-shim' | 'berth-spawn',
+): string {
   return join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'native', 'build', name);
 }

@@ -1,10 +1,15 @@
-import { spawn, type SpawnOptions } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { nativeHelper } from './native.js';
+import { Spawner } from './spawner.js';
 
 export interface RunResult {
   code: number | null;
   signal: NodeJS.Signals | null;
   stdout: string;
   stderr: string;
+  /** Killed because timeoutMs ran out. */
+  timedOut: boolean;
 }
 
 export interface RunOptions {
@@ -14,7 +19,6 @@ export interface RunOptions {
   timeoutMs?: number;
   /** Cap on captured bytes per stream; the rest is discarded. */
   maxOutputBytes?: number;
-  stdio?: SpawnOptions['stdio'];
 }
 
 /** A process that failed; carries the command and what it printed. */
@@ -34,8 +38,57 @@ export class CommandError extends Error {
  * Runs a program with an argument array (never a shell) and captures its
  * output. Resolves with the result whatever the exit code.
  */
-export function run(file: string, args: readonly string[], options: RunOptions = {}): Promise<RunResult> {
+let spawner: Spawner | null | undefined;
+
+/** The shared berth-spawn helper; null when it was not built (Node's spawn then). */
+function sharedSpawner(): Spawner | null {
+  if (spawner === undefined) {
+    const path = nativeHelper('berth-spawn');
+    spawner = existsSync(path) ? new Spawner(path) : null;
+  }
+  return spawner;
+}
+
+/** Tests run both paths: false forces Node's spawn, true goes back to looking for the helper. */
+export function useSpawnHelper(use: boolean): void {
+  spawner?.close();
+  spawner = use ? undefined : null;
+}
+
+export async function run(
+  file: string,
+  args: readonly string[],
+  options: RunOptions = {},
+): Promise<RunResult> {
   const maxBytes = options.maxOutputBytes ?? 16 * 1024 * 1024;
+  const helper = sharedSpawner();
+  if (helper) {
+    const outcome = await helper.run({
+      file,
+      args,
+      env: options.env ?? process.env,
+      cwd: options.cwd,
+      input: options.input,
+      timeoutMs: options.timeoutMs,
+      maxOutputBytes: maxBytes,
+    });
+    return {
+      code: outcome.code,
+      signal: outcome.signal,
+      stdout: outcome.stdout.toString('utf8'),
+      stderr: outcome.stderr.toString('utf8'),
+      timedOut: outcome.timedOut,
+    };
+  }
+  return runWithNode(file, args, options, maxBytes);
+}
+
+function runWithNode(
+  file: string,
+  args: readonly string[],
+  options: RunOptions,
+  maxBytes: number,
+): Promise<RunResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(file, args, {
       cwd: options.cwd,
@@ -55,8 +108,12 @@ export function run(file: string, args: readonly string[], options: RunOptions =
       errBytes += chunk.length;
     });
     let timer: NodeJS.Timeout | undefined;
+    let timedOut = false;
     if (options.timeoutMs !== undefined) {
-      timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs);
+      timer = setTimeout(() => {
+        timedOut = true;
+        child.kill('SIGKILL');
+      }, options.timeoutMs);
     }
     child.on('error', (e) => {
       if (timer) clearTimeout(timer);
@@ -69,6 +126,7 @@ export function run(file: string, args: readonly string[], options: RunOptions =
         signal,
         stdout: Buffer.concat(out).toString('utf8'),
         stderr: Buffer.concat(err).toString('utf8'),
+        timedOut,
       });
     });
     child.stdin!.on('error', () => undefined);

@@ -4,12 +4,12 @@
  * result (or error) JSON on stdout. A network list is a chain: each plugin
  * gets the previous plugin's result as prevResult.
  */
-import { spawn } from 'node:child_process';
 import { access, constants, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import { BerthError, DeadlineExceededError, errorMessage } from '../../errors.js';
 import type { CniNetworkList } from '../cni-config.js';
+import { run, type RunResult } from '../../util/run.js';
 
 /** A plugin failure, named after the plugin, with its message and stderr. */
 export class CniError extends BerthError {
@@ -123,58 +123,6 @@ function cniEnv(command: CniCommand, inv: CniInvocation, binDirs: string[]): Nod
   return env;
 }
 
-interface ExecOutcome {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-  timedOut: boolean;
-}
-
-function execRaw(
-  path: string,
-  stdin: string,
-  env: NodeJS.ProcessEnv,
-  timeoutMs: number,
-): Promise<ExecOutcome> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(path, [], { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    let outBytes = 0;
-    let errBytes = 0;
-    let timedOut = false;
-    child.stdout.on('data', (chunk: Buffer) => {
-      if (outBytes < MAX_OUTPUT) out.push(chunk);
-      outBytes += chunk.length;
-    });
-    child.stderr.on('data', (chunk: Buffer) => {
-      if (errBytes < MAX_OUTPUT) err.push(chunk);
-      errBytes += chunk.length;
-    });
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, timeoutMs);
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({
-        code,
-        signal,
-        stdout: Buffer.concat(out).toString('utf8'),
-        stderr: Buffer.concat(err).toString('utf8'),
-        timedOut,
-      });
-    });
-    child.stdin.on('error', () => undefined);
-    child.stdin.end(stdin);
-  });
-}
-
 /** The CNI error object a failing plugin prints: {code, msg, details}. */
 function describeFailure(stdout: string): string {
   try {
@@ -204,14 +152,14 @@ export async function execPlugin(
   options: CniExecOptions,
 ): Promise<unknown> {
   const what = `CNI plugin "${type}" (${path}) ${command} for network "${String(conf.name)}"`;
-  let outcome: ExecOutcome;
+  let outcome: RunResult;
   try {
-    outcome = await execRaw(
-      path,
-      JSON.stringify(conf),
-      cniEnv(command, inv, options.binDirs),
-      options.timeoutMs,
-    );
+    outcome = await run(path, [], {
+      input: JSON.stringify(conf),
+      env: cniEnv(command, inv, options.binDirs),
+      timeoutMs: options.timeoutMs,
+      maxOutputBytes: MAX_OUTPUT,
+    });
   } catch (err) {
     throw new CniError(`${what} could not be started: ${errorMessage(err)}`, { cause: err });
   }

@@ -1,0 +1,179 @@
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { access, mkdtemp, realpath, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { nativeHelper } from './native.js';
+import { run, useSpawnHelper } from './run.js';
+import { Spawner } from './spawner.js';
+
+const SPAWN_HELPER = nativeHelper('berth-spawn');
+
+let dir: string;
+before(async () => {
+  dir = await realpath(await mkdtemp(join(tmpdir(), 'berth-run-')));
+});
+after(async () => {
+  useSpawnHelper(true);
+  await rm(dir, { recursive: true, force: true });
+});
+
+it('the spawn helper was built (gcc is part of the set-up)', async () => {
+  await access(SPAWN_HELPER);
+});
+
+for (const backend of ['berth-spawn', 'node'] as const) {
+  describe(`run() through ${backend}`, () => {
+    before(() => useSpawnHelper(backend === 'berth-spawn'));
+
+    it('captures stdout, stderr and the exit code, with args, env, cwd and stdin', async () => {
+      const result = await run(
+        '/bin/sh',
+        ['-c', 'read line; echo "$line $1 $GREETING $(pwd)"; echo oops >&2; exit 7', 'sh', 'arg1'],
+        { input: 'from-stdin\n', env: { GREETING: 'hello', PATH: '/usr/bin:/bin' }, cwd: dir },
+      );
+      assert.deepEqual(result, {
+        code: 7,
+        signal: null,
+        stdout: `from-stdin arg1 hello ${dir}\n`,
+        stderr: 'oops\n',
+        timedOut: false,
+      });
+    });
+
+    it('feeds stdin larger than a pipe buffer and reads output as large', async () => {
+      const input = Buffer.alloc(3 * 1024 * 1024, 'x');
+      const result = await run('cat', [], { input });
+      assert.equal(result.code, 0);
+      assert.equal(result.stdout.length, input.length);
+    });
+
+    it('caps captured output per stream', async () => {
+      const result = await run('/bin/sh', ['-c', 'head -c 100000 /dev/zero; head -c 5000 /dev/zero >&2'], {
+        maxOutputBytes: 4096,
+      });
+      assert.equal(result.code, 0);
+      assert.equal(result.stdout.length, 4096);
+      assert.equal(result.stderr.length, 4096);
+    });
+
+    it('searches PATH of the given environment for a bare name', async () => {
+      const result = await run('true', [], { env: { PATH: '/nonexistent:/bin' } });
+      assert.equal(result.code, 0);
+    });
+
+    it('rejects like Node does when the program cannot start', async () => {
+      await assert.rejects(run(join(dir, 'no-such-program'), []), (err: NodeJS.ErrnoException) => {
+        assert.equal(err.code, 'ENOENT');
+        assert.match(err.message, /no-such-program/);
+        return true;
+      });
+      await assert.rejects(run('true', [], { cwd: join(dir, 'no-such-dir') }), { code: 'ENOENT' });
+      await assert.rejects(run('no-such-program-anywhere', [], { env: { PATH: '/bin:/usr/bin' } }), {
+        code: 'ENOENT',
+      });
+    });
+
+    it('kills a program that runs past its timeout and says so', async () => {
+      const started = Date.now();
+      const result = await run('sleep', ['30'], { timeoutMs: 200 });
+      assert.equal(result.signal, 'SIGKILL');
+      assert.equal(result.code, null);
+      assert.equal(result.timedOut, true);
+      assert.ok(Date.now() - started < 5000);
+    });
+
+    it('reports a program killed by a signal', async () => {
+      const result = await run('/bin/sh', ['-c', 'kill -TERM $$']);
+      assert.equal(result.signal, 'SIGTERM');
+      assert.equal(result.timedOut, false);
+    });
+
+    it('runs many programs at once and matches each reply to its call', async () => {
+      const results = await Promise.all(
+        Array.from({ length: 40 }, (_, i) =>
+          run('/bin/sh', ['-c', `sleep 0.0${i % 5}; echo ${i}; exit ${i % 3}`]),
+        ),
+      );
+      results.forEach((result, i) => {
+        assert.equal(result.stdout, `${i}\n`);
+        assert.equal(result.code, i % 3);
+      });
+    });
+  });
+}
+
+describe('berth-spawn', () => {
+  it('does not hold the event loop while programs start (Node spawn does)', async () => {
+    useSpawnHelper(true);
+    // Enough resident memory that a fork of this process costs what a daemon's does.
+    const ballast = Array.from({ length: 96 }, () => Buffer.alloc(1024 * 1024, 1));
+    const worstDelay = async (): Promise<number> => {
+      const histogram = monitorEventLoopDelay({ resolution: 1 });
+      histogram.enable();
+      for (let i = 0; i < 20; i++) await run('true', []);
+      histogram.disable();
+      return histogram.max / 1e6;
+    };
+    await run('true', []); // the helper itself starts through Node once
+    const helperWorst = await worstDelay();
+    useSpawnHelper(false);
+    const nodeWorst = await worstDelay();
+    useSpawnHelper(true);
+    assert.ok(ballast.length > 0);
+    assert.ok(
+      helperWorst < nodeWorst,
+      `worst event-loop delay ${helperWorst.toFixed(1)} ms through berth-spawn, ${nodeWorst.toFixed(1)} ms through Node`,
+    );
+  });
+
+  it('rejects the calls in flight when the helper dies, and starts a new one for the next', async () => {
+    const spawner = new Spawner(SPAWN_HELPER);
+    const running = spawner.run({ file: 'sleep', args: ['30'], env: process.env, maxOutputBytes: 1024 });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const helpers = await run('pgrep', ['-P', String(process.pid), '-x', 'berth-spawn']);
+    const pids = helpers.stdout.trim().split('\n').filter(Boolean);
+    assert.ok(pids.length >= 1, 'a berth-spawn child is running');
+    for (const pid of pids) process.kill(Number(pid), 'SIGKILL');
+    await assert.rejects(running, /sleep: outcome unknown, berth-spawn was killed by SIGKILL/);
+    const next = await spawner.run({ file: 'echo', args: ['again'], env: process.env, maxOutputBytes: 1024 });
+    assert.equal(next.stdout.toString(), 'again\n');
+    spawner.close();
+  });
+
+  it('refuses an argument with a NUL byte instead of cutting it short', async () => {
+    const spawner = new Spawner(SPAWN_HELPER);
+    await assert.rejects(
+      spawner.run({ file: 'echo', args: ['a\0b'], env: process.env, maxOutputBytes: 1024 }),
+      /NUL byte/,
+    );
+    spawner.close();
+  });
+
+  it('lets a process that used it exit without waiting for the helper', async () => {
+    const script = `
+      import { run } from ${JSON.stringify(new URL('./run.js', import.meta.url).href)};
+      const r = await run('echo', ['done']);
+      process.stdout.write(r.stdout);
+    `;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    const code = await new Promise<number | null>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(new Error('the process did not exit within 5 s'));
+      }, 5000);
+      child.on('exit', (c) => {
+        clearTimeout(timer);
+        resolve(c);
+      });
+    });
+    assert.equal(code, 0);
+    assert.equal(out, 'done\n');
+  });
+});
