@@ -8,16 +8,25 @@
  * and berth only writes a request and later reads a reply, never blocking.
  *
  * Protocol on stdin (requests) and stdout (replies), little-endian u32s:
- *   request: len, id, timeout_ms (0: none), max_output, argc, envc, has_cwd,
- *            then NUL-terminated strings: file, argv[argc], env[envc], [cwd],
+ *   spawn:   len, op 0, id, timeout_ms (0: none), max_output, argc, envc,
+ *            flags, nstreams, then NUL-terminated strings: file, argv[argc],
+ *            env[envc], [cwd], then nstreams x (child fd, 16-byte token),
  *            then the child's stdin bytes up to len.
- *   reply:   len, id, kind (0 exited, 1 signaled, 2 not started), value
- *            (exit code, signal, errno), timed_out, stdout_len, stderr_len,
- *            then stdout and stderr (each capped at max_output).
- * A reply is sent once the process has ended and closed both outputs. A file
- * without a slash is searched in the PATH of the request's environment.
- * At the end of stdin it finishes the running requests and exits; it dies
- * with berth (PR_SET_PDEATHSIG), leaving its children to finish on their own.
+ *            flags: 1 cwd given, 2 new session (setsid), 4 report the pid at
+ *            once, 8 stdin/stdout/stderr not given as streams are /dev/null.
+ *   signal:  len, op 1, id, signal: sent only while the process is unreaped,
+ *            so never to a recycled pid.
+ *   reply:   len, id, kind (0 exited, 1 signaled, 2 not started, 3 started),
+ *            value (exit code, signal, errno, pid), timed_out, stdout_len,
+ *            stderr_len, then stdout and stderr (each capped at max_output).
+ * A stream is a connection to berth's abstract unix socket (argv[1]) that
+ * starts with the token and becomes the child's fd: how conmon's sync and
+ * start pipes and an exec's stdio reach berth as sockets it reads and writes.
+ * The final reply is sent once the process has ended and closed the outputs
+ * captured here. A file without a slash is searched in the PATH of the
+ * request's environment. At the end of stdin it finishes the running
+ * requests and exits; it dies with berth (PR_SET_PDEATHSIG), leaving its
+ * children to run on.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -35,8 +44,21 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
 #define MAX_REQUEST (64u << 20)
-#define HEADER_WORDS 7
+#define SPAWN_WORDS 8 /* op .. nstreams */
+#define TOKEN_BYTES 16
+#define MAX_STREAMS 8
+#define FLAG_CWD 1
+#define FLAG_SETSID 2
+#define FLAG_REPORT_START 4
+#define FLAG_DISCARD 8
+#define OP_SPAWN 0
+#define OP_SIGNAL 1
+#define KIND_STARTED 3
 
 struct buf {
   char *data;
@@ -58,6 +80,7 @@ struct job {
 
 static struct job *jobs;
 static struct buf requests;
+static const char *stream_socket; /* abstract name, without the leading NUL */
 
 static void die(const char *what) {
   fprintf(stderr, "berth-spawn: %s: %s\n", what, strerror(errno));
@@ -140,25 +163,60 @@ static int spawn_searching(pid_t *pid, const char *file, posix_spawn_file_action
   }
 }
 
-static void start_job(const char *frame, uint32_t len) {
-  uint32_t header[HEADER_WORDS - 1];
-  if (len < sizeof header) {
-    fprintf(stderr, "berth-spawn: request of %u bytes is too short\n", len);
-    _exit(1);
+static void malformed(const char *why) {
+  fprintf(stderr, "berth-spawn: malformed request: %s\n", why);
+  _exit(1);
+}
+
+/* A connection to berth's stream socket, announced by its token; well above the fds it will replace. */
+static int connect_stream(const char *token) {
+  struct sockaddr_un addr = {.sun_family = AF_UNIX};
+  size_t name_len = stream_socket ? strlen(stream_socket) : 0;
+  if (!name_len || name_len + 1 > sizeof addr.sun_path) return -EINVAL;
+  memcpy(addr.sun_path + 1, stream_socket, name_len);
+  errno = 0;
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  socklen_t addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + name_len);
+  if (connect(fd, (struct sockaddr *)&addr, addr_len) < 0 || write(fd, token, TOKEN_BYTES) != TOKEN_BYTES) {
+    int err = errno ? errno : EIO;
+    close(fd);
+    return -err;
   }
+  int high = fcntl(fd, F_DUPFD_CLOEXEC, 64);
+  int err = errno;
+  close(fd);
+  return high < 0 ? -err : high;
+}
+
+static struct job *find_job(uint32_t id) {
+  for (struct job *job = jobs; job; job = job->next)
+    if (job->id == id) return job;
+  return NULL;
+}
+
+static void start_job(const char *frame, uint32_t len) {
+  uint32_t header[SPAWN_WORDS];
+  if (len < 3 * 4) malformed("too short");
+  memcpy(header, frame, 3 * 4);
+  if (header[0] == OP_SIGNAL) {
+    struct job *job = find_job(header[1]);
+    if (job && !job->ended) kill(job->pid, (int)header[2]);
+    return;
+  }
+  if (header[0] != OP_SPAWN || len < sizeof header) malformed("unknown operation or too short");
   memcpy(header, frame, sizeof header);
-  uint32_t id = header[0], timeout_ms = header[1], max_output = header[2], argc = header[3],
-           envc = header[4], has_cwd = header[5];
+  uint32_t id = header[1], timeout_ms = header[2], max_output = header[3], argc = header[4], envc = header[5],
+           flags = header[6], nstreams = header[7];
+  if (nstreams > MAX_STREAMS) malformed("too many streams");
   const char *p = frame + sizeof header, *end = frame + len;
-  uint32_t nstrings = 1 + argc + envc + (has_cwd ? 1 : 0);
-  char **strings = calloc(nstrings + 2, sizeof(char *));
+  uint32_t nstrings = 1 + argc + envc + ((flags & FLAG_CWD) ? 1 : 0);
+  if (argc == 0 || nstrings > (uint32_t)(end - p)) malformed("string count");
+  char **strings = calloc(nstrings, sizeof(char *));
   if (!strings) die("out of memory");
   for (uint32_t i = 0; i < nstrings; i++) {
     const char *nul = memchr(p, 0, (size_t)(end - p));
-    if (!nul) {
-      fprintf(stderr, "berth-spawn: request %u is malformed\n", id);
-      _exit(1);
-    }
+    if (!nul) malformed("unterminated string");
     strings[i] = (char *)p;
     p = nul + 1;
   }
@@ -169,16 +227,36 @@ static void start_job(const char *frame, uint32_t len) {
   if (!argv || !envp) die("out of memory");
   memcpy(argv, strings + 1, argc * sizeof(char *));
   memcpy(envp, strings + 1 + argc, envc * sizeof(char *));
-  const char *cwd = has_cwd ? strings[1 + argc + envc] : NULL;
+  const char *cwd = (flags & FLAG_CWD) ? strings[1 + argc + envc] : NULL;
 
-  int in[2], out[2], err[2];
-  if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0) die("pipe2");
   posix_spawn_file_actions_t actions;
   posix_spawnattr_t attr;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, in[0], STDIN_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
-  posix_spawn_file_actions_adddup2(&actions, err[1], STDERR_FILENO);
+  int streamed[3] = {0, 0, 0};
+  int stream_fds[MAX_STREAMS];
+  int rc = 0;
+  for (uint32_t i = 0; i < nstreams; i++) {
+    if ((size_t)(end - p) < 4 + TOKEN_BYTES) malformed("stream spec");
+    uint32_t child_fd;
+    memcpy(&child_fd, p, 4);
+    if (child_fd > 63) malformed("stream fd");
+    int fd = rc ? -1 : connect_stream(p + 4);
+    if (fd < 0 && !rc) rc = -fd;
+    stream_fds[i] = fd;
+    if (fd >= 0) posix_spawn_file_actions_adddup2(&actions, fd, (int)child_fd);
+    if (child_fd < 3) streamed[child_fd] = 1;
+    p += 4 + TOKEN_BYTES;
+  }
+  int pipes[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
+  for (int fd = 0; fd < 3; fd++) {
+    if (streamed[fd]) continue;
+    if (flags & FLAG_DISCARD) {
+      posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0);
+      continue;
+    }
+    if (pipe2(pipes[fd], O_CLOEXEC) < 0) die("pipe2");
+    posix_spawn_file_actions_adddup2(&actions, pipes[fd][fd == 0 ? 0 : 1], fd);
+  }
   if (cwd) posix_spawn_file_actions_addchdir_np(&actions, cwd);
   posix_spawnattr_init(&attr);
   sigset_t none, all;
@@ -186,39 +264,44 @@ static void start_job(const char *frame, uint32_t len) {
   sigfillset(&all);
   posix_spawnattr_setsigmask(&attr, &none);
   posix_spawnattr_setsigdefault(&attr, &all);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+                                      ((flags & FLAG_SETSID) ? POSIX_SPAWN_SETSID : 0));
   pid_t pid = 0;
-  int rc = spawn_searching(&pid, file, &actions, &attr, argv, envp);
+  if (!rc) rc = spawn_searching(&pid, file, &actions, &attr, argv, envp);
   posix_spawn_file_actions_destroy(&actions);
   posix_spawnattr_destroy(&attr);
-  close(in[0]);
-  close(out[1]);
-  close(err[1]);
+  for (uint32_t i = 0; i < nstreams; i++)
+    if (stream_fds[i] >= 0) close(stream_fds[i]);
+  /* The child's ends; ours are [0][1] (its stdin) and [1][0], [2][0] (its output). */
+  if (pipes[0][0] >= 0) close(pipes[0][0]);
+  if (pipes[1][1] >= 0) close(pipes[1][1]);
+  if (pipes[2][1] >= 0) close(pipes[2][1]);
   if (rc != 0) {
-    close(in[1]);
-    close(out[0]);
-    close(err[0]);
+    if (pipes[0][1] >= 0) close(pipes[0][1]);
+    if (pipes[1][0] >= 0) close(pipes[1][0]);
+    if (pipes[2][0] >= 0) close(pipes[2][0]);
     reply(id, 2, (uint32_t)rc, 0, NULL, NULL);
   } else {
     struct job *job = calloc(1, sizeof *job);
     if (!job) die("out of memory");
     job->id = id;
     job->pid = pid;
-    job->in_fd = in[1];
-    job->out_fd = out[0];
-    job->err_fd = err[0];
+    job->in_fd = pipes[0][1];
+    job->out_fd = pipes[1][0];
+    job->err_fd = pipes[2][0];
     job->max_output = max_output;
     job->deadline_ms = timeout_ms ? now_ms() + timeout_ms : 0;
     if (p < end) buf_append(&job->input, p, (size_t)(end - p));
-    set_nonblocking(job->in_fd);
-    set_nonblocking(job->out_fd);
-    set_nonblocking(job->err_fd);
-    if (job->input.len == 0) {
+    if (job->in_fd >= 0) set_nonblocking(job->in_fd);
+    if (job->out_fd >= 0) set_nonblocking(job->out_fd);
+    if (job->err_fd >= 0) set_nonblocking(job->err_fd);
+    if (job->in_fd >= 0 && job->input.len == 0) {
       close(job->in_fd);
       job->in_fd = -1;
     }
     job->next = jobs;
     jobs = job;
+    if (flags & FLAG_REPORT_START) reply(id, KIND_STARTED, (uint32_t)pid, 0, NULL, NULL);
   }
   free(strings);
   free(argv);
@@ -311,7 +394,8 @@ static void finish_done_jobs(void) {
   }
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+  stream_socket = argc > 1 ? argv[1] : NULL;
   pid_t parent = getppid();
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) die("prctl");
   if (getppid() != parent) return 0; /* berth died before the line above */

@@ -16,12 +16,13 @@
  * pass its child's exit code on, but reports it ("child N exited with status
  * X") on stderr, which berth reads.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { constants as osConstants } from 'node:os';
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError, errnoCode } from '../errors.js';
-import { run } from '../util/run.js';
+import { run, sharedSpawner } from '../util/run.js';
 import { runtimeGlobalArgs } from './runtime.js';
 import type { ExecProcess, ExecRequest, OciSpec } from './types.js';
 
@@ -142,15 +143,9 @@ export async function startExec(
     request.id,
     request.tty,
   );
-  const child: ChildProcess = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-  const spawnError = new Promise<Error>((resolve) => child.once('error', resolve));
+  const child = startRuntimeProcess(file, args);
   // With a tty, stderr is socat's (and the runtime's own) diagnostics, not the process's.
   let socatLog = '';
-  if (request.tty) {
-    child.stderr!.on('data', (chunk: Buffer) => {
-      if (socatLog.length < 16384) socatLog += chunk.toString();
-    });
-  }
   let timedOut = false;
   let timer: NodeJS.Timeout | undefined;
 
@@ -165,27 +160,37 @@ export async function startExec(
       }
     }
     // Not started yet (or already gone): stop the runtime itself.
-    if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+    child.kill(signal);
   };
 
-  const exited = new Promise<{ exitCode: number; signal: NodeJS.Signals | null; timedOut?: boolean }>(
-    (resolve, reject) => {
-      child.once('error', (err) => {
-        if (timer) clearTimeout(timer);
-        rm(paths.dir, { recursive: true, force: true }).finally(() =>
-          reject(new FailedPreconditionError(`exec in ${describe}: cannot run ${file}: ${err.message}`)),
-        );
-      });
-      child.once('exit', (code, signal) => {
-        if (timer) clearTimeout(timer);
-        let exitCode = code ?? (signal ? 128 + (osConstants.signals[signal] ?? 0) : -1);
-        if (request.tty && code !== null) exitCode = socatChildStatus(socatLog, code);
-        // The exec dir goes in the background: its name is never reused.
-        void rm(paths.dir, { recursive: true, force: true }).catch(() => undefined);
-        resolve(timedOut ? { exitCode, signal, timedOut } : { exitCode, signal });
-      });
-    },
-  );
+  let started: Awaited<typeof child.started>;
+  try {
+    started = await child.started;
+  } catch (err) {
+    await rm(paths.dir, { recursive: true, force: true });
+    throw new FailedPreconditionError(`exec in ${describe}: cannot run ${file}: ${(err as Error).message}`);
+  }
+  let socatLogDone: Promise<unknown> = Promise.resolve();
+  if (request.tty) {
+    started.stderr.on('data', (chunk: Buffer) => {
+      if (socatLog.length < 16384) socatLog += chunk.toString();
+    });
+    // The exit may be reported before socat's last words (its child's status) are read.
+    socatLogDone = new Promise((resolve) => {
+      started.stderr.once('close', resolve);
+      started.stderr.once('end', resolve);
+    });
+  }
+
+  const exited = child.ended.then(async (end) => {
+    if (timer) clearTimeout(timer);
+    if (request.tty) await Promise.race([socatLogDone, new Promise((r) => setTimeout(r, 2000))]);
+    let exitCode = end.code ?? (end.signal ? 128 + (osConstants.signals[end.signal] ?? 0) : -1);
+    if (request.tty && end.code !== null) exitCode = socatChildStatus(socatLog, end.code);
+    // The exec dir goes in the background: its name is never reused.
+    void rm(paths.dir, { recursive: true, force: true }).catch(() => undefined);
+    return timedOut ? { exitCode, signal: end.signal, timedOut } : { exitCode, signal: end.signal };
+  });
   exited.catch(() => undefined);
 
   if (request.timeoutMs && request.timeoutMs > 0) {
@@ -193,26 +198,15 @@ export async function startExec(
       timedOut = true;
       void killProcess('SIGKILL');
       // If the runtime itself hangs, it goes too after a grace period.
-      setTimeout(() => {
-        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      }, 2000).unref();
+      setTimeout(() => child.kill('SIGKILL'), 2000).unref();
     }, request.timeoutMs);
   }
 
-  const ready = await Promise.race([
-    spawnError,
-    new Promise<undefined>((resolve) => child.once('spawn', () => resolve(undefined))),
-  ]);
-  if (ready instanceof Error) {
-    await exited.catch(() => undefined);
-    throw new FailedPreconditionError(`exec in ${describe}: cannot run ${file}: ${ready.message}`);
-  }
-
   return {
-    stdin: child.stdin,
-    stdout: child.stdout,
-    stderr: request.tty ? null : child.stderr,
-    child,
+    stdin: started.stdin,
+    stdout: started.stdout,
+    stderr: request.tty ? null : started.stderr,
+    running: () => child.running(),
     exited,
     kill(signal: NodeJS.Signals) {
       void killProcess(signal);
@@ -221,8 +215,8 @@ export async function startExec(
       if (!request.tty) return;
       void (async () => {
         // The runtime (socat's child) has the host pty as fd 0; a resize may come before it runs.
-        for (let attempt = 0; attempt < 40 && child.exitCode === null; attempt++) {
-          const runtimePid = await firstChild(child.pid ?? 0);
+        for (let attempt = 0; attempt < 40 && child.running(); attempt++) {
+          const runtimePid = await firstChild(started.pid);
           if (runtimePid > 0) {
             await run(
               'stty',
@@ -257,4 +251,54 @@ async function firstChild(pid: number): Promise<number> {
   } catch {
     return 0;
   }
+}
+
+interface RuntimeProcess {
+  /** Rejects when the program could not start. */
+  started: Promise<{ pid: number; stdin: Writable; stdout: Readable; stderr: Readable }>;
+  ended: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  kill(signal: NodeJS.Signals): void;
+  running(): boolean;
+}
+
+/**
+ * The runtime (or socat) with its stdio connected to berth: through
+ * berth-spawn when it was built (sockets, no fork of the daemon, so the event
+ * loop keeps serving the exec's streams meanwhile), else Node's spawn (pipes).
+ */
+function startRuntimeProcess(file: string, args: string[]): RuntimeProcess {
+  const spawner = sharedSpawner();
+  if (spawner) {
+    const child = spawner.start({ file, args, env: process.env, streams: [0, 1, 2] });
+    return {
+      started: child.started.then((pid) => ({
+        pid,
+        stdin: child.streams.get(0)!,
+        stdout: child.streams.get(1)!,
+        stderr: child.streams.get(2)!,
+      })),
+      ended: child.done.then((outcome) => ({ code: outcome.code, signal: outcome.signal })),
+      kill: (signal) => child.kill(signal),
+      running: () => !child.ended,
+    };
+  }
+  const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+  const failed = new Promise<never>((_, reject) => child.once('error', reject));
+  failed.catch(() => undefined);
+  const running = () => child.exitCode === null && child.signalCode === null;
+  return {
+    started: Promise.race([
+      failed,
+      new Promise<{ pid: number; stdin: Writable; stdout: Readable; stderr: Readable }>((resolve) =>
+        child.once('spawn', () =>
+          resolve({ pid: child.pid ?? 0, stdin: child.stdin, stdout: child.stdout, stderr: child.stderr }),
+        ),
+      ),
+    ]),
+    ended: new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal }))),
+    kill: (signal) => {
+      if (running()) child.kill(signal);
+    },
+    running,
+  };
 }

@@ -2,7 +2,6 @@
  * The contract between the OCI engine (src/oci, conmon/) and the pod and
  * container lifecycle that uses it (src/sandbox, src/container).
  */
-import type { ChildProcess } from 'node:child_process';
 
 /** A configured RuntimeClass handler (runtime.handlers.NAME). */
 export interface RuntimeHandler {
@@ -102,7 +101,8 @@ export interface ExecProcess {
   kill(signal: NodeJS.Signals): void;
   /** exitCode follows the shell convention: 128+N when killed by signal N. */
   exited: Promise<{ exitCode: number; signal: NodeJS.Signals | null; timedOut?: boolean }>;
-  child: ChildProcess;
+  /** True until the runtime process has ended. */
+  running(): boolean;
 }
 
 /** Drives OCI runtimes through conmon. One instance per daemon. */

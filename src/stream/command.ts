@@ -82,7 +82,7 @@ export async function runExec(
     });
     // A client that disconnects takes its process with it.
     void streams.closed.then(() => {
-      if (proc.child.exitCode === null && proc.child.signalCode === null) proc.kill('SIGKILL');
+      if (proc.running()) proc.kill('SIGKILL');
     });
     const copies = [
       proc.stdout ? forward(proc.stdout as Readable, streams.stdout) : Promise.resolve(),

@@ -143,6 +143,60 @@ describe('berth-spawn', () => {
     spawner.close();
   });
 
+  it('gives the child sockets to berth as its fds, in a session of its own, and reports its pid first', async () => {
+    const spawner = new Spawner(SPAWN_HELPER);
+    const child = spawner.start({
+      file: '/bin/sh',
+      // fd 3 in, fd 4 out, stdout a stream too; its session id on fd 4 first.
+      args: ['-c', 'ps -o sid= -p $$ >&4; read line <&3; echo "got $line" >&4; echo out; echo err >&2'],
+      env: process.env,
+      streams: [1, 3, 4],
+      newSession: true,
+    });
+    const pid = await child.started;
+    assert.ok(pid > 0);
+    const fd4 = child.streams.get(4)!;
+    const fd1 = child.streams.get(1)!;
+    const collect = (socket: NodeJS.ReadableStream) =>
+      new Promise<string>((resolve) => {
+        let text = '';
+        socket.on('data', (chunk: Buffer) => (text += chunk.toString()));
+        socket.on('end', () => resolve(text));
+      });
+    const fromFd4 = collect(fd4);
+    const fromFd1 = collect(fd1);
+    child.streams.get(3)!.end('hello\n');
+    const outcome = await child.done;
+    assert.equal(outcome.code, 0);
+    assert.equal(outcome.stderr.toString(), 'err\n', 'stderr not given as a stream is captured');
+    assert.equal(outcome.stdout.length, 0);
+    assert.equal(await fromFd1, 'out\n');
+    const [sid, got] = (await fromFd4).split('\n').map((line) => line.trim());
+    assert.equal(sid, String(pid), 'its own session: the session id is its pid');
+    assert.equal(got, 'got hello');
+    assert.equal(child.ended, true);
+    spawner.close();
+  });
+
+  it('signals a running program, and only while it runs', async () => {
+    const spawner = new Spawner(SPAWN_HELPER);
+    const child = spawner.start({ file: 'sleep', args: ['30'], env: process.env, discardStdio: true });
+    await child.started;
+    child.kill('SIGTERM');
+    const outcome = await child.done;
+    assert.equal(outcome.signal, 'SIGTERM');
+    child.kill('SIGKILL'); // ended: nothing is sent
+    spawner.close();
+  });
+
+  it('rejects started and done when the program cannot start, and closes its streams', async () => {
+    const spawner = new Spawner(SPAWN_HELPER);
+    const child = spawner.start({ file: join(dir, 'missing'), args: [], env: process.env, streams: [3] });
+    await assert.rejects(child.started, { code: 'ENOENT' });
+    await assert.rejects(child.done, { code: 'ENOENT' });
+    spawner.close();
+  });
+
   it('refuses an argument with a NUL byte instead of cutting it short', async () => {
     const spawner = new Spawner(SPAWN_HELPER);
     await assert.rejects(

@@ -41,7 +41,7 @@ export class CommandError extends Error {
 let spawner: Spawner | null | undefined;
 
 /** The shared berth-spawn helper; null when it was not built (Node's spawn then). */
-function sharedSpawner(): Spawner | null {
+export function sharedSpawner(): Spawner | null {
   if (spawner === undefined) {
     const path = nativeHelper('berth-spawn');
     spawner = existsSync(path) ? new Spawner(path) : null;
