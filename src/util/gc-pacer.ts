@@ -16,9 +16,14 @@ let gc: Gc | undefined;
 
 function collector(): Gc {
   if (!gc) {
-    // Exposes gc() to contexts made from now on; this thread's own globals stay as they are.
-    setFlagsFromString('--expose-gc');
-    gc = runInNewContext('gc') as Gc;
+    const global = (globalThis as { gc?: Gc }).gc; // the daemon starts with --expose-gc
+    if (global) {
+      gc = global;
+    } else {
+      // Exposes gc() to contexts made from now on; this thread's own globals stay as they are.
+      setFlagsFromString('--expose-gc');
+      gc = runInNewContext('gc') as Gc;
+    }
   }
   return gc;
 }

@@ -80,6 +80,8 @@ export class Endpoints {
           keepAliveTimeout: KEEP_ALIVE_MS,
           keepAliveMaxTimeout: 10 * KEEP_ALIVE_MS,
           connections: 16,
+          // HTTP/1.1 only: see undici.ts (the HTTP/2 client is not even loaded).
+          allowH2: false,
           connect: { ca, rejectUnauthorized: !insecure, timeout: 15_000 },
         });
       this.agents.set(key, agent);

@@ -7,9 +7,9 @@
  * a hundred modules (fetch, WebSocket, caches, mocks) in one synchronous
  * go, ~75 ms here during which no gRPC call is answered; the Agent and the
  * request API alone are a quarter of that, and are required a slice at a
- * time (each slice a few ms) with a turn in between.
+ * time (each slice a few ms) with a turn in between; HTTP/2 is left out.
  */
-import { createRequire } from 'node:module';
+import { Module, createRequire } from 'node:module';
 import type { Agent as AgentClass, Dispatcher } from 'undici';
 
 const require = createRequire(import.meta.url);
@@ -23,14 +23,37 @@ const REQUEST_API = 'undici/lib/api/api-request.js';
  * public to Node; its version is locked.
  */
 const SLICES = [
+  'node:http',
   'undici/lib/core/errors.js',
+  'undici/lib/core/tree.js',
   'undici/lib/core/util.js',
+  'undici/lib/core/diagnostics.js',
   'undici/lib/core/request.js',
+  'undici/lib/llhttp/constants.js',
   'undici/lib/dispatcher/client-h1.js',
   'undici/lib/dispatcher/client.js',
   AGENT,
   REQUEST_API,
 ] as const;
+
+/**
+ * berth speaks HTTP/1.1 to registries (its Agents set allowH2: false: a
+ * connection per blob, as many as the pull runs in parallel, on undici's
+ * long-proven HTTP/1.1 client). undici's client module requires its HTTP/2
+ * client all the same (2,000 lines to compile, and node:http2 where gRPC has
+ * not loaded it yet); a stand-in that refuses takes its place.
+ */
+function withoutHttp2Client(): void {
+  const path = require.resolve('undici/lib/dispatcher/client-h2.js');
+  if (require.cache[path]) return;
+  const standIn = new Module(path);
+  standIn.filename = path;
+  standIn.loaded = true;
+  standIn.exports = () => {
+    throw new Error('HTTP/2 to registries is not enabled in berth (allowH2 is false)');
+  };
+  require.cache[path] = standIn;
+}
 
 export type RequestOptions = Omit<Dispatcher.RequestOptions, 'origin' | 'path'> & {
   dispatcher: Dispatcher;
@@ -45,6 +68,7 @@ export interface Undici {
 type ApiRequest = (this: Dispatcher, options: Dispatcher.RequestOptions) => Promise<Dispatcher.ResponseData>;
 
 async function load(): Promise<Undici> {
+  withoutHttp2Client();
   for (const slice of SLICES) {
     require(slice);
     await new Promise((resolve) => setImmediate(resolve));
