@@ -203,6 +203,10 @@ describe('berth-spawn', () => {
       spawner.run({ file: 'echo', args: ['a\0b'], env: process.env, maxOutputBytes: 1024 }),
       /NUL byte/,
     );
+    // A refused request leaves no stream waiting to be claimed.
+    const withStream = spawner.start({ file: 'echo', args: ['a\0b'], env: process.env, streams: [3] });
+    await assert.rejects(withStream.started, /NUL byte/);
+    assert.equal((spawner as unknown as { waiting: Map<string, unknown> }).waiting.size, 0);
     spawner.close();
   });
 

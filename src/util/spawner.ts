@@ -194,6 +194,7 @@ export class Spawner {
       try {
         frame = encodeSpawn(id, request, tokens);
       } catch (err) {
+        forget();
         reject(err as Error);
         return;
       }
