@@ -3,12 +3,9 @@
  * into its own session (so it outlives berth), runs `runtime create`, and
  * reports the container pid (or the runtime's error) on the sync pipe.
  */
-import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import type { Readable, Writable } from 'node:stream';
 import { errnoCode } from '../src/errors.js';
-import { sharedSpawner } from '../src/util/run.js';
-import type { Spawner } from '../src/util/spawner.js';
+import { startProcess } from '../src/util/run.js';
 import { readSyncMessage, type SyncMessage } from './sync-pipe.js';
 import { conmonPidFile, containerPidFile, persistDir, socketDir, type ConmonLayout } from './layout.js';
 
@@ -96,7 +93,7 @@ export class ConmonError extends Error {
  */
 export async function conmonCreate(options: ConmonCreateOptions): Promise<ConmonCreateResult> {
   const { layout, id } = options;
-  const command = {
+  const child = startProcess({
     file: options.conmonPath,
     args: conmonCreateArgs(options),
     cwd: persistDir(layout, id), // conmon also drops an `oom` file in its cwd
@@ -105,28 +102,34 @@ export async function conmonCreate(options: ConmonCreateOptions): Promise<Conmon
       _OCI_SYNCPIPE: '3',
       _OCI_STARTPIPE: '4',
     },
-  };
-  const spawner = sharedSpawner();
-  const conmon = await (spawner ? launchWithHelper(spawner, command) : launchWithNode(command));
+    // stderr, sync and start pipe (sockets through berth-spawn, else pipes)
+    streams: [2, 3, 4],
+    discardStdio: true,
+    newSession: true, // a signal to berth's process group must not reach conmon
+  });
+  // The first conmon exits right after forking the monitor.
+  const firstExit = child.done.then(
+    (outcome) => outcome.code,
+    () => null,
+  );
+  const pid = await child.started;
+  const stderr = child.streams.get(2)!;
+  const syncPipe = child.streams.get(3)!;
+  const startPipe = child.streams.get(4)!;
   let stderrText = '';
-  conmon.stderr.on('data', (chunk: Buffer) => {
+  stderr.on('data', (chunk: Buffer) => {
     if (stderrText.length < 8192) stderrText += chunk.toString();
   });
-  conmon.startPipe.on('error', () => undefined);
-  conmon.syncPipe.on('error', () => undefined);
-  conmon.stderr.on('error', () => undefined);
+  for (const stream of [stderr, syncPipe, startPipe]) stream.on('error', () => undefined);
   const timeout = AbortSignal.timeout(options.timeoutMs ?? 120_000);
   try {
-    if (options.beforeStart) await options.beforeStart(conmon.pid);
-    conmon.startPipe.end('0');
+    if (options.beforeStart) await options.beforeStart(pid);
+    startPipe.end('0');
     let message: SyncMessage;
     try {
-      message = await readSyncMessage(conmon.syncPipe, timeout);
+      message = await readSyncMessage(syncPipe, timeout);
     } catch (err) {
-      const code = await Promise.race([
-        conmon.firstExit,
-        new Promise((r) => setTimeout(() => r('running'), 200)),
-      ]);
+      const code = await Promise.race([firstExit, new Promise((r) => setTimeout(() => r('running'), 200))]);
       const detail = stderrText.trim() || (err as Error).message;
       throw new ConmonError(
         timeout.aborted
@@ -145,92 +148,11 @@ export async function conmonCreate(options: ConmonCreateOptions): Promise<Conmon
     // The monitor may still run (timeout): stop it so nothing is half-made.
     const conmonPid = await readPid(conmonPidFile(layout, id));
     if (conmonPid > 0) killQuietly(conmonPid, 'SIGKILL');
-    conmon.killFirst();
+    child.kill('SIGKILL');
     throw err;
   } finally {
-    conmon.stderr.destroy();
-    conmon.syncPipe.destroy();
-    conmon.startPipe.destroy();
-    conmon.release();
+    for (const stream of [stderr, syncPipe, startPipe]) stream.destroy();
   }
-}
-
-interface ConmonCommand {
-  file: string;
-  args: string[];
-  cwd: string;
-  env: NodeJS.ProcessEnv;
-}
-
-/** The first conmon process, waiting on its start pipe. */
-interface LaunchedConmon {
-  pid: number;
-  stderr: Readable;
-  syncPipe: Readable;
-  startPipe: Writable;
-  /** The first process exits right after forking the monitor. */
-  firstExit: Promise<number | null>;
-  /** Kills the first process if it still runs. */
-  killFirst(): void;
-  /** Lets berth exit without waiting for it. */
-  release(): void;
-}
-
-/** Through berth-spawn: stderr, sync and start pipes are sockets to berth; no fork of the daemon. */
-async function launchWithHelper(spawner: Spawner, command: ConmonCommand): Promise<LaunchedConmon> {
-  const child = spawner.start({
-    ...command,
-    streams: [2, 3, 4],
-    discardStdio: true,
-    newSession: true, // a signal to berth's group must not reach conmon
-  });
-  const firstExit = child.done.then(
-    (outcome) => outcome.code,
-    () => null,
-  );
-  const pid = await child.started;
-  return {
-    pid,
-    stderr: child.streams.get(2)!,
-    syncPipe: child.streams.get(3)!,
-    startPipe: child.streams.get(4)!,
-    firstExit,
-    killFirst: () => child.kill('SIGKILL'),
-    release: () => undefined,
-  };
-}
-
-async function launchWithNode(command: ConmonCommand): Promise<LaunchedConmon> {
-  const child = spawn(command.file, command.args, {
-    cwd: command.cwd,
-    detached: true, // own session: a signal to berth's group must not reach conmon
-    stdio: ['ignore', 'ignore', 'pipe', 'pipe', 'pipe'],
-    env: command.env,
-  });
-  const firstExit = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const streams = {
-    stderr: child.stdio[2] as Readable,
-    syncPipe: child.stdio[3] as Readable,
-    startPipe: child.stdio[4] as Writable,
-  };
-  try {
-    await new Promise<void>((resolve, reject) => {
-      child.once('spawn', resolve);
-      child.once('error', reject);
-    });
-  } catch (err) {
-    for (const stream of Object.values(streams)) stream.destroy();
-    throw err;
-  }
-  return {
-    pid: child.pid ?? 0,
-    ...streams,
-    firstExit,
-    killFirst: () => {
-      if (child.exitCode === null && child.pid) killQuietly(child.pid, 'SIGKILL');
-    },
-    release: () => child.unref(),
-  };
 }
 
 /** Reads a pid file; 0 when missing or unparsable. */

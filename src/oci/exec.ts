@@ -16,13 +16,11 @@
  * pass its child's exit code on, but reports it ("child N exited with status
  * X") on stderr, which berth reads.
  */
-import { spawn } from 'node:child_process';
-import type { Readable, Writable } from 'node:stream';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { constants as osConstants } from 'node:os';
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError, errnoCode } from '../errors.js';
-import { run, sharedSpawner } from '../util/run.js';
+import { run, startProcess } from '../util/run.js';
 import { runtimeGlobalArgs } from './runtime.js';
 import type { ExecProcess, ExecRequest, OciSpec } from './types.js';
 
@@ -143,7 +141,8 @@ export async function startExec(
     request.id,
     request.tty,
   );
-  const child = startRuntimeProcess(file, args);
+  // stdio as streams: sockets through berth-spawn (the daemon is not forked meanwhile), pipes otherwise.
+  const child = startProcess({ file, args, env: process.env, streams: [0, 1, 2] });
   // With a tty, stderr is socat's (and the runtime's own) diagnostics, not the process's.
   let socatLog = '';
   let timedOut = false;
@@ -163,26 +162,29 @@ export async function startExec(
     child.kill(signal);
   };
 
-  let started: Awaited<typeof child.started>;
+  let pid: number;
   try {
-    started = await child.started;
+    pid = await child.started;
   } catch (err) {
     await rm(paths.dir, { recursive: true, force: true });
     throw new FailedPreconditionError(`exec in ${describe}: cannot run ${file}: ${(err as Error).message}`);
   }
+  const stdin = child.streams.get(0)!;
+  const stdout = child.streams.get(1)!;
+  const stderr = child.streams.get(2)!;
   let socatLogDone: Promise<unknown> = Promise.resolve();
   if (request.tty) {
-    started.stderr.on('data', (chunk: Buffer) => {
+    stderr.on('data', (chunk: Buffer) => {
       if (socatLog.length < 16384) socatLog += chunk.toString();
     });
     // The exit may be reported before socat's last words (its child's status) are read.
     socatLogDone = new Promise((resolve) => {
-      started.stderr.once('close', resolve);
-      started.stderr.once('end', resolve);
+      stderr.once('close', resolve);
+      stderr.once('end', resolve);
     });
   }
 
-  const exited = child.ended.then(async (end) => {
+  const exited = child.done.then(async (end) => {
     if (timer) clearTimeout(timer);
     if (request.tty) await Promise.race([socatLogDone, new Promise((r) => setTimeout(r, 2000))]);
     let exitCode = end.code ?? (end.signal ? 128 + (osConstants.signals[end.signal] ?? 0) : -1);
@@ -203,10 +205,10 @@ export async function startExec(
   }
 
   return {
-    stdin: started.stdin,
-    stdout: started.stdout,
-    stderr: request.tty ? null : started.stderr,
-    running: () => child.running(),
+    stdin,
+    stdout,
+    stderr: request.tty ? null : stderr,
+    running: () => !child.ended,
     exited,
     kill(signal: NodeJS.Signals) {
       void killProcess(signal);
@@ -215,8 +217,8 @@ export async function startExec(
       if (!request.tty) return;
       void (async () => {
         // The runtime (socat's child) has the host pty as fd 0; a resize may come before it runs.
-        for (let attempt = 0; attempt < 40 && child.running(); attempt++) {
-          const runtimePid = await firstChild(started.pid);
+        for (let attempt = 0; attempt < 40 && !child.ended; attempt++) {
+          const runtimePid = await firstChild(pid);
           if (runtimePid > 0) {
             await run(
               'stty',
@@ -251,54 +253,4 @@ async function firstChild(pid: number): Promise<number> {
   } catch {
     return 0;
   }
-}
-
-interface RuntimeProcess {
-  /** Rejects when the program could not start. */
-  started: Promise<{ pid: number; stdin: Writable; stdout: Readable; stderr: Readable }>;
-  ended: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  kill(signal: NodeJS.Signals): void;
-  running(): boolean;
-}
-
-/**
- * The runtime (or socat) with its stdio connected to berth: through
- * berth-spawn when it was built (sockets, no fork of the daemon, so the event
- * loop keeps serving the exec's streams meanwhile), else Node's spawn (pipes).
- */
-function startRuntimeProcess(file: string, args: string[]): RuntimeProcess {
-  const spawner = sharedSpawner();
-  if (spawner) {
-    const child = spawner.start({ file, args, env: process.env, streams: [0, 1, 2] });
-    return {
-      started: child.started.then((pid) => ({
-        pid,
-        stdin: child.streams.get(0)!,
-        stdout: child.streams.get(1)!,
-        stderr: child.streams.get(2)!,
-      })),
-      ended: child.done.then((outcome) => ({ code: outcome.code, signal: outcome.signal })),
-      kill: (signal) => child.kill(signal),
-      running: () => !child.ended,
-    };
-  }
-  const child = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'] });
-  const failed = new Promise<never>((_, reject) => child.once('error', reject));
-  failed.catch(() => undefined);
-  const running = () => child.exitCode === null && child.signalCode === null;
-  return {
-    started: Promise.race([
-      failed,
-      new Promise<{ pid: number; stdin: Writable; stdout: Readable; stderr: Readable }>((resolve) =>
-        child.once('spawn', () =>
-          resolve({ pid: child.pid ?? 0, stdin: child.stdin, stdout: child.stdout, stderr: child.stderr }),
-        ),
-      ),
-    ]),
-    ended: new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal }))),
-    kill: (signal) => {
-      if (running()) child.kill(signal);
-    },
-    running,
-  };
 }

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { nativeHelper } from './native.js';
-import { run, useSpawnHelper } from './run.js';
+import { run, startProcess, useSpawnHelper } from './run.js';
 import { Spawner } from './spawner.js';
 
 const SPAWN_HELPER = nativeHelper('berth-spawn');
@@ -25,7 +25,7 @@ it('the spawn helper was built (gcc is part of the set-up)', async () => {
 });
 
 for (const backend of ['berth-spawn', 'node'] as const) {
-  describe(`run() through ${backend}`, () => {
+  describe(`run() and startProcess() through ${backend}`, () => {
     before(() => useSpawnHelper(backend === 'berth-spawn'));
 
     it('captures stdout, stderr and the exit code, with args, env, cwd and stdin', async () => {
@@ -102,6 +102,54 @@ for (const backend of ['berth-spawn', 'node'] as const) {
         assert.equal(result.code, i % 3);
       });
     });
+
+    it('startProcess: gives the child streams to berth as its fds, in a session of its own, and reports its pid first', async () => {
+      const child = startProcess({
+        file: '/bin/sh',
+        // fd 3 in, fd 4 out, stdout a stream too; its session id on fd 4 first.
+        args: ['-c', 'ps -o sid= -p $$ >&4; read line <&3; echo "got $line" >&4; echo out; echo err >&2'],
+        env: process.env,
+        streams: [1, 3, 4],
+        newSession: true,
+      });
+      const pid = await child.started;
+      assert.ok(pid > 0);
+      const fd4 = child.streams.get(4)!;
+      const fd1 = child.streams.get(1)!;
+      const collect = (socket: NodeJS.ReadableStream) =>
+        new Promise<string>((resolve) => {
+          let text = '';
+          socket.on('data', (chunk: Buffer) => (text += chunk.toString()));
+          socket.on('end', () => resolve(text));
+        });
+      const fromFd4 = collect(fd4);
+      const fromFd1 = collect(fd1);
+      child.streams.get(3)!.end('hello\n');
+      const outcome = await child.done;
+      assert.equal(outcome.code, 0);
+      assert.equal(outcome.stderr.toString(), 'err\n', 'stderr not given as a stream is captured');
+      assert.equal(outcome.stdout.length, 0);
+      assert.equal(await fromFd1, 'out\n');
+      const [sid, got] = (await fromFd4).split('\n').map((line) => line.trim());
+      assert.equal(sid, String(pid), 'its own session: the session id is its pid');
+      assert.equal(got, 'got hello');
+      assert.equal(child.ended, true);
+    });
+
+    it('startProcess: signals a running program, and only while it runs', async () => {
+      const child = startProcess({ file: 'sleep', args: ['30'], env: process.env, discardStdio: true });
+      await child.started;
+      child.kill('SIGTERM');
+      const outcome = await child.done;
+      assert.equal(outcome.signal, 'SIGTERM');
+      child.kill('SIGKILL'); // ended: nothing is sent
+    });
+
+    it('startProcess: rejects started and done when the program cannot start', async () => {
+      const child = startProcess({ file: join(dir, 'missing'), args: [], env: process.env, streams: [3] });
+      await assert.rejects(child.started, { code: 'ENOENT' });
+      await assert.rejects(child.done, { code: 'ENOENT' });
+    });
   });
 }
 
@@ -131,78 +179,21 @@ describe('berth-spawn', () => {
 
   it('rejects the calls in flight when the helper dies, and starts a new one for the next', async () => {
     const spawner = new Spawner(SPAWN_HELPER);
-    const running = spawner.run({ file: 'sleep', args: ['30'], env: process.env, maxOutputBytes: 1024 });
+    const running = spawner.start({ file: 'sleep', args: ['30'], env: process.env }).done;
     await new Promise((resolve) => setTimeout(resolve, 100));
     const helpers = await run('pgrep', ['-P', String(process.pid), '-x', 'berth-spawn']);
     const pids = helpers.stdout.trim().split('\n').filter(Boolean);
     assert.ok(pids.length >= 1, 'a berth-spawn child is running');
     for (const pid of pids) process.kill(Number(pid), 'SIGKILL');
     await assert.rejects(running, /sleep: outcome unknown, berth-spawn was killed by SIGKILL/);
-    const next = await spawner.run({ file: 'echo', args: ['again'], env: process.env, maxOutputBytes: 1024 });
+    const next = await spawner.start({ file: 'echo', args: ['again'], env: process.env }).done;
     assert.equal(next.stdout.toString(), 'again\n');
-    spawner.close();
-  });
-
-  it('gives the child sockets to berth as its fds, in a session of its own, and reports its pid first', async () => {
-    const spawner = new Spawner(SPAWN_HELPER);
-    const child = spawner.start({
-      file: '/bin/sh',
-      // fd 3 in, fd 4 out, stdout a stream too; its session id on fd 4 first.
-      args: ['-c', 'ps -o sid= -p $$ >&4; read line <&3; echo "got $line" >&4; echo out; echo err >&2'],
-      env: process.env,
-      streams: [1, 3, 4],
-      newSession: true,
-    });
-    const pid = await child.started;
-    assert.ok(pid > 0);
-    const fd4 = child.streams.get(4)!;
-    const fd1 = child.streams.get(1)!;
-    const collect = (socket: NodeJS.ReadableStream) =>
-      new Promise<string>((resolve) => {
-        let text = '';
-        socket.on('data', (chunk: Buffer) => (text += chunk.toString()));
-        socket.on('end', () => resolve(text));
-      });
-    const fromFd4 = collect(fd4);
-    const fromFd1 = collect(fd1);
-    child.streams.get(3)!.end('hello\n');
-    const outcome = await child.done;
-    assert.equal(outcome.code, 0);
-    assert.equal(outcome.stderr.toString(), 'err\n', 'stderr not given as a stream is captured');
-    assert.equal(outcome.stdout.length, 0);
-    assert.equal(await fromFd1, 'out\n');
-    const [sid, got] = (await fromFd4).split('\n').map((line) => line.trim());
-    assert.equal(sid, String(pid), 'its own session: the session id is its pid');
-    assert.equal(got, 'got hello');
-    assert.equal(child.ended, true);
-    spawner.close();
-  });
-
-  it('signals a running program, and only while it runs', async () => {
-    const spawner = new Spawner(SPAWN_HELPER);
-    const child = spawner.start({ file: 'sleep', args: ['30'], env: process.env, discardStdio: true });
-    await child.started;
-    child.kill('SIGTERM');
-    const outcome = await child.done;
-    assert.equal(outcome.signal, 'SIGTERM');
-    child.kill('SIGKILL'); // ended: nothing is sent
-    spawner.close();
-  });
-
-  it('rejects started and done when the program cannot start, and closes its streams', async () => {
-    const spawner = new Spawner(SPAWN_HELPER);
-    const child = spawner.start({ file: join(dir, 'missing'), args: [], env: process.env, streams: [3] });
-    await assert.rejects(child.started, { code: 'ENOENT' });
-    await assert.rejects(child.done, { code: 'ENOENT' });
     spawner.close();
   });
 
   it('refuses an argument with a NUL byte instead of cutting it short', async () => {
     const spawner = new Spawner(SPAWN_HELPER);
-    await assert.rejects(
-      spawner.run({ file: 'echo', args: ['a\0b'], env: process.env, maxOutputBytes: 1024 }),
-      /NUL byte/,
-    );
+    await assert.rejects(spawner.start({ file: 'echo', args: ['a\0b'], env: process.env }).done, /NUL byte/);
     // A refused request leaves no stream waiting to be claimed.
     const withStream = spawner.start({ file: 'echo', args: ['a\0b'], env: process.env, streams: [3] });
     await assert.rejects(withStream.started, /NUL byte/);

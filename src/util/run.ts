@@ -1,7 +1,7 @@
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { nativeHelper } from './native.js';
-import { Spawner } from './spawner.js';
+import { spawnWithNode } from './node-spawn.js';
+import { Spawner, type SpawnedProcess, type SpawnRequest } from './spawner.js';
 
 export interface RunResult {
   code: number | null;
@@ -41,7 +41,7 @@ export class CommandError extends Error {
 let spawner: Spawner | null | undefined;
 
 /** The shared berth-spawn helper; null when it was not built (Node's spawn then). */
-export function sharedSpawner(): Spawner | null {
+function sharedSpawner(): Spawner | null {
   if (spawner === undefined) {
     const path = nativeHelper('berth-spawn');
     spawner = existsSync(path) ? new Spawner(path) : null;
@@ -55,83 +55,34 @@ export function useSpawnHelper(use: boolean): void {
   spawner = use ? undefined : null;
 }
 
+/** Starts a program through berth-spawn, or through Node's spawn when the helper was not built. */
+export function startProcess(request: SpawnRequest): SpawnedProcess {
+  return sharedSpawner()?.start(request) ?? spawnWithNode(request);
+}
+
 export async function run(
   file: string,
   args: readonly string[],
   options: RunOptions = {},
 ): Promise<RunResult> {
-  const maxBytes = options.maxOutputBytes ?? 16 * 1024 * 1024;
-  const helper = sharedSpawner();
-  if (helper) {
-    const outcome = await helper.run({
-      file,
-      args,
-      env: options.env ?? process.env,
-      cwd: options.cwd,
-      input: options.input,
-      timeoutMs: options.timeoutMs,
-      maxOutputBytes: maxBytes,
-    });
-    return {
-      code: outcome.code,
-      signal: outcome.signal,
-      stdout: outcome.stdout.toString('utf8'),
-      stderr: outcome.stderr.toString('utf8'),
-      timedOut: outcome.timedOut,
-    };
-  }
-  return runWithNode(file, args, options, maxBytes);
-}
-
-function runWithNode(
-  file: string,
-  args: readonly string[],
-  options: RunOptions,
-  maxBytes: number,
-): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, {
-      cwd: options.cwd,
-      env: options.env ?? process.env,
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    let outBytes = 0;
-    let errBytes = 0;
-    child.stdout!.on('data', (chunk: Buffer) => {
-      if (outBytes < maxBytes) out.push(chunk.subarray(0, maxBytes - outBytes));
-      outBytes += chunk.length;
-    });
-    child.stderr!.on('data', (chunk: Buffer) => {
-      if (errBytes < maxBytes) err.push(chunk.subarray(0, maxBytes - errBytes));
-      errBytes += chunk.length;
-    });
-    let timer: NodeJS.Timeout | undefined;
-    let timedOut = false;
-    if (options.timeoutMs !== undefined) {
-      timer = setTimeout(() => {
-        timedOut = true;
-        child.kill('SIGKILL');
-      }, options.timeoutMs);
-    }
-    child.on('error', (e) => {
-      if (timer) clearTimeout(timer);
-      reject(e);
-    });
-    child.on('close', (code, signal) => {
-      if (timer) clearTimeout(timer);
-      resolve({
-        code,
-        signal,
-        stdout: Buffer.concat(out).toString('utf8'),
-        stderr: Buffer.concat(err).toString('utf8'),
-        timedOut,
-      });
-    });
-    child.stdin!.on('error', () => undefined);
-    child.stdin!.end(options.input ?? '');
+  const spawned = startProcess({
+    file,
+    args,
+    env: options.env ?? process.env,
+    cwd: options.cwd,
+    input: options.input,
+    timeoutMs: options.timeoutMs,
+    maxOutputBytes: options.maxOutputBytes,
   });
+  spawned.started.catch(() => undefined); // done rejects the same way
+  const outcome = await spawned.done;
+  return {
+    code: outcome.code,
+    signal: outcome.signal,
+    stdout: outcome.stdout.toString('utf8'),
+    stderr: outcome.stderr.toString('utf8'),
+    timedOut: outcome.timedOut,
+  };
 }
 
 /** Like run, but rejects with CommandError unless the exit code is 0. */

@@ -160,13 +160,6 @@ export class Spawner {
 
   constructor(private readonly helperPath: string) {}
 
-  /** Runs a program to its end, output captured. */
-  run(request: SpawnRequest): Promise<SpawnOutcome> {
-    const spawned = this.start(request);
-    spawned.started.catch(() => undefined); // done rejects the same way
-    return spawned.done;
-  }
-
   start(request: SpawnRequest): SpawnedProcess {
     const id = this.nextId;
     this.nextId = this.nextId >= 0xffffffff ? 1 : this.nextId + 1;
