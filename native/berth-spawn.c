@@ -322,6 +322,7 @@ static void take_requests(void) {
     start_job(requests.data + off + 4, len);
     off += 4 + (size_t)len;
   }
+  if (off == 0) return;
   memmove(requests.data, requests.data + off, requests.len - off);
   requests.len -= off;
 }
