@@ -400,7 +400,9 @@ export class ContainerManager {
               cause: err,
             });
       }
-      await this.store.put({ ...this.get(id), startedAtNs: nowNs() });
+      // No fsync on the start path: if a crash loses this, start-up reconciliation takes the
+      // start from the runtime (adoptStart), and after a power loss the process is gone too.
+      await this.store.put({ ...this.get(id), startedAtNs: nowNs() }, { derivable: true });
     });
   }
 

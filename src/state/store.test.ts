@@ -1,6 +1,6 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RecordStore } from './store.js';
@@ -41,6 +41,17 @@ describe('RecordStore', () => {
     const again = await RecordStore.open(path, 'thing', parseThing);
     assert.deepEqual(again.all(), [{ id: 'one', n: 11 }]);
     assert.deepEqual((await readdir(path)).sort(), ['one.json']);
+  });
+
+  it('a derivable put replaces the record whole, in the same form, without temp files left', async () => {
+    const path = join(dir, 'derivable');
+    const store = await RecordStore.open(path, 'thing', parseThing);
+    await store.put({ id: 'one', n: 1 });
+    const durable = await readFile(join(path, 'one.json'), 'utf8');
+    await store.put({ id: 'one', n: 2 }, { derivable: true });
+    assert.equal(await readFile(join(path, 'one.json'), 'utf8'), durable.replace('"n": 1', '"n": 2'));
+    assert.deepEqual((await RecordStore.open(path, 'thing', parseThing)).all(), [{ id: 'one', n: 2 }]);
+    assert.deepEqual(await readdir(path), ['one.json']);
   });
 
   it('sets corrupt and mismatched records aside and drops stale temp files', async () => {

@@ -7,7 +7,7 @@
 import { mkdir, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errnoCode, errorMessage, InvalidArgumentError } from '../errors.js';
-import { fsyncDir, writeJsonAtomic } from '../util/atomic-file.js';
+import { fsyncDir, serializeJson, writeFileReplace, writeJsonAtomic } from '../util/atomic-file.js';
 import type { Logger } from '../log.js';
 
 /** A stored object: its id is also its file name. */
@@ -112,9 +112,15 @@ export class RecordStore<T extends StoredRecord> {
     for (const listener of this.listeners) listener(before, after);
   }
 
-  /** Writes the record durably, then makes it visible. */
-  async put(record: T): Promise<void> {
-    await writeJsonAtomic(this.path(record.id), record);
+  /**
+   * Writes the record durably, then makes it visible. `derivable`: a change
+   * that start-up reconciliation can derive again from what really exists
+   * (a container's start, from the runtime), replaced atomically but without
+   * the fsyncs; a power loss may lose it, never tear it.
+   */
+  async put(record: T, options: { derivable?: boolean } = {}): Promise<void> {
+    if (options.derivable) await writeFileReplace(this.path(record.id), serializeJson(record));
+    else await writeJsonAtomic(this.path(record.id), record);
     this.records.set(record.id, record);
     this.notify(record.id, record);
   }

@@ -49,12 +49,17 @@ export async function writeFileAtomic(
   await fsyncDir(dirname(path));
 }
 
+/** The JSON form of state files. */
+export function serializeJson(value: unknown): string {
+  return JSON.stringify(value, null, 2) + '\n';
+}
+
 export async function writeJsonAtomic(
   path: string,
   value: unknown,
   options: { mode?: number } = {},
 ): Promise<void> {
-  await writeFileAtomic(path, JSON.stringify(value, null, 2) + '\n', options);
+  await writeFileAtomic(path, serializeJson(value), options);
 }
 
 /**
