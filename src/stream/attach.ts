@@ -9,11 +9,11 @@
  * the message on its stdout, which keeps message (and so pipe) boundaries
  * across the byte pipe; it first writes an empty frame once connected.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import type { Writable } from 'node:stream';
 import { basename, dirname } from 'node:path';
 import { ctlMessage, WIN_RESIZE_EVENT, writeCtl } from '../../conmon/ctl.js';
 import { FailedPreconditionError } from '../errors.js';
+import { startProcess } from '../util/run.js';
 
 export const PERL_PATH = '/usr/bin/perl';
 
@@ -88,13 +88,24 @@ export class FrameSplitter {
 
 export async function openAttach(socketPath: string, ctlPath: string): Promise<AttachSession> {
   // Relative to its directory: a unix socket path may not exceed 108 bytes.
-  const relay: ChildProcess = spawn(PERL_PATH, ['-e', RELAY, basename(socketPath)], {
+  const relay = startProcess({
+    file: PERL_PATH,
+    args: ['-e', RELAY, basename(socketPath)],
     cwd: dirname(socketPath),
-    stdio: ['pipe', 'pipe', 'pipe'],
+    env: process.env,
+    streams: [0, 1, 2],
   });
-  relay.stdin!.on('error', () => undefined);
+  try {
+    await relay.started;
+  } catch (err) {
+    throw new FailedPreconditionError(`cannot attach through ${socketPath}: ${(err as Error).message}`);
+  }
+  const relayIn = relay.streams.get(0)!;
+  const relayOut = relay.streams.get(1)!;
+  const relayErr = relay.streams.get(2)!;
+  for (const stream of [relayIn, relayOut, relayErr]) stream.on('error', () => undefined);
   let diagnostics = '';
-  relay.stderr!.on('data', (chunk: Buffer) => {
+  relayErr.on('data', (chunk: Buffer) => {
     if (diagnostics.length < 4096) diagnostics += chunk.toString();
   });
   const splitter = new FrameSplitter();
@@ -103,40 +114,40 @@ export async function openAttach(socketPath: string, ctlPath: string): Promise<A
     const onData = (chunk: Buffer) => {
       const messages = splitter.push(chunk);
       if (messages.length === 0) return;
-      relay.stdout!.off('data', onData);
-      relay.stdout!.pause();
-      relay.off('exit', onExit);
+      relayOut.off('data', onData);
+      relayOut.pause();
       early.push(...messages.slice(1));
       resolve();
     };
-    const onExit = () =>
+    const refuse = () =>
       reject(
         new FailedPreconditionError(
           `cannot attach through ${socketPath}: ${diagnostics.trim() || 'the relay exited'}`,
         ),
       );
-    relay.stdout!.on('data', onData);
-    relay.once('exit', onExit);
-    relay.once('error', (err) =>
-      reject(new FailedPreconditionError(`cannot attach through ${socketPath}: ${err.message}`)),
+    relayOut.on('data', onData);
+    // Settled already (resolve) when the relay's greeting came first.
+    void relay.done.then(
+      () => (relayErr.closed ? refuse() : relayErr.once('close', refuse)), // its last words first
+      refuse,
     );
   });
 
   let closed = false;
   return {
     write(data: Buffer) {
-      if (closed || relay.stdin!.writableEnded) return;
-      relay.stdin!.write(data);
+      if (closed || relayIn.writableEnded) return;
+      relayIn.write(data);
     },
     closeStdin() {
-      if (!relay.stdin!.writableEnded) relay.stdin!.end();
+      if (!relayIn.writableEnded) relayIn.end();
     },
     resize(width: number, height: number) {
       writeCtl(ctlPath, ctlMessage(WIN_RESIZE_EVENT, height, width)).catch(() => undefined);
     },
     pump(stdout: Writable | null, stderr: Writable | null): Promise<void> {
       return new Promise((resolve) => {
-        const out = relay.stdout!;
+        const out = relayOut;
         const deliver = (message: Buffer) => {
           if (message.length < 1) return;
           const target =
@@ -157,8 +168,8 @@ export async function openAttach(socketPath: string, ctlPath: string): Promise<A
     close() {
       if (closed) return;
       closed = true;
-      relay.stdin!.destroy();
-      if (relay.exitCode === null && relay.signalCode === null) relay.kill('SIGTERM');
+      relayIn.destroy();
+      relay.kill('SIGTERM');
     },
   };
 }
