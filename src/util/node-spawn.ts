@@ -6,9 +6,7 @@
 import { spawn, type StdioOptions } from 'node:child_process';
 import type { Socket } from 'node:net';
 import type { Readable } from 'node:stream';
-import type { SpawnedProcess, SpawnOutcome, SpawnRequest } from './spawner.js';
-
-const DEFAULT_MAX_OUTPUT = 16 * 1024 * 1024;
+import { DEFAULT_MAX_OUTPUT, type SpawnedProcess, type SpawnOutcome, type SpawnRequest } from './spawner.js';
 
 /** Collects a captured output up to `max` bytes; resolves when it closes. */
 function capture(stream: Readable | null, max: number): { bytes: () => Buffer; closed: Promise<void> } {

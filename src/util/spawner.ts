@@ -74,7 +74,8 @@ const KIND_EXITED = 0;
 const KIND_SIGNALED = 1;
 const KIND_NOT_STARTED = 2;
 const KIND_STARTED = 3;
-const DEFAULT_MAX_OUTPUT = 16 * 1024 * 1024;
+/** Captured bytes per output stream when a request names no cap (both backends). */
+export const DEFAULT_MAX_OUTPUT = 16 * 1024 * 1024;
 /** A connection that has not named its stream by then is not the helper's. */
 const TOKEN_WAIT_MS = 10_000;
 
