@@ -3,7 +3,6 @@ import {
   ContainerStatusResponse,
   ImageSpec,
   LinuxContainerResources,
-  ListContainersResponse,
   Mount,
   Signal,
   signalFromJSON,
@@ -30,6 +29,33 @@ function imageSpecOf(record: ContainerRecord): ImageSpec {
 function stopSignal(name: string): Signal {
   const value = signalFromJSON(name);
   return value === Signal.UNRECOGNIZED ? Signal.RUNTIME_DEFAULT : value;
+}
+
+/**
+ * The Container message ListContainers gives for a record, kept while the record object and
+ * its state are the same, so serializeListContainers encodes it once. Everything else in it
+ * is fixed when the container is created. Never mutated once made.
+ */
+const listedContainers = new WeakMap<ContainerRecord, Container>();
+
+function listedContainer(record: ContainerRecord): Container {
+  const state = criState(record);
+  const cached = listedContainers.get(record);
+  if (cached?.state === state) return cached;
+  const message: Container = {
+    id: record.id,
+    podSandboxId: record.podSandboxId,
+    metadata: record.metadata,
+    image: imageSpecOf(record),
+    imageRef: record.imageId,
+    imageId: record.imageId,
+    state,
+    createdAt: BigInt(record.createdAtNs),
+    labels: record.labels,
+    annotations: record.annotations,
+  };
+  listedContainers.set(record, message);
+  return message;
 }
 
 /** ContainerStatus and ListContainers, served from the in-memory records. */
@@ -81,20 +107,10 @@ export function containerStatusRpcs(ctx: ServerContext): RuntimeImpl {
         if (filter?.podSandboxId && !record.podSandboxId.startsWith(filter.podSandboxId)) continue;
         if (filter?.state && criState(record) !== filter.state.state) continue;
         if (!matchesLabels(record.labels, filter?.labelSelector)) continue;
-        containers.push({
-          id: record.id,
-          podSandboxId: record.podSandboxId,
-          metadata: record.metadata,
-          image: imageSpecOf(record),
-          imageRef: record.imageId,
-          imageId: record.imageId,
-          state: criState(record),
-          createdAt: BigInt(record.createdAtNs),
-          labels: record.labels,
-          annotations: record.annotations,
-        });
+        containers.push(listedContainer(record));
       }
-      return ListContainersResponse.fromPartial({ containers });
+      // Not copied through fromPartial: the same objects keep their encoded bytes (list-encoding.ts).
+      return { containers };
     },
   };
 }

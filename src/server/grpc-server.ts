@@ -13,6 +13,7 @@ import { BerthError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { CallInfo, ImageImpl, RuntimeImpl, StreamImpl, UnaryImpl } from './rpc.js';
 import type { RpcMetrics } from './metrics.js';
+import { serializeListContainers } from './list-encoding.js';
 
 export interface ServiceImpls {
   runtime: RuntimeImpl;
@@ -191,7 +192,10 @@ export function createGrpcServer(
     'grpc.max_send_message_length': options.maxMessageBytes,
   });
   server.addService(
-    RuntimeServiceService,
+    {
+      ...RuntimeServiceService,
+      listContainers: { ...RuntimeServiceService.listContainers, responseSerialize: serializeListContainers },
+    },
     wrapService(
       RuntimeServiceService,
       impls.runtime as Record<string, never>,

@@ -339,6 +339,15 @@ describe('ListContainers', () => {
     assert.equal(listed.metadata?.name, 'list-a');
     assert.equal(listed.image?.image, IMAGE);
     assert.match(listed.imageRef, /^sha256:/);
+    // Listed messages are kept between calls (server/list-encoding.ts): the state still follows.
+    const listedState = async (id: string) =>
+      (await rt.listContainers({ filter: undefined })).containers.find((c) => c.id === id)?.state;
+    assert.equal(await listedState(b), ContainerState.CONTAINER_CREATED);
+    await rt.startContainer({ containerId: b });
+    assert.equal(await listedState(b), ContainerState.CONTAINER_RUNNING);
+    await rt.stopContainer({ containerId: b, timeout: 0n });
+    assert.equal(await listedState(b), ContainerState.CONTAINER_EXITED);
+    assert.equal(await listedState(a), ContainerState.CONTAINER_RUNNING);
     await rt.removeContainer({ containerId: a });
     await rt.removeContainer({ containerId: b });
   });
