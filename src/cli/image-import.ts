@@ -35,7 +35,10 @@ export async function importImageCommand(args: ParsedArgs): Promise<void> {
     config.log_level === 'debug' || config.log_level === 'trace' ? config.log_level : 'warn',
   );
   const daemonRunning = await socketInUse(config.server.socket);
-  const store = await ImageStore.open(config.root, log, { sweepOrphans: !daemonRunning });
+  const store = await ImageStore.open(config.root, log, {
+    sweepOrphans: !daemonRunning,
+    syncLayers: config.image.sync_layers,
+  });
   let images;
   try {
     images = await importArchive(path, store, { log });

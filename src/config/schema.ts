@@ -144,6 +144,11 @@ export const SCHEMA: SectionSpec = {
           'Threads that verify, decompress and write layers; 0: one per CPU beyond the first, at most 4.',
           { min: 0 },
         ),
+        sync_layers: leaf(
+          'boolean',
+          true,
+          'Flush each unpacked layer to disk (syncfs) before it is committed, so a power loss cannot leave a layer that looks whole but holds empty files.',
+        ),
         pull_progress_timeout_seconds: leaf('integer', 60, 'A pull receiving no bytes for this long fails.', {
           min: 1,
           reloadable: true,
@@ -227,6 +232,7 @@ export interface BerthConfig {
     unqualified_search_registries: string[];
     max_concurrent_downloads: number;
     unpack_threads: number;
+    sync_layers: boolean;
     pull_progress_timeout_seconds: number;
     pinned_images: string[];
     registries: Record<string, RegistryConfig>;

@@ -53,7 +53,9 @@ export class ImageManager {
 
   /** Opens the store under `config().root` and reconciles it (start-up). */
   static async open(config: () => BerthConfig, log: Logger): Promise<ImageManager> {
-    const store = await ImageStore.open(config().root, log.child({ component: 'image-store' }));
+    const store = await ImageStore.open(config().root, log.child({ component: 'image-store' }), {
+      syncLayers: config().image.sync_layers,
+    });
     return new ImageManager(store, config, log);
   }
 

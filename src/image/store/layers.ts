@@ -1,8 +1,9 @@
 /**
  * Unpacked layers under `<dir>/<chainId hex>/diff`, each ready to be an
  * overlayfs lower directory. A layer is unpacked into a temp dir beside its
- * final place and renamed when complete, so a layer directory that exists is
- * whole; two requests for the same layer share one unpack.
+ * final place, flushed to disk and renamed when complete, so a layer
+ * directory that exists is whole, after a power loss too; two requests for
+ * the same layer share one unpack.
  */
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
@@ -10,6 +11,7 @@ import { join } from 'node:path';
 import { errnoCode } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { fsyncDir } from '../../util/atomic-file.js';
+import { syncFilesystem } from '../../util/syncfs.js';
 import { runIngest, type BlobSpec, type IngestSource } from '../layer/ingest.js';
 import type { Digest, LayerRecord } from '../types.js';
 import { digestHex } from './blobs.js';
@@ -35,12 +37,23 @@ export interface LayerBlob {
   commit(): Promise<void>;
 }
 
+export interface LayerStoreOptions {
+  /**
+   * Flush each unpacked layer's files (syncfs) before the rename that makes it
+   * visible. Without it the rename can reach the disk before the data: after a
+   * power loss the layer looks whole but holds empty files, and nothing would
+   * ever unpack it again (containerd's `image_pull_with_sync_fs` problem).
+   */
+  syncLayers: boolean;
+}
+
 export class LayerStore {
   private readonly inflight = new Map<Digest, Promise<string>>();
 
   constructor(
     readonly dir: string,
     private readonly log: Logger,
+    private readonly options: LayerStoreOptions = { syncLayers: true },
   ) {}
 
   async init(): Promise<void> {
@@ -147,6 +160,9 @@ export class LayerStore {
           tarBytes: result!.tarBytes,
         }),
       );
+      const flushStarted = Date.now();
+      if (this.options.syncLayers) await syncFilesystem(temp);
+      const flushMs = Date.now() - flushStarted;
       try {
         await rename(temp, final);
       } catch (err) {
@@ -156,7 +172,7 @@ export class LayerStore {
       }
       await fsyncDir(this.dir);
       this.log.debug(
-        { chainId, blob: layer.blobDigest, entries: result!.entries, ms: Date.now() - started },
+        { chainId, blob: layer.blobDigest, entries: result!.entries, ms: Date.now() - started, flushMs },
         'layer unpacked',
       );
       return this.diffDir(chainId);

@@ -57,10 +57,11 @@ export class ImageStore implements BlobSink {
   private constructor(
     root: string,
     private readonly log: Logger,
+    syncLayers: boolean,
   ) {
     this.imagesDir = join(root, 'images');
     this.blobs = new BlobStore(this.imagesDir);
-    this.layers = new LayerStore(join(this.imagesDir, 'layers'), log);
+    this.layers = new LayerStore(join(this.imagesDir, 'layers'), log, { syncLayers });
     this.indexPath = join(this.imagesDir, 'index.json');
     this.lock = new FileLock(join(this.imagesDir, 'index.lock'));
   }
@@ -69,13 +70,14 @@ export class ImageStore implements BlobSink {
    * Opens (creating) the store under `<root>/images` and reconciles it.
    * `sweepOrphans: false` keeps old unreferenced blobs (an import beside a
    * running daemon must not collect what the daemon's pulls may reuse).
+   * `syncLayers` (default true): see LayerStoreOptions.
    */
   static async open(
     root: string,
     log: Logger,
-    options: { sweepOrphans?: boolean } = {},
+    options: { sweepOrphans?: boolean; syncLayers?: boolean } = {},
   ): Promise<ImageStore> {
-    const store = new ImageStore(root, log);
+    const store = new ImageStore(root, log, options.syncLayers ?? true);
     await mkdir(store.imagesDir, { recursive: true, mode: 0o700 });
     await store.blobs.init();
     await store.layers.init();
