@@ -18,6 +18,7 @@ import {
 import { stateOf } from '../container/record.js';
 import { rootfsPaths } from '../container/rootfs.js';
 import { runtimeGlobalArgs } from '../oci/runtime.js';
+import { fsyncDir, fsyncFile } from '../util/atomic-file.js';
 import { run } from '../util/run.js';
 import type { ServerContext } from './context.js';
 import type { RuntimeImpl } from './rpc.js';
@@ -130,8 +131,10 @@ export function containerCheckpointRpcs(ctx: ServerContext): RuntimeImpl {
           `${what}: writing the archive`,
           timeoutMs,
         );
-        // Whole or nothing at `location`.
+        // Whole or nothing at `location`, after a power loss too.
+        await fsyncFile(partial);
         await rename(partial, location);
+        await fsyncDir(dirname(location));
       } finally {
         await rm(work, { recursive: true, force: true });
       }

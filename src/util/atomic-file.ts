@@ -2,15 +2,21 @@ import { open, rename, mkdir, unlink, writeFile } from 'node:fs/promises';
 import { dirname, basename, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 
-/** fsync a directory so a rename inside it survives a crash. */
-export async function fsyncDir(dir: string): Promise<void> {
-  const handle = await open(dir, 'r');
+/** fsync a file (its data and size) or a directory (its entries) by path. */
+async function fsyncPath(path: string): Promise<void> {
+  const handle = await open(path, 'r');
   try {
     await handle.sync();
   } finally {
     await handle.close();
   }
 }
+
+/** fsync a directory so a rename inside it survives a crash. */
+export const fsyncDir = fsyncPath;
+
+/** fsync a file written by other means (copyFile) before a rename makes it visible. */
+export const fsyncFile = fsyncPath;
 
 /** A fresh hidden temp name beside `path` (whose directory is made if missing). */
 async function tempBeside(path: string): Promise<string> {

@@ -1,44 +1,29 @@
 /**
- * What a power loss right after a layer was committed leaves on the disk.
- * The layers live on an ext4 filesystem in a loop-mounted image file; the
- * "disk after the power loss" is a copy of that image file taken while the
- * filesystem is still mounted: it holds what the kernel has written to the
- * device so far and nothing of the page cache. The copy is mounted (its
- * journal replayed) and the layer read back.
+ * What a power loss right after a layer was committed leaves on the disk
+ * (test/helpers/power-loss.ts: a loop-mounted ext4 and a copy of its device).
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { buildLayer, dir, file, type BuiltLayer } from '../../../test/helpers/image-builder.js';
+import { LoopFilesystem } from '../../../test/helpers/power-loss.js';
 import { silentLogger } from '../../log.js';
-import { run, runChecked } from '../../util/run.js';
 import { stopLayerWorkers } from '../layer/ingest.js';
 import { digestHex } from './blobs.js';
 import { chainIdOf, LayerStore } from './layers.js';
 
-const work = await mkdtemp(join(tmpdir(), 'berth-layer-durability-'));
-const image = join(work, 'disk.img');
-const live = join(work, 'live');
-const crashed = join(work, 'after-power-loss');
-const mounted: string[] = [];
+let disk: LoopFilesystem;
 
 before(async () => {
-  await runChecked('truncate', ['-s', '64M', image]);
-  // No lazy init: its background zeroing would write to the device while the copy is taken.
-  await runChecked('mkfs.ext4', ['-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0', image]);
-  await mkdir(live);
-  await runChecked('mount', ['-o', 'loop', image, live]);
-  mounted.push(live);
+  disk = await LoopFilesystem.create();
 });
 
 after(async () => {
   await stopLayerWorkers();
-  for (const target of mounted.reverse()) await run('umount', [target]);
-  await rm(work, { recursive: true, force: true });
+  await disk?.close();
 });
 
 /** A layer of a few files large enough to live in data blocks, in a nested directory too. */
@@ -73,16 +58,6 @@ async function unpackInto(storeDir: string, syncLayers: boolean, layer: BuiltLay
   return join(digestHex(chainId), 'diff');
 }
 
-/** The device as a power loss would leave it, mounted read-only at `crashed`. */
-async function powerLossCopy(): Promise<void> {
-  const copy = join(work, 'copy.img');
-  await runChecked('cp', ['--sparse=always', image, copy]);
-  await mkdir(crashed);
-  // Mounted read-write so ext4 replays the journal, as it would at the next boot.
-  await runChecked('mount', ['-o', 'loop', copy, crashed]);
-  mounted.push(crashed);
-}
-
 async function readOrEmpty(path: string): Promise<Buffer> {
   try {
     return await readFile(path);
@@ -99,10 +74,10 @@ test(
     const control = await sampleLayer();
     const expiry = Number((await readFile('/proc/sys/vm/dirty_expire_centisecs', 'utf8')).trim()) * 10;
     const started = Date.now();
-    const durableDiff = await unpackInto(join(live, 'synced'), true, durable.layer);
+    const durableDiff = await unpackInto(join(disk.mountPoint, 'synced'), true, durable.layer);
     // The control comes second: the first store's syncfs would flush it too.
-    const controlDiff = await unpackInto(join(live, 'unsynced'), false, control.layer);
-    await powerLossCopy();
+    const controlDiff = await unpackInto(join(disk.mountPoint, 'unsynced'), false, control.layer);
+    const crashed = await disk.afterPowerLoss();
     const elapsed = Date.now() - started;
 
     for (const [path, data] of durable.files) {

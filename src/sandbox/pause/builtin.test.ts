@@ -1,9 +1,10 @@
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { copyFile, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { copyFile, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
+import { LoopFilesystem } from '../../../test/helpers/power-loss.js';
 import { BerthError } from '../../errors.js';
 import { ensureBuiltinPause, PAUSE_BINARY } from './builtin.js';
 
@@ -40,6 +41,22 @@ describe('built-in pause rootfs', () => {
     );
     assert.equal(await ensureBuiltinPause(root, binary), next);
     assert.deepEqual(await readdir(join(root, 'pause')), [next.split('/').at(-2)]);
+  });
+
+  it('is on the disk whole once built: a power loss right after leaves the binary intact', async () => {
+    const disk = await LoopFilesystem.create();
+    try {
+      const rootfs = await ensureBuiltinPause(join(disk.mountPoint, 'root'), '/usr/bin/catatonit');
+      const crashed = await disk.afterPowerLoss();
+      const relative = rootfs.slice(disk.mountPoint.length);
+      const back = await readFile(join(crashed, relative, PAUSE_BINARY)).catch(() => Buffer.alloc(0));
+      assert.ok(
+        back.equals(await readFile('/usr/bin/catatonit')),
+        `pause binary: ${back.length} bytes on the disk`,
+      );
+    } finally {
+      await disk.close();
+    }
   });
 
   it('names the missing binary and the alternative', async () => {

@@ -11,7 +11,7 @@ import { chmod, copyFile, mkdir, readdir, rename, rm, stat } from 'node:fs/promi
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { errnoCode, errorMessage, FailedPreconditionError } from '../../errors.js';
-import { fsyncDir } from '../../util/atomic-file.js';
+import { fsyncDir, fsyncFile } from '../../util/atomic-file.js';
 
 export const CATATONIT = '/usr/bin/catatonit';
 /** Where the binary sits inside the pause rootfs. */
@@ -68,6 +68,9 @@ export async function ensureBuiltinPause(
     }
     await copyFile(binary, join(tempRootfs, PAUSE_BINARY));
     await chmod(join(tempRootfs, PAUSE_BINARY), 0o755);
+    // The rename below may reach the disk before the copied bytes: after a power loss
+    // the rootfs would exist, so it would never be rebuilt, with an empty binary.
+    await fsyncFile(join(tempRootfs, PAUSE_BINARY));
     await fsyncDir(tempRootfs);
     await rename(temp, join(base, name));
     await fsyncDir(base);
