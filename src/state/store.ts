@@ -7,7 +7,7 @@
 import { mkdir, readdir, readFile, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { errnoCode, errorMessage, InvalidArgumentError } from '../errors.js';
-import { fsyncDir, serializeJson, writeFileReplace, writeJsonAtomic } from '../util/atomic-file.js';
+import { fsyncDir, writeJsonAtomic } from '../util/atomic-file.js';
 import type { Logger } from '../log.js';
 
 /** A stored object: its id is also its file name. */
@@ -115,12 +115,13 @@ export class RecordStore<T extends StoredRecord> {
   /**
    * Writes the record durably, then makes it visible. `derivable`: a change
    * that start-up reconciliation can derive again from what really exists
-   * (a container's start, from the runtime), replaced atomically but without
-   * the fsyncs; a power loss may lose it, never tear it.
+   * (a container's start, from the runtime), without the directory's fsync;
+   * a power loss may lose it, never tear it. (The new file's data is still
+   * fsynced before the rename: otherwise the journal may commit the rename
+   * first, and the record would come back empty, i.e. gone.)
    */
   async put(record: T, options: { derivable?: boolean } = {}): Promise<void> {
-    if (options.derivable) await writeFileReplace(this.path(record.id), serializeJson(record));
-    else await writeJsonAtomic(this.path(record.id), record);
+    await writeJsonAtomic(this.path(record.id), record, { durable: !options.derivable });
     this.records.set(record.id, record);
     this.notify(record.id, record);
   }

@@ -28,12 +28,14 @@ async function tempBeside(path: string): Promise<string> {
 /**
  * Crash-safe replace: write a temp file beside the target, fsync it, rename it
  * over the target and fsync the directory. A reader sees the old or the new
- * content, never a torn file.
+ * content, never a torn file. `durable: false` skips the directory's fsync:
+ * after a power loss the change may be lost, yet whatever is there is whole
+ * (the data reached the disk before the rename could).
  */
 export async function writeFileAtomic(
   path: string,
   data: string | Uint8Array,
-  options: { mode?: number } = {},
+  options: { mode?: number; durable?: boolean } = {},
 ): Promise<void> {
   const temp = await tempBeside(path);
   const handle = await open(temp, 'wx', options.mode ?? 0o600);
@@ -52,7 +54,7 @@ export async function writeFileAtomic(
     await unlink(temp).catch(() => undefined);
     throw err;
   }
-  await fsyncDir(dirname(path));
+  if (options.durable ?? true) await fsyncDir(dirname(path));
 }
 
 /** The JSON form of state files. */
@@ -63,7 +65,7 @@ export function serializeJson(value: unknown): string {
 export async function writeJsonAtomic(
   path: string,
   value: unknown,
-  options: { mode?: number } = {},
+  options: { mode?: number; durable?: boolean } = {},
 ): Promise<void> {
   await writeFileAtomic(path, serializeJson(value), options);
 }
