@@ -127,7 +127,7 @@ export async function cleanupBerth(berth: RunningBerth): Promise<void> {
 }
 
 /** Kills conmons and container processes left under berth's run root (after a failed test). */
-async function killLeftovers(dir: string): Promise<void> {
+export async function killLeftovers(dir: string): Promise<void> {
   const runtimes = join(dir, 'run', 'runtimes');
   for (const handler of await readdir(runtimes).catch(() => [] as string[])) {
     const root = join(runtimes, handler);

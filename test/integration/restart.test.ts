@@ -7,7 +7,7 @@
 import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { status as grpcStatus } from '@grpc/grpc-js';
 import { startBerth } from '../helpers/berth-process.js';
@@ -16,6 +16,7 @@ import { run } from '../../src/util/run.js';
 import {
   containerConfig,
   grpcCode,
+  killLeftovers,
   podConfig,
   startEnv,
   waitForState,
@@ -150,6 +151,62 @@ it('after SIGKILL: running stay running under the same conmon, exits meanwhile a
   await rt.stopPodSandbox({ podSandboxId: pod });
   await rt.removePodSandbox({ podSandboxId: pod });
   assert.deepEqual((await rt.listContainers({ filter: undefined })).containers, []);
+});
+
+it('after a reboot (processes, mounts and run_root gone): pods not ready, containers exited, all removable, IPs released', async () => {
+  let rt = env.berth.cri.runtime;
+  const config = podConfig(env.work, { hostNetwork: false });
+  const pod = (await rt.runPodSandbox({ config, runtimeHandler: '' })).podSandboxId;
+  const ip = (await rt.podSandboxStatus({ podSandboxId: pod, verbose: false })).status!.network!.ip;
+  assert.ok(ip, 'the pod has an address');
+  const make = async (name: string, start: boolean) => {
+    const id = (
+      await rt.createContainer({
+        podSandboxId: pod,
+        config: containerConfig(name, { command: ['sleep', '1000'] }),
+        sandboxConfig: config,
+      })
+    ).containerId;
+    if (start) await rt.startContainer({ containerId: id });
+    return id;
+  };
+  const running = await make('was-running', true);
+  const created = await make('was-created', false);
+
+  // The reboot: every process and mount of the node is gone, and so is the tmpfs run_root;
+  // the records under root and the CNI plugin's IPAM store (on disk) remain.
+  await env.berth.kill();
+  await killLeftovers(env.berth.dir);
+  await rm(join(env.berth.dir, 'run'), { recursive: true, force: true });
+  env.berth = await startBerth({ dir: env.berth.dir });
+  rt = env.berth.cri.runtime;
+
+  const pods = (await rt.listPodSandbox({ filter: undefined })).items;
+  assert.deepEqual(
+    pods.map((p) => [p.id, p.state]),
+    [[pod, 1 /* SANDBOX_NOTREADY */]],
+  );
+  const list = (await rt.listContainers({ filter: undefined })).containers;
+  const state = (id: string) => list.find((c) => c.id === id)?.state;
+  assert.equal(state(running), ContainerState.CONTAINER_EXITED);
+  assert.notEqual(state(created), ContainerState.CONTAINER_RUNNING);
+  const gone = (await rt.containerStatus({ containerId: running, verbose: false })).status!;
+  assert.ok(gone.finishedAt > 0n, 'an exited container has a finish time');
+  assert.notEqual(gone.exitCode, 0, 'not reported as a clean exit');
+
+  // kubelet's next steps: stop and remove the old pod, run a new one with the same name.
+  const held = async () =>
+    (await readdir(join(env.work, 'ipam'), { recursive: true })).some((f) => f.endsWith(`/${ip}`));
+  assert.ok(await held(), `host-local's on-disk store holds ${ip} across the reboot`);
+  await rt.stopPodSandbox({ podSandboxId: pod });
+  await rt.removePodSandbox({ podSandboxId: pod });
+  assert.deepEqual((await rt.listContainers({ filter: undefined })).containers, []);
+  assert.ok(!(await held()), `the pod's address ${ip} is released`);
+  const again = (await rt.runPodSandbox({ config, runtimeHandler: '' })).podSandboxId;
+  const st = (await rt.podSandboxStatus({ podSandboxId: again, verbose: false })).status!;
+  assert.equal(st.state, 0 /* SANDBOX_READY */);
+  await rt.stopPodSandbox({ podSandboxId: again });
+  await rt.removePodSandbox({ podSandboxId: again });
 });
 
 it('a container whose conmon died while berth was down still gets an exit when it ends', async () => {
