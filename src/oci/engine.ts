@@ -33,7 +33,13 @@ import { reopenLogThroughCtl } from '../../conmon/ctl.js';
 import { moveToCgroup, type CgroupDriver } from './cgroup-driver.js';
 import { startExec } from './exec.js';
 import { startThroughExecFifo, usesRuncExecFifo } from './exec-fifo.js';
-import { conmonRuntime, isRunsc, shimAwaitsStart, startThroughShim } from './runsc-shim.js';
+import {
+  conmonRuntime,
+  isRunsc,
+  removeStaleRunscLocks,
+  shimAwaitsStart,
+  startThroughShim,
+} from './runsc-shim.js';
 import { runtimeDelete, runtimeKill, runtimeStart, runtimeState, runtimeUpdate } from './runtime.js';
 import type {
   CreateRequest,
@@ -189,8 +195,9 @@ export class ConmonEngine implements OciEngine {
     return runtimeKill(handler, id, signal, all);
   }
 
-  delete(id: string, handler: RuntimeHandler, force: boolean): Promise<void> {
-    return runtimeDelete(handler, id, force);
+  async delete(id: string, handler: RuntimeHandler, force: boolean): Promise<void> {
+    await runtimeDelete(handler, id, force);
+    if (isRunsc(handler)) await removeStaleRunscLocks(handler.root, id);
   }
 
   update(id: string, handler: RuntimeHandler, resources: Record<string, unknown>): Promise<void> {

@@ -1,10 +1,10 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RUNSC_SHIM, conmonRuntime, startThroughShim } from './runsc-shim.js';
+import { RUNSC_SHIM, conmonRuntime, removeStaleRunscLocks, startThroughShim } from './runsc-shim.js';
 import type { RuntimeHandler } from './types.js';
 
 const runsc: RuntimeHandler = {
@@ -58,5 +58,30 @@ it('a start asked of a shim that no longer listens fails at once, naming the con
     assert.equal(await startThroughShim(join(dir, 'nothing-here'), 'ctr2', process.pid), false);
   } finally {
     await rm(dir, { recursive: true, force: true });
+  }
+});
+
+it('after a delete, runsc lock files of the ID without a state file go; everything else stays', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'berth-runsc-root-'));
+  try {
+    const files = [
+      'pod_sandbox:pod.lock', // the sandbox's own, orphaned
+      'pod_sandbox:gone.lock', // a container of the deleted sandbox, orphaned
+      'pod_sandbox:live.lock', // a container of it still known to runsc: kept
+      'pod_sandbox:live.state',
+      'other_sandbox:x.lock', // another pod's: kept
+      'pod2_sandbox:pod.lock.bak', // not a lock file: kept
+    ];
+    for (const name of files) await writeFile(join(root, name), '');
+    await removeStaleRunscLocks(root, 'pod');
+    assert.deepEqual((await readdir(root)).sort(), [
+      'other_sandbox:x.lock',
+      'pod2_sandbox:pod.lock.bak',
+      'pod_sandbox:live.lock',
+      'pod_sandbox:live.state',
+    ]);
+    await removeStaleRunscLocks(join(root, 'missing'), 'pod'); // no root yet: nothing to do
+  } finally {
+    await rm(root, { recursive: true, force: true });
   }
 });

@@ -6,7 +6,7 @@
  * when berth asks, and ends with the container (`runsc wait`).
  */
 import { constants, open as openCallback, write as writeCallback, close as closeCallback } from 'node:fs';
-import { access, lstat } from 'node:fs/promises';
+import { access, lstat, readdir, rm } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { FailedPreconditionError, errnoCode } from '../errors.js';
@@ -26,6 +26,35 @@ export const RUNSC_SHIM = nativeHelper('berth-runsc-shim');
 
 export function isRunsc(handler: RuntimeHandler): boolean {
   return basename(handler.path) === 'runsc';
+}
+
+/**
+ * runsc keeps `<sandbox>_sandbox:<container>.state` and a `.lock` beside it in
+ * its root. A runsc command that found the state file and takes the lock just
+ * as a delete removes both creates the lock file again, and nothing removes it
+ * later: one empty file per container, for ever. After a delete, the locks of
+ * `id` (as a container, and as a sandbox: its containers') without a state
+ * file are removed.
+ */
+export async function removeStaleRunscLocks(root: string, id: string): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(root);
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return;
+    throw err;
+  }
+  const present = new Set(names);
+  await Promise.all(
+    names
+      .filter(
+        (name) =>
+          name.endsWith('.lock') &&
+          (name.startsWith(`${id}_sandbox:`) || name.endsWith(`_sandbox:${id}.lock`)) &&
+          !present.has(`${name.slice(0, -'.lock'.length)}.state`),
+      )
+      .map((name) => rm(join(root, name), { force: true })),
+  );
 }
 
 /**

@@ -10,7 +10,7 @@
 import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { NamespaceMode, PodSandboxConfig, PodSandboxState } from '../../src/generated/api.js';
@@ -98,6 +98,9 @@ it('a runsc pod runs as a gVisor sandbox on its network and leaves nothing when 
     [],
   );
   assert.deepEqual(await listNetns(join(berth.dir, 'run')), []);
+  // Nothing of the sandbox stays in runsc's root either (state and lock files are per container).
+  const leftInRoot = (await readdir(runscRoot)).filter((f) => f.includes(podSandboxId));
+  assert.deepEqual(leftInRoot, [], `runsc root ${runscRoot}`);
   const pods = (await rt.listPodSandbox({ filter: undefined })).items.filter((p) => p.id === podSandboxId);
   assert.deepEqual(pods, []);
 });
@@ -198,4 +201,7 @@ it('containers join a runsc pod sandbox under conmon: log, exit code, tty, exec,
   );
   await rt.removePodSandbox({ podSandboxId });
   assert.deepEqual((await run('/usr/bin/pgrep', ['-f', '^\\S*/berth-runsc-shim '])).stdout.trim(), '');
+  const runscRoot = join(berth.dir, 'run', 'runtimes', 'runsc');
+  const leftInRoot = (await readdir(runscRoot)).filter((f) => f.includes(podSandboxId));
+  assert.deepEqual(leftInRoot, [], `runsc root ${runscRoot}`);
 });
