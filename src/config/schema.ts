@@ -112,6 +112,12 @@ export const SCHEMA: SectionSpec = {
               'State directory passed as --root; empty means <run_root>/runtimes/NAME.',
             ),
             type: leaf('string', 'oci', 'Runtime type.', { oneOf: ['oci', 'vm'] }),
+            kind: leaf(
+              'string',
+              'auto',
+              'Which runtime the binary is, for what berth does differently per runtime; auto: from its name (runc-1.2 is runc).',
+              { oneOf: ['auto', 'runc', 'crun', 'runsc', 'other'] },
+            ),
             monitor_cgroup: leaf('string', '', 'cgroup for conmon; empty uses the pod cgroup parent.'),
             runtime_args: leaf(
               'string[]',
@@ -191,6 +197,7 @@ export interface HandlerConfig {
   path: string;
   root: string;
   type: 'oci' | 'vm';
+  kind: 'auto' | 'runc' | 'crun' | 'runsc' | 'other';
   monitor_cgroup: string;
   privileged_without_host_devices: boolean;
   runtime_args: string[];

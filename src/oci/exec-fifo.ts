@@ -10,7 +10,8 @@
  * own error text then says what is wrong.
  */
 import { lstat, unlink } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
+import { runtimeKind } from './runtime-kind.js';
 import { processAlive } from '../../conmon/launch.js';
 import { errnoCode } from '../errors.js';
 import { openFifoForReading, readFifoToEnd } from '../util/fifo.js';
@@ -23,7 +24,7 @@ const HANDSHAKE_TIMEOUT_MS = 10_000;
 export function usesRuncExecFifo(handler: RuntimeHandler): boolean {
   return (
     handler.type === 'oci' &&
-    basename(handler.path) === 'runc' &&
+    runtimeKind(handler) === 'runc' &&
     !(handler.runtimeArgs ?? []).some((arg) => arg === '--root' || arg.startsWith('--root='))
   );
 }

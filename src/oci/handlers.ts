@@ -7,6 +7,7 @@ import { InvalidArgumentError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { CgroupDriver } from './cgroup-driver.js';
 import { ConmonEngine } from './engine.js';
+import { kindFromName } from './runtime-kind.js';
 import type { RuntimeHandler } from './types.js';
 
 /** Every configured handler, with defaults filled in (root: <run_root>/runtimes/NAME). */
@@ -18,6 +19,7 @@ export function configuredHandlers(config: BerthConfig): Map<string, RuntimeHand
       path: h.path,
       root: h.root || join(config.run_root, 'runtimes', name),
       type: h.type,
+      kind: h.kind === 'auto' || h.kind === undefined ? kindFromName(h.path) : h.kind,
       runtimeArgs: h.runtime_args ?? [],
     });
   }

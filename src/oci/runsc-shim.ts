@@ -7,7 +7,8 @@
  */
 import { constants, open as openCallback, write as writeCallback, close as closeCallback } from 'node:fs';
 import { access, lstat, readdir, rm } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { join } from 'node:path';
+import { runtimeKind } from './runtime-kind.js';
 import { promisify } from 'node:util';
 import { FailedPreconditionError, errnoCode } from '../errors.js';
 import { openFifoForReading, readFifoToEnd } from '../util/fifo.js';
@@ -25,7 +26,7 @@ const START_TIMEOUT_MS = 60_000;
 export const RUNSC_SHIM = nativeHelper('berth-runsc-shim');
 
 export function isRunsc(handler: RuntimeHandler): boolean {
-  return basename(handler.path) === 'runsc';
+  return runtimeKind(handler) === 'runsc';
 }
 
 /**

@@ -3,6 +3,8 @@
  * container lifecycle that uses it (src/sandbox, src/container).
  */
 
+import type { RuntimeKind } from './runtime-kind.js';
+
 /** A configured RuntimeClass handler (runtime.handlers.NAME). */
 export interface RuntimeHandler {
   name: string;
@@ -11,6 +13,8 @@ export interface RuntimeHandler {
   /** --root state directory of the runtime. */
   root: string;
   type: 'oci' | 'vm';
+  /** Which runtime it is; absent: from the binary's name (see runtime-kind.ts). */
+  kind?: RuntimeKind;
   /**
    * Extra global flags given to the runtime before the verb (after --root),
    * e.g. runsc's `--ignore-cgroups`. From runtime.handlers.NAME.runtime_args.

@@ -9,6 +9,7 @@
  */
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { runtimeKind } from '../oci/runtime-kind.js';
 import type { BerthConfig } from '../config/schema.js';
 import {
   BerthError,
@@ -154,8 +155,8 @@ function portMappings(config: PodSandboxConfig): HostPortMapping[] {
  * the netns set-up when its sandbox boots, VM runtimes wire the guest) wait.
  */
 function attachesBeforeStart(handler: RuntimeHandler): boolean {
-  const binary = handler.path.split('/').at(-1) ?? '';
-  return handler.type !== 'oci' || !['runc', 'crun'].includes(binary);
+  const kind = runtimeKind(handler);
+  return handler.type !== 'oci' || (kind !== 'runc' && kind !== 'crun');
 }
 
 function identity(record: SandboxRecord): PodIdentity {

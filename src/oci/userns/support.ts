@@ -8,7 +8,8 @@
  * handlers qualify: runsc and crun were not shown to work.
  */
 import { chown, mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { runtimeKind } from '../runtime-kind.js';
 import { errnoCode, errorMessage } from '../../errors.js';
 import { mountsUnder, unmountAll } from '../../sandbox/mounts.js';
 import { run } from '../../util/run.js';
@@ -29,7 +30,7 @@ const cache = new Map<string, Promise<UsernsSupport>>();
 
 /** Handlers whose runtime was shown to run berth's user-namespaced pods (runc 1.1+). */
 export function handlerSupportsUserns(handler: RuntimeHandler): boolean {
-  return handler.type === 'oci' && basename(handler.path) === 'runc';
+  return handler.type === 'oci' && runtimeKind(handler) === 'runc';
 }
 
 /** The (cached) support check for berth's root directory. */
