@@ -149,7 +149,7 @@ export class ConmonEngine implements OciEngine {
       return { pid: result.pid };
     } catch (err) {
       // Undo: the runtime may hold a record, conmon's files are ours.
-      await runtimeDelete(handler, id, true).catch(() => undefined);
+      await this.delete(id, handler, true).catch(() => undefined);
       await this.cleanup(id).catch(() => undefined);
       if (err instanceof ConmonError) {
         throw new FailedPreconditionError(

@@ -3,10 +3,13 @@
  * (Node has no binding). One flush of everything dirty on that filesystem:
  * far cheaper than an fsync per file when a directory tree was just written.
  */
-import { CommandError, run } from './run.js';
+import { run } from './run.js';
 
 export async function syncFilesystem(path: string): Promise<void> {
-  const argv = ['sync', '--file-system', '--', path];
-  const result = await run(argv[0]!, argv.slice(1), { timeoutMs: 600_000 });
-  if (result.code !== 0) throw new CommandError(argv, result);
+  const result = await run('sync', ['--file-system', '--', path], { timeoutMs: 600_000 });
+  if (result.code === 0) return;
+  const why = result.timedOut
+    ? 'timed out after 10 minutes'
+    : result.stderr.trim() || `sync exited with ${result.code ?? result.signal}`;
+  throw new Error(`cannot flush the filesystem holding ${path} to disk: ${why}`);
 }
