@@ -21,6 +21,11 @@
  *     A new network namespace, bind-mounted onto <file> (which must exist)
  *     so it outlives this process, as `unshare --net=<file>` does.
  *
+ *   berth-mount pin <ipc-file|-> <uts-file|-> <hostname|->
+ *     New IPC and/or UTS namespaces (a "-" file skips that one), the UTS
+ *     one given <hostname>, each bind-mounted onto its file (which must
+ *     exist): what a pod without an infra process keeps its namespaces in.
+ *
  * Errors go to stderr as one line naming the step and path; exit code 1.
  */
 #define _GNU_SOURCE
@@ -96,6 +101,38 @@ static int cmd_netns(const char *file) {
   return 0;
 }
 
+static int bind_own_namespace(const char *kind, const char *file) {
+  char source[32];
+  snprintf(source, sizeof(source), "/proc/self/ns/%s", kind);
+  if (mount(source, file, "none", MS_BIND, NULL) < 0) {
+    fprintf(stderr, "berth-mount: bind-mounting the new %s namespace onto %s: %s\n", kind, file,
+            strerror(errno));
+    return 1;
+  }
+  return 0;
+}
+
+static int cmd_pin(const char *ipc_file, const char *uts_file, const char *hostname) {
+  int want_ipc = strcmp(ipc_file, "-") != 0;
+  int want_uts = strcmp(uts_file, "-") != 0;
+  int flags = (want_ipc ? CLONE_NEWIPC : 0) | (want_uts ? CLONE_NEWUTS : 0);
+  if (flags == 0) return 0;
+  if (unshare(flags) < 0) {
+    fprintf(stderr, "berth-mount: unshare of the pod's%s%s namespaces: %s\n", want_ipc ? " IPC" : "",
+            want_uts ? " UTS" : "", strerror(errno));
+    return 1;
+  }
+  // Set before the namespace is pinned, so nobody ever joins it nameless.
+  if (want_uts && strcmp(hostname, "-") != 0 && sethostname(hostname, strlen(hostname)) < 0) {
+    fprintf(stderr, "berth-mount: setting hostname %s: %s\n", hostname, strerror(errno));
+    return 1;
+  }
+  if (want_ipc && bind_own_namespace("ipc", ipc_file) != 0) return 1;
+  // A failure here leaves the IPC mount: the caller unmounts both files.
+  if (want_uts && bind_own_namespace("uts", uts_file) != 0) return 1;
+  return 0;
+}
+
 int main(int argc, char **argv) {
   if (argc == 6 && strcmp(argv[1], "mount") == 0) return cmd_mount(argv[2], argv[3], argv[4], argv[5]);
   if ((argc == 3 || argc == 4) && strcmp(argv[1], "umount") == 0) {
@@ -103,10 +140,12 @@ int main(int argc, char **argv) {
     return cmd_umount(argv[2], argc == 4);
   }
   if (argc == 3 && strcmp(argv[1], "netns") == 0) return cmd_netns(argv[2]);
+  if (argc == 5 && strcmp(argv[1], "pin") == 0) return cmd_pin(argv[2], argv[3], argv[4]);
 usage:
   fprintf(stderr,
           "usage: berth-mount mount <fstype> <source> <target> <options>\n"
           "       berth-mount umount <target> [lazy]\n"
-          "       berth-mount netns <file>\n");
+          "       berth-mount netns <file>\n"
+          "       berth-mount pin <ipc-file|-> <uts-file|-> <hostname|->\n");
   return 2;
 }

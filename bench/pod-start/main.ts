@@ -13,7 +13,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ContainerConfig, PodSandboxConfig } from '../../src/generated/api.js';
+import { ContainerConfig, NamespaceMode, PodSandboxConfig } from '../../src/generated/api.js';
 import { runChecked } from '../../src/util/run.js';
 import { BERTH_MAIN, startBerth } from '../../test/helpers/berth-process.js';
 import type { CriClients } from '../../test/helpers/cri-client.js';
@@ -74,6 +74,12 @@ function conflist(bridge: string, subnet: string): string {
   );
 }
 
+const KUBELET_NAMESPACES = {
+  network: NamespaceMode.POD,
+  pid: NamespaceMode.CONTAINER,
+  ipc: NamespaceMode.POD,
+};
+
 async function startPod(target: Target, index: number): Promise<{ podId: string; timing: PodTiming }> {
   const uid = randomBytes(8).toString('hex');
   const logDirectory = join(target.logDir, uid);
@@ -82,7 +88,8 @@ async function startPod(target: Target, index: number): Promise<{ podId: string;
     metadata: { name: `bench-${index}-${uid.slice(0, 6)}`, uid, namespace: 'bench', attempt: 0 },
     hostname: `bench-${index}`,
     logDirectory,
-    linux: {},
+    // As kubelet sends them for a pod without shareProcessNamespace or host namespaces.
+    linux: { securityContext: { namespaceOptions: KUBELET_NAMESPACES } },
   });
   const t0 = process.hrtime.bigint();
   const { podSandboxId } = await target.cri.runtime.runPodSandbox({
@@ -97,7 +104,7 @@ async function startPod(target: Target, index: number): Promise<{ podId: string;
       metadata: { name: 'work', attempt: 0 },
       image: { image: WORKLOAD_IMAGE },
       logPath: 'work.log',
-      linux: {},
+      linux: { securityContext: { namespaceOptions: KUBELET_NAMESPACES } },
     }),
     sandboxConfig,
   });

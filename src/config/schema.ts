@@ -93,6 +93,11 @@ export const SCHEMA: SectionSpec = {
         conmon_path: leaf('string', '/usr/bin/conmon', 'The conmon binary.'),
         pause_image: leaf('string', '', 'Image of the infra container; empty uses the built-in pause.'),
         pause_command: leaf('string[]', [], 'Command of the infra container; empty uses the image default.'),
+        drop_infra: leaf(
+          'boolean',
+          true,
+          'Run pods on runc/crun without an infra container when nothing needs one (no shared PID namespace, user namespace or sysctls): berth pins their network, IPC and UTS namespaces itself, as CRI-O does by default.',
+        ),
         restrict_oom_score_adj: leaf(
           'string',
           'auto',
@@ -230,6 +235,7 @@ export interface BerthConfig {
     conmon_path: string;
     pause_image: string;
     pause_command: string[];
+    drop_infra: boolean;
     restrict_oom_score_adj: 'auto' | 'true' | 'false';
     default_sysctls: string[];
     container_exit_dir: string;

@@ -1,13 +1,15 @@
 /**
  * Pod sandboxes: an infra (pause) container under conmon holding the pod's
- * namespaces, its network (CNI), pod files and /dev/shm, recorded crash-safely.
+ * namespaces, or (runtime.drop_infra, see pinned.ts) those namespaces pinned
+ * by bind mounts; its network (CNI), pod files and /dev/shm, recorded
+ * crash-safely.
  *
  * RunPodSandbox first commits a 'creating' record naming everything it is
  * about to make, updates it as namespaces appear, and commits 'ready' last; a
  * failure undoes every step, and a crash is undone at the next start-up from
  * that record. Pods are never re-created after a restart.
  */
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { runtimeKind } from '../oci/runtime-kind.js';
 import type { BerthConfig } from '../config/schema.js';
@@ -44,6 +46,8 @@ import { ensureBuiltinPause, resolvePause } from './pause/index.js';
 import { validatePodSysctls } from './pod-setup.js';
 import { listNetns, netnsPath as podNetnsPath } from './network/index.js';
 import { podHostname, validateDnsConfig, writePodFiles, writePodHosts } from './pod-files.js';
+import { infraNeededBecause, pinNamespaces, pinnedAlive, pinnedPaths, unpinNamespaces } from './pinned.js';
+import { isNetns } from './network/netns.js';
 import { podUserns, type PodUserns } from '../oci/userns/mappings.js';
 import {
   checkUsernsSupportAtStart,
@@ -103,6 +107,15 @@ function parseRecord(value: unknown): SandboxRecord {
     throw new Error('not a version 1 sandbox record');
   }
   return r as SandboxRecord;
+}
+
+/** The kernel's random ID of this boot ('' where unreadable: then only the mounts tell). */
+async function readBootId(): Promise<string> {
+  try {
+    return (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
+  } catch {
+    return '';
+  }
 }
 
 function mode(value: NamespaceMode | undefined): 'pod' | 'container' | 'node' | 'target' {
@@ -186,6 +199,8 @@ export class SandboxManager implements SandboxAccess {
     private readonly options: SandboxManagerOptions,
     private readonly store: RecordStore<SandboxRecord>,
     private readonly log: Logger,
+    /** This boot's ID: pods without an infra are recorded with it. */
+    private readonly bootId: string,
   ) {}
 
   /** Loads the records and reconciles them with reality (start-up). */
@@ -193,7 +208,7 @@ export class SandboxManager implements SandboxAccess {
     const log = options.log.child({ component: 'sandbox' });
     const root = options.config().root;
     const store = await RecordStore.open(join(root, 'state', 'sandboxes'), 'sandbox', parseRecord, log);
-    const manager = new SandboxManager(options, store, log);
+    const manager = new SandboxManager(options, store, log, await readBootId());
     // A pod's infra root is an overlay of the pause image's layers until the pod is removed.
     options.images().setInUseChecker((imageId) => {
       const pod = store.all().find((r) => r.infra.imageId === imageId);
@@ -236,9 +251,9 @@ export class SandboxManager implements SandboxAccess {
     const paths: SandboxNamespacePaths = {};
     if (sandbox.namespaces.network === 'pod') {
       paths.network = sandbox.netnsPath;
-      paths.uts = proc('uts');
+      paths.uts = sandbox.pinned ? sandbox.pinned.uts : proc('uts');
     }
-    if (sandbox.namespaces.ipc === 'pod') paths.ipc = proc('ipc');
+    if (sandbox.namespaces.ipc === 'pod') paths.ipc = sandbox.pinned ? sandbox.pinned.ipc : proc('ipc');
     if (sandbox.namespaces.pid === 'pod') paths.pid = proc('pid');
     if (sandbox.userns) paths.user = sandbox.userns.path;
     return paths;
@@ -289,6 +304,7 @@ export class SandboxManager implements SandboxAccess {
     if (config.dnsConfig) validateDnsConfig(metadata.name, config.dnsConfig);
     const userns = podUserns(config.linux?.securityContext?.namespaceOptions, `pod sandbox ${metadata.name}`);
     if (userns) await requireUsernsSupport(this.config.root, handler, `pod sandbox ${metadata.name}`);
+    const infraReason = infraNeededBecause(this.config, handler, { namespaces, userns: !!userns, sysctls });
     const meta = {
       name: metadata.name,
       namespace: metadata.namespace,
@@ -307,6 +323,7 @@ export class SandboxManager implements SandboxAccess {
           sysctls,
           hostname,
           userns,
+          dropInfra: infraReason === undefined,
         }),
       );
     } catch (err) {
@@ -328,6 +345,7 @@ export class SandboxManager implements SandboxAccess {
       sysctls: Record<string, string>;
       hostname: string;
       userns?: PodUserns;
+      dropInfra: boolean;
     },
   ): Promise<string> {
     const { namespaces, ports, cgroupParent, sysctls, hostname } = checked;
@@ -365,7 +383,10 @@ export class SandboxManager implements SandboxAccess {
       // DEL runs with an empty CNI_NETNS and removing a netns that is not there is a no-op.
       netnsPath: hostNetwork ? undefined : podNetnsPath(this.config.run_root, id),
       ...(checked.userns ? { userns: { ...checked.userns, path: join(podDir, 'userns') } } : {}),
+      // Fixed by the pod dir, so the intent names them; undo unmounts the pod dir anyway.
+      ...(checked.dropInfra ? { pinned: pinnedPaths(podDir, namespaces), bootId: this.bootId } : {}),
     };
+    const pinnedNs = record.pinned;
     const started = Date.now();
     const steps: Record<string, number> = {};
     const timed = async <T>(step: string, fn: () => Promise<T>): Promise<T> => {
@@ -399,7 +420,9 @@ export class SandboxManager implements SandboxAccess {
           timed('files', () =>
             writePodFiles({ podId: id, podDir, hostname, dns: config.dnsConfig, hostNetwork, ips: [] }),
           ),
+          pinnedNs && timed('pin', () => pinNamespaces(podDir, pinnedNs, hostname)),
         ]);
+        if (pinnedNs) return undefined;
         const pause = await timed('pause', () =>
           resolvePause(
             this.config,
@@ -464,6 +487,7 @@ export class SandboxManager implements SandboxAccess {
       }
       const pause = localResult.value;
       const infra = async (): Promise<void> => {
+        if (!pause) return; // no infra: its namespaces are pinned
         const spec = await buildSandboxSpec({
           id,
           config,
@@ -517,9 +541,9 @@ export class SandboxManager implements SandboxAccess {
         { cause: err },
       );
     }
-    this.watch(record);
+    if (!pinnedNs) this.watch(record);
     this.log.info(
-      { id, name, handler: handler.name, ips: record.ips, ms: Date.now() - started, steps },
+      { id, name, handler: handler.name, infra: !pinnedNs, ips: record.ips, ms: Date.now() - started, steps },
       'pod sandbox ready',
     );
     return id;
@@ -557,8 +581,10 @@ export class SandboxManager implements SandboxAccess {
       }
     };
     const { engine, network } = this.options;
-    await step('delete infra', () => engine.delete(record.id, record.handler, true));
-    await step('conmon files', () => engine.cleanup(record.id));
+    if (!record.pinned) {
+      await step('delete infra', () => engine.delete(record.id, record.handler, true));
+      await step('conmon files', () => engine.cleanup(record.id));
+    }
     if (record.namespaces.network === 'pod') {
       await step('CNI DEL', () =>
         network.detach(identity(record), record.netnsPath, record.portMappings, record.network?.result),
@@ -639,7 +665,7 @@ export class SandboxManager implements SandboxAccess {
     for (const hook of this.stopHooks) await hook(record);
     const { engine, network } = this.options;
     this.unwatch(record.id);
-    const state = await engine.state(record.id, record.handler);
+    const state = record.pinned ? undefined : await engine.state(record.id, record.handler);
     if (state && state.status !== 'stopped') {
       await engine.kill(record.id, record.handler, 'SIGKILL', true);
       await this.waitInfraGone(record);
@@ -655,8 +681,9 @@ export class SandboxManager implements SandboxAccess {
       next = { ...next, network: undefined, netnsPath: undefined };
       await this.store.put(next);
     }
-    // Containers are stopped: the pod's /dev/shm can go now (remove retries it).
+    // Containers are stopped: the pod's /dev/shm and pinned namespaces can go now (remove retries).
     if (next.shmMounted) await unmountAll(next.shmPath);
+    if (next.pinned) await unpinNamespaces(next.podDir);
   }
 
   /**
@@ -697,8 +724,10 @@ export class SandboxManager implements SandboxAccess {
       await this.stopLocked(record);
       const current = this.store.get(record.id)!;
       for (const hook of this.removeHooks) await hook(current);
-      await this.options.engine.delete(current.id, current.handler, true);
-      await this.options.engine.cleanup(current.id);
+      if (!current.pinned) {
+        await this.options.engine.delete(current.id, current.handler, true);
+        await this.options.engine.cleanup(current.id);
+      }
       await unmountAll(current.podDir);
       await rm(current.podDir, { recursive: true, force: true });
       await this.store.delete(current.id);
@@ -761,6 +790,7 @@ export class SandboxManager implements SandboxAccess {
 
   /** A pod READY at the last run: still READY (and watched) if its infra runs, else NOTREADY. */
   private async recheck(record: SandboxRecord): Promise<void> {
+    if (record.pinned) return this.recheckPinned(record);
     const { engine } = this.options;
     const exit = await engine.exitInfo(record.id).catch(() => undefined);
     const state = exit ? undefined : await engine.state(record.id, record.handler).catch(() => undefined);
@@ -777,6 +807,25 @@ export class SandboxManager implements SandboxAccess {
     this.log.warn(
       { id: record.id, exitCode: exit?.exitCode, runtimeState: state?.status ?? 'unknown' },
       'pod sandbox infra is gone since the last run: NOTREADY',
+    );
+    await this.store.put({ ...record, phase: 'notready' });
+  }
+
+  /**
+   * A pod without an infra: READY while its namespaces are still pinned in
+   * this boot (the netns and pinned files outlive berth, not a reboot; with
+   * the host's namespaces only the boot ID tells).
+   */
+  private async recheckPinned(record: SandboxRecord): Promise<void> {
+    const sameBoot = !record.bootId || !this.bootId || record.bootId === this.bootId;
+    const alive =
+      sameBoot &&
+      (await pinnedAlive(record.pinned!)) &&
+      (record.namespaces.network !== 'pod' || (!!record.netnsPath && (await isNetns(record.netnsPath))));
+    if (alive) return;
+    this.log.warn(
+      { id: record.id, sameBoot },
+      'pod sandbox namespaces are gone since the last run: NOTREADY',
     );
     await this.store.put({ ...record, phase: 'notready' });
   }

@@ -7,6 +7,7 @@ import type { NameRegistry } from '../state/names.js';
 import type { RuntimeHandler } from '../oci/types.js';
 import type { HostPortMapping } from './network-types.js';
 import type { SandboxUserns } from './userns.js';
+import type { PinnedNamespaces } from './pinned.js';
 
 /** How a namespace is held: by the pod's infra container, per container, or the host's. */
 export type PodNamespaceMode = 'pod' | 'container' | 'node';
@@ -83,6 +84,13 @@ export interface SandboxRecord {
   /** Namespaced sysctls applied in the infra (validated). */
   sysctls: Record<string, string>;
   infra: InfraContainer;
+  /**
+   * Present when the pod runs without an infra process (runtime.drop_infra):
+   * its IPC and UTS namespaces are these bind mounts, infra.pid stays 0.
+   */
+  pinned?: PinnedNamespaces;
+  /** With `pinned`: the boot the pod was made in (its namespaces do not outlive it). */
+  bootId?: string;
   /** The pod's own user namespace (userns_options mode POD); absent: the host's. */
   userns?: SandboxUserns;
   /** When it was stopped (ns since epoch, decimal string). */
@@ -112,7 +120,7 @@ export interface SandboxAccess {
   list(): SandboxRecord[];
   /** The pod's handler as currently configured. */
   handlerOf(sandbox: SandboxRecord): RuntimeHandler;
-  /** /proc/<infra pid>/ns/* (or the netns bind mount) for joining the pod's namespaces. */
+  /** /proc/<infra pid>/ns/* or the pinned bind mounts, for joining the pod's namespaces. */
   namespacePaths(sandbox: SandboxRecord): SandboxNamespacePaths;
   /** Runs fn holding the pod's lock (serialises with Stop/Remove of the pod). */
   withLock<T>(sandboxId: string, fn: () => Promise<T>): Promise<T>;

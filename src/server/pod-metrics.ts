@@ -22,6 +22,7 @@ import {
   type MetricTarget,
 } from '../stats/metrics.js';
 import { dirUsage, netnsCounters } from '../stats/usage.js';
+import { podNetnsPid } from '../stats/pod-netns.js';
 import { join } from 'node:path';
 import type { ServerContext } from './context.js';
 import type { RuntimeImpl } from './rpc.js';
@@ -52,8 +53,9 @@ async function podSeries(
   device: string,
 ): Promise<PodSandboxMetrics> {
   const containers = ctx.containers.list().filter((c) => c.podSandboxId === sandbox.id);
+  const netnsPid = podNetnsPid(sandbox, containers);
   const metrics =
-    sandbox.namespaces.network === 'pod' && sandbox.infra.pid > 0
+    netnsPid > 0
       ? podNetworkMetrics(
           {
             pod: sandbox.metadata.name,
@@ -62,7 +64,7 @@ async function podSeries(
             id: sandbox.id,
             image: sandbox.infra.image,
           },
-          (await netnsCounters(sandbox.infra.pid)) ?? [],
+          (await netnsCounters(netnsPid)) ?? [],
           nowNs(),
         )
       : [];

@@ -39,7 +39,7 @@ export function toCriPodSandbox(record: SandboxRecord): PodSandbox {
 /** The verbose `info` of PodSandboxStatus: what berth knows beyond the CRI fields. */
 async function verboseInfo(ctx: ServerContext, record: SandboxRecord): Promise<Record<string, string>> {
   const handler = ctx.sandboxes.handlerOf(record);
-  const state = await ctx.engine.state(record.id, handler).catch(() => undefined);
+  const state = record.pinned ? undefined : await ctx.engine.state(record.id, handler).catch(() => undefined);
   let runtimeSpec: unknown;
   try {
     runtimeSpec = JSON.parse(await readFile(join(record.infra.bundleDir, 'config.json'), 'utf8')) as unknown;
@@ -48,7 +48,10 @@ async function verboseInfo(ctx: ServerContext, record: SandboxRecord): Promise<R
   }
   const info = {
     pid: record.infra.pid,
-    processStatus: state?.status ?? 'deleted',
+    // Without an infra there is no process: 'none', against 'deleted' for an infra that is gone.
+    processStatus: record.pinned ? 'none' : (state?.status ?? 'deleted'),
+    infra: record.pinned ? 'dropped' : 'container',
+    pinnedNamespaces: record.pinned ?? {},
     netNamespaceClosed: record.namespaces.network === 'pod' && !record.netnsPath,
     netnsPath: record.netnsPath ?? '',
     image: record.infra.image,

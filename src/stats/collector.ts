@@ -28,6 +28,7 @@ import {
   type CgroupSample,
 } from './cgroup.js';
 import { dirUsage, netnsCounters } from './usage.js';
+import { podNetnsPid } from './pod-netns.js';
 
 const u64 = (value: bigint | undefined): UInt64Value | undefined =>
   value === undefined ? undefined : { value: value < 0n ? 0n : value };
@@ -132,7 +133,7 @@ export class StatsCollector {
   /**
    * Stats of a pod: its cgroup parent when it has one (covers every
    * container), else the sum over the infra and the containers; network
-   * counters from the infra's netns.
+   * counters from the pod's netns.
    */
   async pod(sandbox: SandboxRecord, containers: ContainerRecord[]): Promise<PodSandboxStats> {
     const timestamp = nowNs();
@@ -184,8 +185,9 @@ export class StatsCollector {
       }
     }
     let network: NetworkUsage | undefined;
-    if (infraAlive && sandbox.namespaces.network === 'pod') {
-      const counters = await netnsCounters(sandbox.infra.pid);
+    const netnsPid = podNetnsPid(sandbox, containers);
+    if (netnsPid > 0) {
+      const counters = await netnsCounters(netnsPid);
       if (counters) {
         const interfaces = counters.map((c) => ({
           name: c.name,

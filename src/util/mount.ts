@@ -78,3 +78,31 @@ export async function newNetnsAt(file: string): Promise<void> {
     : await run('unshare', [`--net=${file}`, 'true'], { timeoutMs: TIMEOUT_MS });
   if (result.code !== 0) throw failure(`creating a network namespace at ${file}`, result);
 }
+
+/**
+ * New IPC and/or UTS namespaces, each bind-mounted onto its file (which must
+ * exist); the UTS one gets `hostname`. On failure the caller unmounts both.
+ */
+export async function newPinnedNamespaces(
+  files: { ipc?: string; uts?: string },
+  hostname: string,
+): Promise<void> {
+  if (!files.ipc && !files.uts) return;
+  let result: RunResult;
+  if (await useHelper()) {
+    result = await run(MOUNT_HELPER, ['pin', files.ipc ?? '-', files.uts ?? '-', hostname || '-'], {
+      timeoutMs: TIMEOUT_MS,
+    });
+  } else {
+    const args = [...(files.ipc ? [`--ipc=${files.ipc}`] : []), ...(files.uts ? [`--uts=${files.uts}`] : [])];
+    const command = files.uts && hostname ? ['hostname', hostname] : ['true'];
+    result = await run('unshare', [...args, ...command], { timeoutMs: TIMEOUT_MS });
+  }
+  if (result.code !== 0) {
+    const kinds = [files.ipc && 'IPC', files.uts && 'UTS'].filter(Boolean).join(' and ');
+    throw failure(
+      `pinning new ${kinds} namespaces at ${[files.ipc, files.uts].filter(Boolean).join(', ')}`,
+      result,
+    );
+  }
+}

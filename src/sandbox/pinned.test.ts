@@ -1,0 +1,60 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig } from '../config/load.js';
+import type { RuntimeHandler } from '../oci/types.js';
+import { infraNeededBecause, pinnedPaths } from './pinned.js';
+import type { SandboxNamespaces } from './types.js';
+
+const runc: RuntimeHandler = { name: 'runc', path: '/usr/sbin/runc', root: '/run/runc', type: 'oci' };
+const ownPid: SandboxNamespaces = { network: 'pod', pid: 'container', ipc: 'pod' };
+
+async function configWith(toml: string) {
+  const dir = await mkdtemp(join(tmpdir(), 'berth-pinned-'));
+  try {
+    const file = join(dir, 'berth.toml');
+    await writeFile(file, toml);
+    return (await loadConfig({ file })).config;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+test('a pod on runc or crun goes without an infra unless something needs one', async () => {
+  const config = await configWith('');
+  assert.equal(config.runtime.drop_infra, true, 'on by default, as in CRI-O');
+  const pod = { namespaces: ownPid, userns: false, sysctls: {} };
+  assert.equal(infraNeededBecause(config, runc, pod), undefined);
+  assert.equal(infraNeededBecause(config, { ...runc, name: 'fast', path: '/usr/bin/crun' }, pod), undefined);
+  assert.equal(
+    infraNeededBecause(config, runc, { ...pod, namespaces: { ...ownPid, network: 'node', pid: 'node' } }),
+    undefined,
+  );
+  assert.match(
+    infraNeededBecause(config, runc, { ...pod, namespaces: { ...ownPid, pid: 'pod' } }) ?? '',
+    /shares a PID namespace/,
+  );
+  assert.match(infraNeededBecause(config, runc, { ...pod, userns: true }) ?? '', /user namespace/);
+  assert.match(
+    infraNeededBecause(config, runc, { ...pod, sysctls: { 'kernel.shm_rmid_forced': '1' } }) ?? '',
+    /sysctls/,
+  );
+  assert.match(
+    infraNeededBecause(config, { ...runc, name: 'gvisor', path: '/usr/bin/runsc' }, pod) ?? '',
+    /"gvisor" is not runc or crun/,
+  );
+  assert.match(infraNeededBecause(config, { ...runc, type: 'vm' }, pod) ?? '', /not runc or crun/);
+  const off = await configWith('[runtime]\ndrop_infra = false\n');
+  assert.match(infraNeededBecause(off, runc, pod) ?? '', /drop_infra is off/);
+});
+
+test('the pinned files: IPC with a pod IPC namespace, UTS with a pod network', () => {
+  assert.deepEqual(pinnedPaths('/p', ownPid), { ipc: '/p/ns/ipc', uts: '/p/ns/uts' });
+  assert.deepEqual(pinnedPaths('/p', { network: 'node', pid: 'container', ipc: 'pod' }), {
+    ipc: '/p/ns/ipc',
+  });
+  assert.deepEqual(pinnedPaths('/p', { network: 'pod', pid: 'node', ipc: 'node' }), { uts: '/p/ns/uts' });
+  assert.deepEqual(pinnedPaths('/p', { network: 'node', pid: 'node', ipc: 'node' }), {});
+});

@@ -1,0 +1,217 @@
+/**
+ * Pods without an infra container (runtime.drop_infra, on by default): berth
+ * pins the pod's IPC and UTS namespaces itself, containers join them, and
+ * stop, remove, a berth restart and a reboot treat them as they treat an
+ * infra's — checked on runc from inside busybox containers and from the host.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFile, readdir, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { ContainerState, NamespaceMode, PodSandboxConfig, PodSandboxState } from '../../src/generated/api.js';
+import { startBerth } from '../helpers/berth-process.js';
+import {
+  containerConfig,
+  killLeftovers,
+  podConfig,
+  startEnv,
+  waitForState,
+  type Env,
+} from './container-fixture.js';
+
+let env: Env;
+
+before(async () => {
+  env = await startEnv('noinfra');
+});
+
+after(async () => {
+  await env?.cleanup();
+});
+
+interface Info {
+  pid: number;
+  processStatus: string;
+  infra: 'container' | 'dropped';
+  pinnedNamespaces: { ipc?: string; uts?: string };
+  netnsPath: string;
+  podDir: string;
+  runtime: { path: string; root: string };
+}
+
+function pod(
+  name: string,
+  pid = NamespaceMode.CONTAINER,
+  sysctls: Record<string, string> = {},
+): PodSandboxConfig {
+  const base = podConfig(env.work, { hostNetwork: false, name });
+  return PodSandboxConfig.fromPartial({
+    ...base,
+    linux: {
+      ...base.linux,
+      sysctls,
+      securityContext: {
+        ...base.linux?.securityContext,
+        namespaceOptions: { network: NamespaceMode.POD, pid, ipc: NamespaceMode.POD },
+      },
+    },
+  });
+}
+
+async function info(podSandboxId: string): Promise<Info> {
+  const res = await env.berth.cri.runtime.podSandboxStatus({ podSandboxId, verbose: true });
+  return JSON.parse(res.info.info) as Info;
+}
+
+async function start(podSandboxId: string, config: PodSandboxConfig, name: string): Promise<string> {
+  const rt = env.berth.cri.runtime;
+  const { containerId } = await rt.createContainer({
+    podSandboxId,
+    config: containerConfig(name, {
+      command: ['sleep', '1000'],
+      linux: {
+        securityContext: {
+          namespaceOptions: {
+            network: NamespaceMode.POD,
+            pid: NamespaceMode.CONTAINER,
+            ipc: NamespaceMode.POD,
+          },
+        },
+      },
+    }),
+    sandboxConfig: config,
+  });
+  await rt.startContainer({ containerId });
+  await waitForState(env.berth, containerId, (s) => s.state === ContainerState.CONTAINER_RUNNING);
+  return containerId;
+}
+
+async function exec(id: string, cmd: string[]): Promise<string> {
+  const res = await env.berth.cri.runtime.execSync({ containerId: id, cmd, timeout: 10n });
+  assert.equal(res.exitCode, 0, `${cmd.join(' ')}: ${Buffer.from(res.stderr).toString()}`);
+  return Buffer.from(res.stdout).toString().trim();
+}
+
+async function mountPoints(): Promise<string[]> {
+  return (await readFile('/proc/self/mountinfo', 'utf8')).split('\n').map((l) => l.split(' ')[4] ?? '');
+}
+
+/** Processes whose command line names `id` (a conmon names its container with --cid). */
+async function processesNaming(id: string): Promise<string[]> {
+  const found: string[] = [];
+  for (const pid of await readdir('/proc')) {
+    if (!/^\d+$/.test(pid)) continue;
+    const cmdline = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => '');
+    if (cmdline.includes(id)) found.push(`${pid}: ${cmdline.replace(/\0/g, ' ')}`);
+  }
+  return found;
+}
+
+const nsOf = async (kind: string, file: string) => `${kind}:[${(await stat(file)).ino}]`;
+
+describe('pods without an infra container', () => {
+  it('pin the IPC and UTS namespaces their containers share, and release them on stop and remove', async () => {
+    const rt = env.berth.cri.runtime;
+    const config = pod('noinfra-a');
+    const { podSandboxId } = await rt.runPodSandbox({ config, runtimeHandler: '' });
+    const i = await info(podSandboxId);
+    assert.equal(i.infra, 'dropped');
+    assert.equal(i.pid, 0);
+    assert.equal(i.processStatus, 'none');
+    const { ipc, uts } = i.pinnedNamespaces;
+    assert.ok(ipc && uts && i.netnsPath, JSON.stringify(i));
+    assert.deepEqual(await processesNaming(podSandboxId), [], 'no conmon or pause for the pod');
+    const runcList = await readdir(i.runtime.root).catch(() => []);
+    assert.ok(!runcList.includes(podSandboxId), 'the runtime has no container for the pod');
+    const mounted = await mountPoints();
+    for (const file of [ipc, uts]) assert.ok(mounted.includes(file), `${file} is a mount`);
+
+    const a = await start(podSandboxId, config, 'a');
+    const b = await start(podSandboxId, config, 'b');
+    for (const id of [a, b]) {
+      assert.equal(await exec(id, ['readlink', '/proc/self/ns/uts']), await nsOf('uts', uts));
+      assert.equal(await exec(id, ['readlink', '/proc/self/ns/ipc']), await nsOf('ipc', ipc));
+      assert.equal(await exec(id, ['readlink', '/proc/self/ns/net']), await nsOf('net', i.netnsPath));
+      assert.equal(
+        await exec(id, ['hostname']),
+        'noinfra-a',
+        'the pinned UTS namespace has the pod hostname',
+      );
+    }
+    assert.notEqual(await nsOf('uts', uts), `uts:[${(await stat('/proc/self/ns/uts')).ino}]`);
+    // The pod's network counters come through a container, there being no infra to read them.
+    const stats = (await rt.listPodSandboxStats({ filter: { id: podSandboxId, labelSelector: {} } })).stats;
+    assert.equal(stats[0]?.linux?.network?.defaultInterface?.name, 'eth0');
+
+    await rt.stopPodSandbox({ podSandboxId });
+    for (const id of [a, b]) {
+      const st = (await rt.containerStatus({ containerId: id, verbose: false })).status!;
+      assert.equal(st.state, ContainerState.CONTAINER_EXITED);
+    }
+    const stopped = (await rt.podSandboxStatus({ podSandboxId, verbose: false })).status!;
+    assert.equal(stopped.state, PodSandboxState.SANDBOX_NOTREADY);
+    const afterStop = await mountPoints();
+    for (const file of [ipc, uts, i.netnsPath])
+      assert.ok(!afterStop.includes(file), `${file} released on stop`);
+    await rt.stopPodSandbox({ podSandboxId });
+
+    await rt.removePodSandbox({ podSandboxId });
+    await assert.rejects(stat(i.podDir), /ENOENT/);
+    assert.ok(!(await mountPoints()).some((p) => p.startsWith(i.podDir)));
+    await rt.removePodSandbox({ podSandboxId });
+  });
+
+  it('keep the infra where a pod needs it: a shared PID namespace or sysctls', async () => {
+    const rt = env.berth.cri.runtime;
+    for (const config of [
+      pod('noinfra-pidpod', NamespaceMode.POD),
+      pod('noinfra-sysctl', NamespaceMode.CONTAINER, { 'net.ipv4.ip_unprivileged_port_start': '80' }),
+    ]) {
+      const { podSandboxId } = await rt.runPodSandbox({ config, runtimeHandler: '' });
+      const i = await info(podSandboxId);
+      assert.equal(i.infra, 'container', config.metadata!.name);
+      assert.ok(i.pid > 0);
+      assert.deepEqual(i.pinnedNamespaces, {});
+      await rt.removePodSandbox({ podSandboxId });
+    }
+  });
+
+  it('stay READY across a berth restart, and are NOTREADY and removable once a reboot took their namespaces', async () => {
+    let rt = env.berth.cri.runtime;
+    const config = pod('noinfra-restart');
+    const { podSandboxId } = await rt.runPodSandbox({ config, runtimeHandler: '' });
+    const ip = (await rt.podSandboxStatus({ podSandboxId, verbose: false })).status!.network!.ip;
+    const a = await start(podSandboxId, config, 'survivor');
+
+    await env.berth.kill();
+    env.berth = await startBerth({ dir: env.berth.dir });
+    rt = env.berth.cri.runtime;
+    const kept = (await rt.podSandboxStatus({ podSandboxId, verbose: false })).status!;
+    assert.equal(kept.state, PodSandboxState.SANDBOX_READY, 'its namespaces are still pinned');
+    assert.equal(await exec(a, ['hostname']), 'noinfra-restart');
+    // A new container still joins the pod's namespaces after the restart.
+    const b = await start(podSandboxId, config, 'after-restart');
+    assert.equal(
+      await exec(b, ['readlink', '/proc/self/ns/uts']),
+      await exec(a, ['readlink', '/proc/self/ns/uts']),
+    );
+
+    // The reboot: processes, mounts and the tmpfs run_root gone, records and IPAM kept.
+    await env.berth.kill();
+    await killLeftovers(env.berth.dir);
+    await rm(join(env.berth.dir, 'run'), { recursive: true, force: true });
+    env.berth = await startBerth({ dir: env.berth.dir });
+    rt = env.berth.cri.runtime;
+    const gone = (await rt.podSandboxStatus({ podSandboxId, verbose: false })).status!;
+    assert.equal(gone.state, PodSandboxState.SANDBOX_NOTREADY);
+    await rt.stopPodSandbox({ podSandboxId });
+    await rt.removePodSandbox({ podSandboxId });
+    const held = (await readdir(join(env.work, 'ipam'), { recursive: true })).some((f) =>
+      f.endsWith(`/${ip}`),
+    );
+    assert.ok(!held, `the pod's address ${ip} is released`);
+    const again = (await rt.runPodSandbox({ config, runtimeHandler: '' })).podSandboxId;
+    assert.equal((await info(again)).infra, 'dropped');
+    await rt.removePodSandbox({ podSandboxId: again });
+  });
+});
