@@ -121,7 +121,7 @@ describe('pods without an infra container', () => {
     const { ipc, uts } = i.pinnedNamespaces;
     assert.ok(ipc && uts && i.netnsPath, JSON.stringify(i));
     assert.deepEqual(await processesNaming(podSandboxId), [], 'no conmon or pause for the pod');
-    const runcList = await readdir(i.runtime.root).catch(() => []);
+    const runcList = await readdir(i.runtime.root).catch((): string[] => []);
     assert.ok(!runcList.includes(podSandboxId), 'the runtime has no container for the pod');
     const mounted = await mountPoints();
     for (const file of [ipc, uts]) assert.ok(mounted.includes(file), `${file} is a mount`);
