@@ -16,6 +16,7 @@ import { parseArgs } from 'node:util';
 import { ContainerConfig, NamespaceMode, PodSandboxConfig } from '../../src/generated/api.js';
 import { runChecked } from '../../src/util/run.js';
 import { BERTH_MAIN, startBerth } from '../../test/helpers/berth-process.js';
+import { startStallProbe, type StallReport } from '../lib/stall-probe.js';
 import type { CriClients } from '../../test/helpers/cri-client.js';
 import { containerdInstalled, startContainerd } from '../lib/containerd.js';
 import { pidsByName, rssBytes } from '../lib/proc.js';
@@ -42,6 +43,10 @@ interface TargetResult {
   rssAt: { pods: number; rss: number }[];
   monitorRss: number[];
   listContainersMs: number[];
+  /** After LIST_WARM_UP calls, one every LIST_PACE_MS. */
+  listContainersWarmMs: number[];
+  /** What the stall probe saw while listContainersWarmMs was measured. */
+  hostStalls: StallReport;
 }
 
 interface Target {
@@ -73,6 +78,11 @@ function conflist(bridge: string, subnet: string): string {
     2,
   );
 }
+
+/** ListContainers after the first 200: warm-up calls, then paced calls (kubelet relists every second). */
+const LIST_WARM_UP = 300;
+const LIST_WARM_CALLS = 500;
+const LIST_PACE_MS = 5;
 
 const KUBELET_NAMESPACES = {
   network: NamespaceMode.POD,
@@ -167,12 +177,25 @@ async function measureTarget(
     }
   }
   const monitors = await monitorRss(target.monitorName);
+  // The first calls (cold) one after another, as before; then, after warm-up calls that
+  // let both sides' JIT settle, calls paced like kubelet's relists, beside a probe that
+  // tells the host's own stalls apart from berth's.
   const listContainersMs: number[] = [];
   for (let i = 0; i < 200; i++) {
     const t = process.hrtime.bigint();
     await target.cri.runtime.listContainers({ filter: undefined });
     listContainersMs.push(msSince(t));
   }
+  for (let i = 0; i < LIST_WARM_UP; i++) await target.cri.runtime.listContainers({ filter: undefined });
+  const probe = await startStallProbe();
+  const listContainersWarmMs: number[] = [];
+  for (let i = 0; i < LIST_WARM_CALLS; i++) {
+    const t = process.hrtime.bigint();
+    await target.cri.runtime.listContainers({ filter: undefined });
+    listContainersWarmMs.push(msSince(t));
+    await new Promise((resolve) => setTimeout(resolve, LIST_PACE_MS));
+  }
+  const hostStalls = await probe.stop();
   await removePods(target, running);
   return {
     name: target.name,
@@ -183,11 +206,16 @@ async function measureTarget(
     rssAt,
     monitorRss: monitors,
     listContainersMs,
+    listContainersWarmMs,
+    hostStalls,
   };
 }
 
 function summarize(results: TargetResult[]): string {
   const rows: string[][] = [];
+  // Each berth configuration against the peer measured in the same run, when there is one.
+  const peer = results.length > 1 && results.at(-1)!.name === 'containerd' ? results.at(-1)! : undefined;
+  const compared = peer ? results.slice(0, -1) : [];
   const phases: (keyof PodTiming)[] = ['runPodSandbox', 'createContainer', 'startContainer', 'total'];
   for (const mode of ['sequential', 'concurrent'] as const) {
     for (const phase of phases) {
@@ -196,9 +224,9 @@ function summarize(results: TargetResult[]): string {
         const samples = r[mode].map((t) => t[phase]);
         row.push(`${fmtMs(median(samples))} / ${fmtMs(percentile(samples, 95))}`);
       }
-      if (results.length === 2) {
-        const a = median(results[0][mode].map((t) => t[phase]));
-        const b = median(results[1][mode].map((t) => t[phase]));
+      for (const r of compared) {
+        const a = median(r[mode].map((t) => t[phase]));
+        const b = median(peer![mode].map((t) => t[phase]));
         row.push(`${(a / b).toFixed(2)}`);
       }
       rows.push(row);
@@ -206,7 +234,7 @@ function summarize(results: TargetResult[]): string {
   }
   const scalar = (label: string, value: (r: TargetResult) => number, fmt: (n: number) => string) => {
     const row = [label, ...results.map((r) => fmt(value(r)))];
-    if (results.length === 2) row.push((value(results[0]) / value(results[1])).toFixed(2));
+    for (const r of compared) row.push((value(r) / value(peer!)).toFixed(2));
     rows.push(row);
   };
   scalar('concurrent wall time', (r) => r.concurrentWallMs, fmtMs);
@@ -227,8 +255,12 @@ function summarize(results: TargetResult[]): string {
   scalar('monitor processes', (r) => r.monitorRss.length, String);
   scalar('ListContainers median', (r) => median(r.listContainersMs), fmtMs);
   scalar('ListContainers p99', (r) => percentile(r.listContainersMs, 99), fmtMs);
+  scalar('ListContainers warm median', (r) => median(r.listContainersWarmMs), fmtMs);
+  scalar('ListContainers warm p99', (r) => percentile(r.listContainersWarmMs, 99), fmtMs);
+  scalar('  host stalls >= 4 ms meanwhile', (r) => r.hostStalls.stalls, String);
+  scalar('  worst host stall meanwhile', (r) => r.hostStalls.worstMs, fmtMs);
   const header = ['metric (median / p95)', ...results.map((r) => r.name)];
-  if (results.length === 2) header.push(`${results[0].name}/${results[1].name}`);
+  for (const r of compared) header.push(`${r.name}/${peer!.name}`);
   return table(header, rows);
 }
 
@@ -279,7 +311,7 @@ async function main(): Promise<void> {
       /** berth at log level debug, and the median of each step its log lines time (profiling). */
       steps: { type: 'boolean', default: false },
       /** Comma-separated: which runtimes to measure (containerd only when installed). */
-      targets: { type: 'string', default: 'berth,containerd' },
+      targets: { type: 'string', default: 'berth,berth-noinfra,containerd' },
     },
   });
   const counts = {
@@ -307,12 +339,23 @@ async function main(): Promise<void> {
     console.log(formatCniFloor(cniFloor));
 
     const targets = new Set(values.targets.split(','));
-    const berthDir = join(work, 'berth');
-    if (targets.has('berth')) {
+    // berth as configured by default (every pod has an infra), then with runtime.drop_infra.
+    const berthTargets = [
+      { name: 'berth', toml: '', bridge: 'bbench0', subnet: '10.231.0.0/16' },
+      {
+        name: 'berth-noinfra',
+        toml: '[runtime]\ndrop_infra = true\n',
+        bridge: 'bbench1',
+        subnet: '10.233.0.0/16',
+      },
+    ].filter((t) => targets.has(t.name));
+    for (const variant of berthTargets) {
+      const berthDir = join(work, variant.name);
       await mkdir(join(berthDir, 'cni'), { recursive: true });
-      await writeFile(join(berthDir, 'cni', '10-bench.conflist'), conflist('bbench0', '10.231.0.0/16'));
+      await writeFile(join(berthDir, 'cni', '10-bench.conflist'), conflist(variant.bridge, variant.subnet));
       const berth = await startBerth({
         dir: berthDir,
+        toml: variant.toml,
         args: values.steps ? [] : ['--log_level', 'warn'],
       });
       try {
@@ -327,16 +370,16 @@ async function main(): Promise<void> {
         results.push(
           await measureTarget(
             {
-              name: 'berth',
+              name: variant.name,
               cri: berth.cri,
               daemonPid: berth.process.pid!,
               monitorName: 'conmon',
-              logDir: join(work, 'logs-berth'),
+              logDir: join(work, `logs-${variant.name}`),
             },
             counts,
           ),
         );
-        if (values.steps) console.log(stepMedians(berth.logs()));
+        if (values.steps) console.log(`${variant.name}:\n${stepMedians(berth.logs())}`);
       } finally {
         await berth.stop();
       }
@@ -374,7 +417,7 @@ async function main(): Promise<void> {
     }
     console.log(summarize(results));
   } finally {
-    for (const bridge of ['bbench0', 'cbench0']) {
+    for (const bridge of ['bbench0', 'bbench1', 'cbench0']) {
       await runChecked('ip', ['link', 'del', bridge]).catch(() => undefined);
     }
     await rm(work, { recursive: true, force: true });

@@ -95,8 +95,8 @@ export const SCHEMA: SectionSpec = {
         pause_command: leaf('string[]', [], 'Command of the infra container; empty uses the image default.'),
         drop_infra: leaf(
           'boolean',
-          true,
-          'Run pods on runc/crun without an infra container when nothing needs one (no shared PID namespace, user namespace or sysctls): berth pins their network, IPC and UTS namespaces itself, as CRI-O does by default.',
+          false,
+          "Run pods on runc/crun without an infra container when nothing needs one (no shared PID namespace, user namespace or sysctls): berth pins their network, IPC and UTS namespaces itself, as CRI-O's drop_infra_ctr. Saves a conmon and a runtime create per pod.",
         ),
         restrict_oom_score_adj: leaf(
           'string',

@@ -23,8 +23,8 @@ async function configWith(toml: string) {
 }
 
 test('a pod on runc or crun goes without an infra unless something needs one', async () => {
-  const config = await configWith('');
-  assert.equal(config.runtime.drop_infra, true, 'on by default, as in CRI-O');
+  assert.equal((await configWith('')).runtime.drop_infra, false, 'off by default: every pod has an infra');
+  const config = await configWith('[runtime]\ndrop_infra = true\n');
   const pod = { namespaces: ownPid, userns: false, sysctls: {} };
   assert.equal(infraNeededBecause(config, runc, pod), undefined);
   assert.equal(infraNeededBecause(config, { ...runc, name: 'fast', path: '/usr/bin/crun' }, pod), undefined);
@@ -46,7 +46,7 @@ test('a pod on runc or crun goes without an infra unless something needs one', a
     /"gvisor" is not runc or crun/,
   );
   assert.match(infraNeededBecause(config, { ...runc, type: 'vm' }, pod) ?? '', /not runc or crun/);
-  const off = await configWith('[runtime]\ndrop_infra = false\n');
+  const off = await configWith('');
   assert.match(infraNeededBecause(off, runc, pod) ?? '', /drop_infra is off/);
 });
 

@@ -1,6 +1,6 @@
 /**
- * Pods without an infra process (runtime.drop_infra, what CRI-O calls
- * drop_infra_ctr and does by default). A pause process only holds namespaces;
+ * Pods without an infra process (runtime.drop_infra, off by default; what
+ * CRI-O calls drop_infra_ctr). A pause process only holds namespaces;
  * unless the pod shares a PID namespace (the pause is its PID 1) berth can
  * hold them itself: the netns is a bind mount already, and the IPC and UTS
  * namespaces (the latter with the pod's hostname) are bind-mounted onto files

@@ -649,9 +649,7 @@ describe('resources, logs, stats', () => {
       stats!.linux!.containers.map((s) => s.attributes?.id),
       [c],
     );
-    // No shared PID namespace, so no infra (runtime.drop_infra): sleep is the pod's only process,
-    // and the network counters above came through it.
-    assert.equal(stats!.linux!.process?.processCount?.value, 1n, 'sleep, and no pause process');
+    assert.equal(stats!.linux!.process?.processCount?.value, 2n, 'the pause process and sleep');
     const listed = await rt.listPodSandboxStats({ filter: { id: '', labelSelector: { stats: 'yes' } } });
     assert.deepEqual(
       listed.stats.map((s) => s.attributes?.id),

@@ -1,12 +1,12 @@
 /**
- * Pods without an infra container (runtime.drop_infra, on by default): berth
- * pins the pod's IPC and UTS namespaces itself, containers join them, and
- * stop, remove, a berth restart and a reboot treat them as they treat an
- * infra's — checked on runc from inside busybox containers and from the host.
+ * Pods without an infra container (runtime.drop_infra = true): berth pins the
+ * pod's IPC and UTS namespaces itself, containers join them, and stop,
+ * remove, a berth restart and a reboot treat them as they treat an infra's —
+ * checked on runc from inside busybox containers and from the host.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile, readdir, rm, stat } from 'node:fs/promises';
+import { readFile, readdir, readlink, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ContainerState, NamespaceMode, PodSandboxConfig, PodSandboxState } from '../../src/generated/api.js';
 import { startBerth } from '../helpers/berth-process.js';
@@ -20,9 +20,10 @@ import {
 } from './container-fixture.js';
 
 let env: Env;
+const DROP_INFRA = '[runtime]\ndrop_infra = true\n';
 
 before(async () => {
-  env = await startEnv('noinfra');
+  env = await startEnv('noinfra', DROP_INFRA);
 });
 
 after(async () => {
@@ -43,6 +44,7 @@ function pod(
   name: string,
   pid = NamespaceMode.CONTAINER,
   sysctls: Record<string, string> = {},
+  host: { network?: boolean; ipc?: boolean } = {},
 ): PodSandboxConfig {
   const base = podConfig(env.work, { hostNetwork: false, name });
   return PodSandboxConfig.fromPartial({
@@ -52,7 +54,11 @@ function pod(
       sysctls,
       securityContext: {
         ...base.linux?.securityContext,
-        namespaceOptions: { network: NamespaceMode.POD, pid, ipc: NamespaceMode.POD },
+        namespaceOptions: {
+          network: host.network ? NamespaceMode.NODE : NamespaceMode.POD,
+          pid,
+          ipc: host.ipc ? NamespaceMode.NODE : NamespaceMode.POD,
+        },
       },
     },
   });
@@ -161,6 +167,30 @@ describe('pods without an infra container', () => {
     await rt.removePodSandbox({ podSandboxId });
   });
 
+  it("pin only what is the pod's own: with the host network no UTS, with host IPC no IPC", async () => {
+    const rt = env.berth.cri.runtime;
+    const hostNetPod = pod('noinfra-hostnet', NamespaceMode.CONTAINER, {}, { network: true });
+    const hostNet = (await rt.runPodSandbox({ config: hostNetPod, runtimeHandler: '' })).podSandboxId;
+    const h = await info(hostNet);
+    assert.equal(h.infra, 'dropped');
+    assert.equal(h.netnsPath, '');
+    // The host's network comes with the host's UTS namespace (as with an infra).
+    assert.equal(h.pinnedNamespaces.uts, undefined);
+    assert.ok(h.pinnedNamespaces.ipc);
+    assert.notEqual(await nsOf('ipc', h.pinnedNamespaces.ipc), await readlink('/proc/self/ns/ipc'));
+    await rt.removePodSandbox({ podSandboxId: hostNet });
+    await assert.rejects(stat(h.podDir), /ENOENT/);
+
+    const hostIpcPod = pod('noinfra-hostipc', NamespaceMode.NODE, {}, { ipc: true });
+    const hostIpc = (await rt.runPodSandbox({ config: hostIpcPod, runtimeHandler: '' })).podSandboxId;
+    const p = await info(hostIpc);
+    assert.equal(p.infra, 'dropped', 'the host PID namespace needs no pause either');
+    assert.equal(p.pinnedNamespaces.ipc, undefined);
+    assert.ok(p.pinnedNamespaces.uts);
+    assert.notEqual(await nsOf('uts', p.pinnedNamespaces.uts), await readlink('/proc/self/ns/uts'));
+    await rt.removePodSandbox({ podSandboxId: hostIpc });
+  });
+
   it('keep the infra where a pod needs it: a shared PID namespace or sysctls', async () => {
     const rt = env.berth.cri.runtime;
     for (const config of [
@@ -184,7 +214,7 @@ describe('pods without an infra container', () => {
     const a = await start(podSandboxId, config, 'survivor');
 
     await env.berth.kill();
-    env.berth = await startBerth({ dir: env.berth.dir });
+    env.berth = await startBerth({ dir: env.berth.dir, toml: DROP_INFRA });
     rt = env.berth.cri.runtime;
     const kept = (await rt.podSandboxStatus({ podSandboxId, verbose: false })).status!;
     assert.equal(kept.state, PodSandboxState.SANDBOX_READY, 'its namespaces are still pinned');
@@ -200,7 +230,7 @@ describe('pods without an infra container', () => {
     await env.berth.kill();
     await killLeftovers(env.berth.dir);
     await rm(join(env.berth.dir, 'run'), { recursive: true, force: true });
-    env.berth = await startBerth({ dir: env.berth.dir });
+    env.berth = await startBerth({ dir: env.berth.dir, toml: DROP_INFRA });
     rt = env.berth.cri.runtime;
     const gone = (await rt.podSandboxStatus({ podSandboxId, verbose: false })).status!;
     assert.equal(gone.state, PodSandboxState.SANDBOX_NOTREADY);

@@ -38,10 +38,7 @@ async function mountedAt(path: string): Promise<boolean> {
   return info.split('\n').some((line) => line.split(' ')[4] === path);
 }
 
-/**
- * A host-network pod: this test is about the infra's image, not CNI. It shares a PID
- * namespace, so it gets an infra (without one berth pins the namespaces itself).
- */
+/** A host-network pod: this test is about the infra's image, not CNI. */
 function hostPod(name: string): PodSandboxConfig {
   return PodSandboxConfig.fromPartial({
     metadata: { name, namespace: 'berth-test', uid: `uid-${name}`, attempt: 0 },
@@ -50,7 +47,7 @@ function hostPod(name: string): PodSandboxConfig {
       securityContext: {
         namespaceOptions: {
           network: NamespaceMode.NODE,
-          pid: NamespaceMode.POD,
+          pid: NamespaceMode.CONTAINER,
           ipc: NamespaceMode.POD,
         },
       },
