@@ -1,11 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../config/load.js';
 import type { RuntimeHandler } from '../oci/types.js';
-import { infraNeededBecause, pinnedPaths } from './pinned.js';
+import { run } from '../util/run.js';
+import { mountsUnder, unmountAll } from './mounts.js';
+import { infraNeededBecause, pinNamespaces, pinnedAlive, pinnedPaths, unpinNamespaces } from './pinned.js';
 import type { SandboxNamespaces } from './types.js';
 
 const runc: RuntimeHandler = { name: 'runc', path: '/usr/sbin/runc', root: '/run/runc', type: 'oci' };
@@ -57,4 +59,38 @@ test('the pinned files: IPC with a pod IPC namespace, UTS with a pod network', (
   });
   assert.deepEqual(pinnedPaths('/p', { network: 'pod', pid: 'node', ipc: 'node' }), { uts: '/p/ns/uts' });
   assert.deepEqual(pinnedPaths('/p', { network: 'node', pid: 'node', ipc: 'node' }), {});
+});
+
+test('pinned namespaces: the UTS one has the hostname, both are mounts until unpinned', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'berth-pin-'));
+  try {
+    const pinned = pinnedPaths(dir, ownPid);
+    await pinNamespaces(dir, pinned, 'pinned-host');
+    assert.deepEqual((await mountsUnder(join(dir, 'ns'))).sort(), [pinned.ipc, pinned.uts].sort());
+    assert.equal(await pinnedAlive(pinned), true);
+    const inside = await run('nsenter', [`--uts=${pinned.uts}`, 'hostname']);
+    assert.equal(inside.stdout.trim(), 'pinned-host');
+    const ipcIno = (await stat(pinned.ipc!)).ino;
+    assert.notEqual(ipcIno, (await stat('/proc/self/ns/ipc')).ino, 'a new IPC namespace');
+    await unpinNamespaces(dir);
+    assert.deepEqual(await mountsUnder(join(dir, 'ns')), []);
+    assert.equal(await pinnedAlive(pinned), false);
+    await unpinNamespaces(dir); // idempotent
+  } finally {
+    await unmountAll(dir).catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a pin that fails leaves nothing mounted', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'berth-pin-'));
+  try {
+    // The UTS file cannot be made: the IPC one was, and must not stay pinned.
+    const pinned = { ipc: join(dir, 'ns', 'ipc'), uts: join(dir, 'no-such-dir', 'uts') };
+    await assert.rejects(pinNamespaces(dir, pinned, 'x'), /ENOENT/);
+    assert.deepEqual(await mountsUnder(dir), []);
+  } finally {
+    await unmountAll(dir).catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  }
 });

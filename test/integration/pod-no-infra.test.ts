@@ -6,10 +6,12 @@
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile, readdir, readlink, rm, stat } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, readdir, readlink, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ContainerState, NamespaceMode, PodSandboxConfig, PodSandboxState } from '../../src/generated/api.js';
 import { startBerth } from '../helpers/berth-process.js';
+import { run } from '../../src/util/run.js';
 import {
   containerConfig,
   killLeftovers,
@@ -243,5 +245,58 @@ describe('pods without an infra container', () => {
     const again = (await rt.runPodSandbox({ config, runtimeHandler: '' })).podSandboxId;
     assert.equal((await info(again)).infra, 'dropped');
     await rt.removePodSandbox({ podSandboxId: again });
+  });
+
+  it('a pod half-made when berth was killed in RunPodSandbox leaves no pinned namespace behind', async () => {
+    // A CNI plugin that never answers holds RunPodSandbox once the namespaces are pinned.
+    const sleep = `300.${parseInt(randomBytes(3).toString('hex'), 16)}`;
+    const bin = join(env.work, 'slow-cni');
+    await mkdir(bin, { recursive: true });
+    await writeFile(
+      join(bin, 'slow'),
+      `#!/bin/sh\ncase "$CNI_COMMAND" in\nADD) exec sleep ${sleep} ;;\nVERSION) echo '{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}' ;;\nesac\nexit 0\n`,
+      { mode: 0o755 },
+    );
+    const slowConf = join(env.berth.dir, 'cni', '00-slow.conflist');
+    await writeFile(
+      slowConf,
+      JSON.stringify({ cniVersion: '1.0.0', name: 'slow', plugins: [{ type: 'slow' }] }),
+    );
+    const toml = `cni_bin_dirs = ["${bin}", "/usr/lib/cni"]\n${DROP_INFRA}`;
+    await env.berth.stop();
+    env.berth = await startBerth({ dir: env.berth.dir, toml });
+    const sandboxes = join(env.berth.dir, 'root', 'sandboxes');
+    const dirsBefore = await readdir(sandboxes).catch((): string[] => []);
+    const config = pod('noinfra-halfmade');
+    const pending = env.berth.cri.runtime
+      .runPodSandbox({ config, runtimeHandler: '' })
+      .catch(() => undefined);
+    const deadline = Date.now() + 30_000;
+    let pinned: string[] = [];
+    while (Date.now() < deadline) {
+      pinned = (await mountPoints()).filter((p) => p.startsWith(sandboxes) && /\/ns\/(ipc|uts)$/.test(p));
+      const slow = await run('pgrep', ['-f', `^sleep ${sleep}$`]);
+      if (pinned.length === 2 && slow.code === 0) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.equal(pinned.length, 2, 'RunPodSandbox pinned both namespaces and reached the CNI plugin');
+    await env.berth.kill();
+    await pending;
+    for (const pid of (await run('pgrep', ['-f', `^sleep ${sleep}$`])).stdout.split('\n').filter(Boolean)) {
+      process.kill(Number(pid), 'SIGKILL');
+    }
+    await rm(slowConf);
+    env.berth = await startBerth({ dir: env.berth.dir, toml });
+    // Start-up undid it: no pinned namespace, pod dir or pod; the name is free again.
+    assert.deepEqual(
+      (await mountPoints()).filter((p) => p.startsWith(sandboxes) && p.includes('/ns/')),
+      [],
+    );
+    assert.deepEqual(await readdir(sandboxes).catch((): string[] => []), dirsBefore);
+    const pods = (await env.berth.cri.runtime.listPodSandbox({ filter: undefined })).items;
+    assert.ok(!pods.some((p) => p.metadata?.name === config.metadata!.name));
+    const again = (await env.berth.cri.runtime.runPodSandbox({ config, runtimeHandler: '' })).podSandboxId;
+    assert.equal((await info(again)).infra, 'dropped');
+    await env.berth.cri.runtime.removePodSandbox({ podSandboxId: again });
   });
 });
