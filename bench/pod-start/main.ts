@@ -79,7 +79,7 @@ function conflist(bridge: string, subnet: string): string {
   );
 }
 
-/** ListContainers after the first 200: warm-up calls, then paced calls (kubelet relists every second). */
+/** ListContainers after the first 200: warm-up calls, then calls 5 ms apart (kubelet relists once a second). */
 const LIST_WARM_UP = 300;
 const LIST_WARM_CALLS = 500;
 const LIST_PACE_MS = 5;
