@@ -158,22 +158,32 @@ describe('berth-spawn', () => {
     useSpawnHelper(true);
     // Enough resident memory that a fork of this process costs what a daemon's does.
     const ballast = Array.from({ length: 96 }, () => Buffer.alloc(1024 * 1024, 1));
-    const worstDelay = async (): Promise<number> => {
-      const histogram = monitorEventLoopDelay({ resolution: 1 });
-      histogram.enable();
-      for (let i = 0; i < 20; i++) await run('true', []);
-      histogram.disable();
-      return histogram.max / 1e6;
+    // The worst delay while each program starts, and the median of those over 20 starts: a
+    // single stall of the whole host (tens of ms on this VM, any process sees it) then
+    // decides nothing, while Node's fork holds the loop on every start.
+    const typicalDelay = async (): Promise<number> => {
+      const worst: number[] = [];
+      for (let i = 0; i < 20; i++) {
+        const histogram = monitorEventLoopDelay({ resolution: 1 });
+        histogram.enable();
+        // Its timer ticks before the start, so a loop held by the start shows as a late tick.
+        await new Promise((resolve) => setTimeout(resolve, 5));
+        await run('true', []);
+        await new Promise((resolve) => setTimeout(resolve, 2));
+        histogram.disable();
+        worst.push(histogram.max / 1e6);
+      }
+      return worst.sort((a, b) => a - b)[10];
     };
     await run('true', []); // the helper itself starts through Node once
-    const helperWorst = await worstDelay();
+    const helperTypical = await typicalDelay();
     useSpawnHelper(false);
-    const nodeWorst = await worstDelay();
+    const nodeTypical = await typicalDelay();
     useSpawnHelper(true);
     assert.ok(ballast.length > 0);
     assert.ok(
-      helperWorst < nodeWorst,
-      `worst event-loop delay ${helperWorst.toFixed(1)} ms through berth-spawn, ${nodeWorst.toFixed(1)} ms through Node`,
+      helperTypical < nodeTypical,
+      `median worst event-loop delay per start ${helperTypical.toFixed(1)} ms through berth-spawn, ${nodeTypical.toFixed(1)} ms through Node`,
     );
   });
 
