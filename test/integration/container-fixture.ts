@@ -3,6 +3,7 @@
  * berth, pods on real runc + conmon (host network, or a CNI bridge of the
  * test's own), and helpers to poll container state and clean up.
  */
+import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
@@ -243,4 +244,18 @@ export async function zombieChildren(pid: number): Promise<string[]> {
     if (Number(fields[1]) === pid && fields[0] === 'Z') out.push(`${entry}: ${stat}`);
   }
   return out;
+}
+
+/** The namespace options kubelet sends for a pod with its own network and no shared PID namespace. */
+export const POD_NAMESPACES = {
+  network: NamespaceMode.POD,
+  pid: NamespaceMode.CONTAINER,
+  ipc: NamespaceMode.POD,
+};
+
+/** ExecSync that must exit 0 (else the assertion names the command and its stderr); its stdout. */
+export async function execOk(berth: RunningBerth, containerId: string, cmd: string[]): Promise<string> {
+  const res = await berth.cri.runtime.execSync({ containerId, cmd, timeout: 10n });
+  assert.equal(res.exitCode, 0, `${cmd.join(' ')}: ${Buffer.from(res.stderr).toString()}`);
+  return Buffer.from(res.stdout).toString();
 }

@@ -13,7 +13,7 @@ import {
   PodSandboxConfig,
   type ContainerConfig,
 } from '../../src/generated/api.js';
-import { containerConfig, podConfig, startEnv, waitForState, type Env } from './container-fixture.js';
+import { containerConfig, execOk, podConfig, startEnv, waitForState, type Env } from './container-fixture.js';
 
 let env: Env;
 
@@ -62,11 +62,7 @@ async function startIn(podId: string, pod: PodSandboxConfig, config: ContainerCo
   return containerId;
 }
 
-async function exec(id: string, cmd: string[]): Promise<string> {
-  const res = await env.berth.cri.runtime.execSync({ containerId: id, cmd, timeout: 10n });
-  assert.equal(res.exitCode, 0, `${cmd.join(' ')}: ${Buffer.from(res.stderr).toString()}`);
-  return Buffer.from(res.stdout).toString();
-}
+const exec = (id: string, cmd: string[]): Promise<string> => execOk(env.berth, id, cmd);
 
 describe('inside a pod', () => {
   it('containers get the pod hostname, DNS, hosts and network, and share /dev/shm', async () => {

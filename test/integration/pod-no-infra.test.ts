@@ -13,7 +13,9 @@ import { ContainerState, NamespaceMode, PodSandboxConfig, PodSandboxState } from
 import { startBerth } from '../helpers/berth-process.js';
 import { run } from '../../src/util/run.js';
 import {
+  POD_NAMESPACES,
   containerConfig,
+  execOk,
   killLeftovers,
   podConfig,
   startEnv,
@@ -77,15 +79,7 @@ async function start(podSandboxId: string, config: PodSandboxConfig, name: strin
     podSandboxId,
     config: containerConfig(name, {
       command: ['sleep', '1000'],
-      linux: {
-        securityContext: {
-          namespaceOptions: {
-            network: NamespaceMode.POD,
-            pid: NamespaceMode.CONTAINER,
-            ipc: NamespaceMode.POD,
-          },
-        },
-      },
+      linux: { securityContext: { namespaceOptions: POD_NAMESPACES } },
     }),
     sandboxConfig: config,
   });
@@ -95,9 +89,7 @@ async function start(podSandboxId: string, config: PodSandboxConfig, name: strin
 }
 
 async function exec(id: string, cmd: string[]): Promise<string> {
-  const res = await env.berth.cri.runtime.execSync({ containerId: id, cmd, timeout: 10n });
-  assert.equal(res.exitCode, 0, `${cmd.join(' ')}: ${Buffer.from(res.stderr).toString()}`);
-  return Buffer.from(res.stdout).toString().trim();
+  return (await execOk(env.berth, id, cmd)).trim();
 }
 
 async function mountPoints(): Promise<string[]> {

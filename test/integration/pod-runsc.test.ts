@@ -18,6 +18,7 @@ import { listNetns } from '../../src/sandbox/network/index.js';
 import { run } from '../../src/util/run.js';
 import { startBerth, type RunningBerth } from '../helpers/berth-process.js';
 import {
+  POD_NAMESPACES,
   cleanupBerth,
   containerConfig,
   importImages,
@@ -61,11 +62,7 @@ it('a runsc pod runs as a gVisor sandbox on its network and leaves nothing when 
     logDirectory: join(work, 'logs', 'gvisor'),
     linux: {
       securityContext: {
-        namespaceOptions: {
-          network: NamespaceMode.POD,
-          pid: NamespaceMode.CONTAINER,
-          ipc: NamespaceMode.POD,
-        },
+        namespaceOptions: POD_NAMESPACES,
       },
     },
   });
