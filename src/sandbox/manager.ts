@@ -323,7 +323,7 @@ export class SandboxManager implements SandboxAccess {
           sysctls,
           hostname,
           userns,
-          dropInfra: infraReason === undefined,
+          infraReason,
         }),
       );
     } catch (err) {
@@ -345,7 +345,8 @@ export class SandboxManager implements SandboxAccess {
       sysctls: Record<string, string>;
       hostname: string;
       userns?: PodUserns;
-      dropInfra: boolean;
+      /** Why the pod gets an infra container; undefined: it gets none (runtime.drop_infra). */
+      infraReason?: string;
     },
   ): Promise<string> {
     const { namespaces, ports, cgroupParent, sysctls, hostname } = checked;
@@ -384,7 +385,9 @@ export class SandboxManager implements SandboxAccess {
       netnsPath: hostNetwork ? undefined : podNetnsPath(this.config.run_root, id),
       ...(checked.userns ? { userns: { ...checked.userns, path: join(podDir, 'userns') } } : {}),
       // Fixed by the pod dir, so the intent names them; undo unmounts the pod dir anyway.
-      ...(checked.dropInfra ? { pinned: pinnedPaths(podDir, namespaces), bootId: this.bootId } : {}),
+      ...(checked.infraReason === undefined
+        ? { pinned: pinnedPaths(podDir, namespaces), bootId: this.bootId }
+        : {}),
     };
     const pinnedNs = record.pinned;
     const started = Date.now();
@@ -543,7 +546,15 @@ export class SandboxManager implements SandboxAccess {
     }
     if (!pinnedNs) this.watch(record);
     this.log.info(
-      { id, name, handler: handler.name, infra: !pinnedNs, ips: record.ips, ms: Date.now() - started, steps },
+      {
+        id,
+        name,
+        handler: handler.name,
+        infra: checked.infraReason ?? 'none: its namespaces are pinned',
+        ips: record.ips,
+        ms: Date.now() - started,
+        steps,
+      },
       'pod sandbox ready',
     );
     return id;
