@@ -13,7 +13,7 @@
 import { mkdir, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { BerthConfig } from '../config/schema.js';
-import { errnoCode } from '../errors.js';
+import { errnoCode, errorMessage } from '../errors.js';
 import { runtimeKind } from '../oci/runtime-kind.js';
 import type { RuntimeHandler } from '../oci/types.js';
 import { newPinnedNamespaces } from '../util/mount.js';
@@ -69,7 +69,11 @@ export async function pinNamespaces(
     await newPinnedNamespaces(pinned, hostname);
   } catch (err) {
     await unpinNamespaces(podDir).catch(() => undefined);
-    throw err;
+    // A plain Error: RunPodSandbox wraps it with the pod's name and handler.
+    throw new Error(
+      `pinning the pod's namespaces in ${podDir}: ${errorMessage(err)} (with runtime.drop_infra = false every pod gets an infra container instead)`,
+      { cause: err },
+    );
   }
 }
 
