@@ -17,11 +17,13 @@ import { detectCgroupDriver } from './oci/cgroup-driver.js';
 import { ImageManager } from './image/manager.js';
 import { setLayerWorkerCount, stopLayerWorkers } from './image/layer/ingest.js';
 import { UnavailableError } from './errors.js';
+import { errorMessage } from './util/thrown.js';
 import { imageListRpcs } from './server/image-list.js';
 import { imageStatusRpcs } from './server/image-status.js';
 import { imageRemoveRpcs } from './server/image-remove.js';
 import { imageFsInfoRpcs } from './server/image-fs-info.js';
-import { createOciEngine } from './oci/handlers.js';
+import { configuredHandlers, createOciEngine } from './oci/handlers.js';
+import { isRunsc, sweepStaleRunscLocks } from './oci/runsc-shim.js';
 import type { ConmonEngine } from './oci/engine.js';
 import { detectSpecHost, type SpecHost } from './oci/spec/index.js';
 import { createPodNetwork } from './sandbox/network/index.js';
@@ -236,6 +238,32 @@ export class Daemon {
       buildSpec: buildContainerSpec,
       resources: linuxResources,
     });
+    await this.sweepRunscRoots(config, sandboxes, this.containers);
+  }
+
+  /** Lock files runsc left behind for containers no record names any more (see sweepStaleRunscLocks). */
+  private async sweepRunscRoots(
+    config: BerthConfig,
+    sandboxes: SandboxManager,
+    containers: ContainerManager,
+  ): Promise<void> {
+    const known = new Set([...sandboxes.list().map((r) => r.id), ...containers.store.ids()]);
+    for (const handler of configuredHandlers(config).values()) {
+      if (!isRunsc(handler)) continue;
+      try {
+        const removed = await sweepStaleRunscLocks(handler.root, known);
+        if (removed.length > 0)
+          this.log.info(
+            { handler: handler.name, root: handler.root, removed: removed.length },
+            'removed stale runsc lock files',
+          );
+      } catch (err) {
+        this.log.warn(
+          { handler: handler.name, root: handler.root, err: errorMessage(err) },
+          'sweeping runsc lock files failed',
+        );
+      }
+    }
   }
 
   private async startMetrics(address: string): Promise<void> {

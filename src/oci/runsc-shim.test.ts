@@ -4,7 +4,13 @@ import { execFileSync } from 'node:child_process';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { RUNSC_SHIM, conmonRuntime, removeStaleRunscLocks, startThroughShim } from './runsc-shim.js';
+import {
+  RUNSC_SHIM,
+  conmonRuntime,
+  removeStaleRunscLocks,
+  startThroughShim,
+  sweepStaleRunscLocks,
+} from './runsc-shim.js';
 import type { RuntimeHandler } from './types.js';
 
 const runsc: RuntimeHandler = {
@@ -81,6 +87,34 @@ it('after a delete, runsc lock files of the ID without a state file go; everythi
       'pod_sandbox:live.state',
     ]);
     await removeStaleRunscLocks(join(root, 'missing'), 'pod'); // no root yet: nothing to do
+  } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+it('at start-up, lock files without a state file whose IDs no record names go', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'berth-runsc-root-'));
+  try {
+    const files = [
+      'old_sandbox:old.lock', // a pod removed by an earlier berth: stale
+      'old_sandbox:gone.lock', // one of its containers: stale
+      'live_sandbox:live.lock', // a running pod: its state is there
+      'live_sandbox:live.state',
+      'live_sandbox:undoing.lock', // a pod start-up is still undoing (its record exists)
+      'other_sandbox:ctr.lock', // a container record exists in another pod's name
+      'notalock.lock', // not runsc's naming: kept
+    ];
+    for (const name of files) await writeFile(join(root, name), '');
+    const removed = await sweepStaleRunscLocks(root, new Set(['live', 'undoing', 'ctr']));
+    assert.deepEqual(removed.sort(), ['old_sandbox:gone.lock', 'old_sandbox:old.lock']);
+    assert.deepEqual((await readdir(root)).sort(), [
+      'live_sandbox:live.lock',
+      'live_sandbox:live.state',
+      'live_sandbox:undoing.lock',
+      'notalock.lock',
+      'other_sandbox:ctr.lock',
+    ]);
+    assert.deepEqual(await sweepStaleRunscLocks(join(root, 'missing'), new Set()), []); // no root yet
   } finally {
     await rm(root, { recursive: true, force: true });
   }

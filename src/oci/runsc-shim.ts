@@ -59,6 +59,31 @@ export async function removeStaleRunscLocks(root: string, id: string): Promise<v
 }
 
 /**
+ * Start-up: lock files in a runsc root that no state file stands beside and
+ * whose sandbox and container IDs no berth record names (left by a delete
+ * before berth removed them after each delete, or by a crash between runsc's
+ * delete and that removal). Records are passed in so a lock of a half-made
+ * container that start-up is still undoing is left to that undo.
+ */
+export async function sweepStaleRunscLocks(root: string, knownIds: ReadonlySet<string>): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(root);
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return [];
+    throw err;
+  }
+  const present = new Set(names);
+  const stale = names.filter((name) => {
+    const match = /^(.+)_sandbox:(.+)\.lock$/.exec(name);
+    if (!match || present.has(`${name.slice(0, -'.lock'.length)}.state`)) return false;
+    return !knownIds.has(match[1]) && !knownIds.has(match[2]);
+  });
+  await Promise.all(stale.map((name) => rm(join(root, name), { force: true })));
+  return stale;
+}
+
+/**
  * The runtime conmon runs for a container: the handler's binary, or the shim
  * in front of runsc for a container joining its pod's sandbox. `controlDir`
  * holds the shim's fifos (conmon's persist dir of the container).

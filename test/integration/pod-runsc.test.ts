@@ -30,20 +30,18 @@ import { readFile } from 'node:fs/promises';
 
 let work: string;
 let berth: RunningBerth;
+const RUNSC_TOML = `
+[runtime.handlers.runsc]
+path = "/usr/bin/runsc"
+runtime_args = ["--network=host"]
+`;
 const bridge = `brs${randomBytes(4).toString('hex')}`;
 
 before(async () => {
   work = await mkdtemp(join(tmpdir(), 'berth-runsc-'));
   const dir = join(work, 'berth');
   await writeBridgeConflist(join(dir, 'cni'), bridge, join(work, 'ipam'));
-  berth = await startBerth({
-    dir,
-    toml: `
-[runtime.handlers.runsc]
-path = "/usr/bin/runsc"
-runtime_args = ["--network=host"]
-`,
-  });
+  berth = await startBerth({ dir, toml: RUNSC_TOML });
   await importImages(berth.configFile, work);
 });
 
@@ -201,4 +199,36 @@ it('containers join a runsc pod sandbox under conmon: log, exit code, tty, exec,
   const runscRoot = join(berth.dir, 'run', 'runtimes', 'runsc');
   const leftInRoot = (await readdir(runscRoot)).filter((f) => f.includes(podSandboxId));
   assert.deepEqual(leftInRoot, [], `runsc root ${runscRoot}`);
+});
+
+it('a restart removes runsc lock files no record names, and keeps those of a running pod', async () => {
+  const rt = berth.cri.runtime;
+  const pod = PodSandboxConfig.fromPartial({
+    metadata: { name: 'gvisor-restart', namespace: 'test', uid: randomBytes(8).toString('hex'), attempt: 0 },
+    hostname: 'gvisor-restart',
+    logDirectory: join(work, 'logs', 'gvisor-restart'),
+    linux: { securityContext: { namespaceOptions: POD_NAMESPACES } },
+  });
+  const { podSandboxId } = await rt.runPodSandbox({ config: pod, runtimeHandler: 'runsc' });
+  const runscRoot = join(berth.dir, 'run', 'runtimes', 'runsc');
+  // As a delete racing another runsc command leaves them (before berth removed them after each delete).
+  const stale = ['0123456789ab_sandbox:0123456789ab.lock', '0123456789ab_sandbox:ba9876543210.lock'];
+  const known = `${podSandboxId}_sandbox:not-yet-a-state.lock`;
+  for (const name of [...stale, known]) await writeFile(join(runscRoot, name), '');
+  await berth.stop();
+  berth = await startBerth({ dir: berth.dir, toml: RUNSC_TOML });
+  const left = await readdir(runscRoot);
+  for (const name of stale)
+    assert.ok(!left.includes(name), `${name} left in ${runscRoot}: ${left.join(' ')}`);
+  assert.ok(left.includes(known), `${known} of a pod berth knows was removed`);
+  assert.ok(left.includes(`${podSandboxId}_sandbox:${podSandboxId}.state`), left.join(' '));
+  assert.match(berth.logs(), /removed stale runsc lock files/);
+  const status = (await berth.cri.runtime.podSandboxStatus({ podSandboxId, verbose: false })).status!;
+  assert.equal(status.state, PodSandboxState.SANDBOX_READY);
+  await berth.cri.runtime.stopPodSandbox({ podSandboxId });
+  await berth.cri.runtime.removePodSandbox({ podSandboxId });
+  assert.deepEqual(
+    (await readdir(runscRoot)).filter((f) => f.includes(podSandboxId)),
+    [],
+  );
 });
