@@ -62,8 +62,9 @@ export async function removeStaleRunscLocks(root: string, id: string): Promise<v
  * Start-up: lock files in a runsc root that no state file stands beside and
  * whose sandbox and container IDs no berth record names (left by a delete
  * before berth removed them after each delete, or by a crash between runsc's
- * delete and that removal). Records are passed in so a lock of a half-made
- * container that start-up is still undoing is left to that undo.
+ * delete and that removal). Runs before berth serves, once half-made records
+ * are undone, so no runsc command of berth's is in flight; the locks of IDs
+ * a record names are left all the same, runsc may still be using them.
  */
 export async function sweepStaleRunscLocks(root: string, knownIds: ReadonlySet<string>): Promise<string[]> {
   let names: string[];
