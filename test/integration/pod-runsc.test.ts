@@ -52,18 +52,19 @@ after(async () => {
   await rm(work, { recursive: true, force: true });
 });
 
+/** A pod with its own network (as kubelet sends it), logs under the test's work dir. */
+function gvisorPod(name: string): PodSandboxConfig {
+  return PodSandboxConfig.fromPartial({
+    metadata: { name, namespace: 'test', uid: randomBytes(8).toString('hex'), attempt: 0 },
+    hostname: name,
+    logDirectory: join(work, 'logs', name),
+    linux: { securityContext: { namespaceOptions: POD_NAMESPACES } },
+  });
+}
+
 it('a runsc pod runs as a gVisor sandbox on its network and leaves nothing when removed', async () => {
   const rt = berth.cri.runtime;
-  const pod = PodSandboxConfig.fromPartial({
-    metadata: { name: 'gvisor', namespace: 'test', uid: randomBytes(8).toString('hex'), attempt: 0 },
-    hostname: 'gvisor',
-    logDirectory: join(work, 'logs', 'gvisor'),
-    linux: {
-      securityContext: {
-        namespaceOptions: POD_NAMESPACES,
-      },
-    },
-  });
+  const pod = gvisorPod('gvisor');
   const { podSandboxId } = await rt.runPodSandbox({ config: pod, runtimeHandler: 'runsc' });
   const status = (await rt.podSandboxStatus({ podSandboxId, verbose: false })).status!;
   assert.equal(status.state, PodSandboxState.SANDBOX_READY);
@@ -203,12 +204,7 @@ it('containers join a runsc pod sandbox under conmon: log, exit code, tty, exec,
 
 it('a restart removes runsc lock files no record names, and keeps those of a running pod', async () => {
   const rt = berth.cri.runtime;
-  const pod = PodSandboxConfig.fromPartial({
-    metadata: { name: 'gvisor-restart', namespace: 'test', uid: randomBytes(8).toString('hex'), attempt: 0 },
-    hostname: 'gvisor-restart',
-    logDirectory: join(work, 'logs', 'gvisor-restart'),
-    linux: { securityContext: { namespaceOptions: POD_NAMESPACES } },
-  });
+  const pod = gvisorPod('gvisor-restart');
   const { podSandboxId } = await rt.runPodSandbox({ config: pod, runtimeHandler: 'runsc' });
   const runscRoot = join(berth.dir, 'run', 'runtimes', 'runsc');
   // As a delete racing another runsc command leaves them (before berth removed them after each delete).
