@@ -29,6 +29,16 @@ export function isRunsc(handler: RuntimeHandler): boolean {
   return runtimeKind(handler) === 'runsc';
 }
 
+/** A runsc root's file names; none before runsc made the root. */
+async function rootEntries(root: string): Promise<string[]> {
+  try {
+    return await readdir(root);
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return [];
+    throw err;
+  }
+}
+
 /**
  * runsc keeps `<sandbox>_sandbox:<container>.state` and a `.lock` beside it in
  * its root. A runsc command that found the state file and takes the lock just
@@ -38,13 +48,7 @@ export function isRunsc(handler: RuntimeHandler): boolean {
  * file are removed.
  */
 export async function removeStaleRunscLocks(root: string, id: string): Promise<void> {
-  let names: string[];
-  try {
-    names = await readdir(root);
-  } catch (err) {
-    if (errnoCode(err) === 'ENOENT') return;
-    throw err;
-  }
+  const names = await rootEntries(root);
   const present = new Set(names);
   await Promise.all(
     names
@@ -67,13 +71,7 @@ export async function removeStaleRunscLocks(root: string, id: string): Promise<v
  * a record names are left all the same, runsc may still be using them.
  */
 export async function sweepStaleRunscLocks(root: string, knownIds: ReadonlySet<string>): Promise<string[]> {
-  let names: string[];
-  try {
-    names = await readdir(root);
-  } catch (err) {
-    if (errnoCode(err) === 'ENOENT') return [];
-    throw err;
-  }
+  const names = await rootEntries(root);
   const present = new Set(names);
   const stale = names.filter((name) => {
     const match = /^(.+)_sandbox:(.+)\.lock$/.exec(name);
