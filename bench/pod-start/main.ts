@@ -21,11 +21,10 @@ import type { CriClients } from '../../test/helpers/cri-client.js';
 import { containerdInstalled, startContainerd } from '../lib/containerd.js';
 import { pidsByName, rssBytes } from '../lib/proc.js';
 import { fmtMiB, fmtMs, median, msSince, percentile, table } from '../lib/stats.js';
-import { PAUSE_IMAGE, WORKLOAD_IMAGE, writeBenchImages } from './images.js';
+import { PAUSE_IMAGE, WORKLOAD_IMAGE, writeBenchImages } from '../lib/images.js';
+import { CNI_BIN_DIR, benchConflist } from '../lib/cni.js';
 import { measureRuncFloor } from './runc-floor.js';
 import { formatCniFloor, measureCniFloor } from './cni-floor.js';
-
-const CNI_BIN_DIR = '/usr/lib/cni';
 
 interface PodTiming {
   runPodSandbox: number;
@@ -55,28 +54,6 @@ interface Target {
   daemonPid: number;
   monitorName: string;
   logDir: string;
-}
-
-function conflist(bridge: string, subnet: string): string {
-  return JSON.stringify(
-    {
-      cniVersion: '1.0.0',
-      name: `${bridge}-net`,
-      plugins: [
-        {
-          type: 'bridge',
-          bridge,
-          isGateway: true,
-          ipMasq: false,
-          hairpinMode: true,
-          ipam: { type: 'host-local', ranges: [[{ subnet }]], routes: [{ dst: '0.0.0.0/0' }] },
-        },
-        { type: 'portmap', capabilities: { portMappings: true } },
-      ],
-    },
-    null,
-    2,
-  );
 }
 
 /** ListContainers after the first 200: warm-up calls, then calls 5 ms apart (kubelet relists once a second). */
@@ -328,7 +305,7 @@ async function main(): Promise<void> {
     // The floor runs the chain the runtimes below run (no per-pod ipMasq chain), not the
     // shipped default, whose ipMasq adds ~50 ms of iptables calls per ADD here.
     const floorConflist = join(work, 'floor.conflist');
-    await writeFile(floorConflist, conflist('bfloor0', '10.230.0.0/16'));
+    await writeFile(floorConflist, benchConflist('bfloor0', '10.230.0.0/16'));
     const cniFloor = await measureCniFloor(20, { conflist: floorConflist });
     console.log(
       table(
@@ -352,7 +329,10 @@ async function main(): Promise<void> {
     for (const variant of berthTargets) {
       const berthDir = join(work, variant.name);
       await mkdir(join(berthDir, 'cni'), { recursive: true });
-      await writeFile(join(berthDir, 'cni', '10-bench.conflist'), conflist(variant.bridge, variant.subnet));
+      await writeFile(
+        join(berthDir, 'cni', '10-bench.conflist'),
+        benchConflist(variant.bridge, variant.subnet),
+      );
       const berth = await startBerth({
         dir: berthDir,
         toml: variant.toml,
@@ -388,7 +368,7 @@ async function main(): Promise<void> {
     if (targets.has('containerd') && containerdInstalled()) {
       const cniDir = join(work, 'containerd-cni');
       await mkdir(cniDir, { recursive: true });
-      await writeFile(join(cniDir, '10-bench.conflist'), conflist('cbench0', '10.232.0.0/16'));
+      await writeFile(join(cniDir, '10-bench.conflist'), benchConflist('cbench0', '10.232.0.0/16'));
       const containerd = await startContainerd(join(work, 'containerd'), {
         sandboxImage: PAUSE_IMAGE,
         cniConfDir: cniDir,

@@ -12,6 +12,9 @@
  *    inside the same netns to the same server; reported as a ratio. The
  *    client is the same small Node program in both cases, in its own process;
  *    berth's streaming server runs in a child process of its own.
+ *  - When Debian's containerd is installed, the same exec and port-forward
+ *    measurements against containerd 1.6's streaming server (a pod of its own,
+ *    URLs from its Exec and PortForward RPCs), interleaved with berth's.
  *
  * Run by hand (not part of npm test), as root:
  *   npm run build && node dist/bench/stream/main.js [--execs 50] [--mib 256] [--runs 3]
@@ -27,7 +30,10 @@ import { fileURLToPath } from 'node:url';
 import { startKubeShim } from '../../test/helpers/kube-shim.js';
 import type { Request, SetupReply } from './server-child.js';
 import { DAEMON_START_UP_FLAGS } from '../../src/cli/v8-flags.js';
-import { spdyUpgrade, readText } from '../../src/stream/spdy/client.js';
+import { spdyUpgrade } from '../../src/stream/spdy/client.js';
+import type { SpdyStream } from '../../src/stream/spdy/connection.js';
+import { containerdInstalled } from '../lib/containerd.js';
+import { startContainerdPeer, type ContainerdPeer } from './containerd-peer.js';
 import { run } from '../../src/util/run.js';
 import { fmtMs, median, msSince, percentile, table } from '../lib/stats.js';
 
@@ -36,6 +42,8 @@ const { values: args } = parseArgs({
     execs: { type: 'string', default: '50' },
     mib: { type: 'string', default: '256' },
     runs: { type: 'string', default: '3' },
+    /** Comma-separated: berth, containerd (only when installed). */
+    targets: { type: 'string', default: 'berth,containerd' },
   },
 });
 const EXECS = Number(args.execs);
@@ -80,21 +88,32 @@ class ServerProcess {
   }
 }
 
+/** A stream's bytes as text, until it ends or closes (containerd's server closes without FIN). */
+function readUntilClosed(stream: SpdyStream): Promise<string> {
+  return new Promise((resolve) => {
+    let text = '';
+    stream.on('data', (chunk: Buffer) => (text += chunk.toString()));
+    stream.on('error', () => undefined);
+    stream.once('end', () => resolve(text));
+    stream.once('close', () => resolve(text));
+  });
+}
+
 /** One exec of `true`: URL (what the Exec RPC returns), SPDY upgrade, streams, exit status. */
-async function execRoundTrip(server: ServerProcess): Promise<number> {
+async function execRoundTrip(target: StreamTarget): Promise<number> {
   const start = process.hrtime.bigint();
-  const url = await server.call<string>({ op: 'exec-url' });
+  const url = await target.execUrl();
   const up = await spdyUpgrade(url, ['v4.channel.k8s.io']);
-  if (!up.conn) throw new Error(`upgrade refused: ${up.head}`);
+  if (!up.conn) throw new Error(`${target.name}: upgrade refused: ${up.head}`);
   const [error, stdout] = await Promise.all([
     up.conn.openStream({ streamType: 'error' }),
     up.conn.openStream({ streamType: 'stdout' }),
   ]);
   error.end();
   stdout.end();
-  const [status] = await Promise.all([readText(error), readText(stdout)]);
+  const [status] = await Promise.all([readUntilClosed(error), readUntilClosed(stdout)]);
   const ms = msSince(start);
-  if (!status.includes('"Success"')) throw new Error(`exec failed: ${status}`);
+  if (!status.includes('"Success"')) throw new Error(`${target.name}: exec failed: ${status}`);
   up.conn.destroy();
   return ms;
 }
@@ -136,11 +155,11 @@ async function forwardedMs(localPort: number, mode: 'up' | 'down'): Promise<numb
   return Number(r.stdout);
 }
 
-async function kubectlPortForward(server: ServerProcess, port: number) {
+async function kubectlPortForward(target: StreamTarget, port: number) {
   const shim = await startKubeShim({
     podName: 'pod1',
     containers: [{ name: 'main' }],
-    streamUrl: () => server.call<string>({ op: 'pf-url' }),
+    streamUrl: () => target.portForwardUrl(),
   });
   const child = spawn('/usr/bin/kubectl', ['port-forward', 'pod1', `:${port}`], {
     env: shim.env({ KUBECTL_PORT_FORWARD_WEBSOCKETS: 'false' }),
@@ -172,10 +191,74 @@ async function procCpuMs(pid: number): Promise<number> {
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
+/** A streaming server under test: where its URLs come from and what its CPU time is. */
+interface StreamTarget {
+  name: string;
+  execUrl(): Promise<string>;
+  portForwardUrl(): Promise<string>;
+  /** The pod network namespace holding the sink and source servers. */
+  netnsPath: string;
+  /** CPU ms the server has used so far. */
+  cpuMs(): Promise<number>;
+}
+
+interface TransferRow {
+  target: string;
+  mode: 'up' | 'down';
+  direct: number;
+  forwarded: number;
+  serverCpuS: number;
+  kubectlCpuS: number;
+}
+
+/** Median throughput both ways through kubectl port-forward against the target, and direct. */
+async function measurePortForward(
+  target: StreamTarget,
+  progress: (what: string) => void,
+): Promise<TransferRow[]> {
+  const up = await kubectlPortForward(target, SINK_PORT);
+  const down = await kubectlPortForward(target, SOURCE_PORT);
+  const rows: TransferRow[] = [];
+  try {
+    await forwardedMs(up.localPort, 'up');
+    await forwardedMs(down.localPort, 'down');
+    for (const mode of ['up', 'down'] as const) {
+      const direct: number[] = [];
+      const forwarded: number[] = [];
+      const serverCpu: number[] = [];
+      const kubectlCpu: number[] = [];
+      const pf = mode === 'up' ? up : down;
+      for (let i = 0; i < RUNS; i++) {
+        progress(`${target.name} ${mode} run ${i + 1}`);
+        direct.push(await directMs(target.netnsPath, mode, mode === 'up' ? SINK_PORT : SOURCE_PORT));
+        const serverBefore = await target.cpuMs();
+        const kubectlBefore = await procCpuMs(pf.pid);
+        forwarded.push(await forwardedMs(pf.localPort, mode));
+        serverCpu.push((await target.cpuMs()) - serverBefore);
+        kubectlCpu.push((await procCpuMs(pf.pid)) - kubectlBefore);
+      }
+      rows.push({
+        target: target.name,
+        mode,
+        direct: mibps(median(direct)),
+        forwarded: mibps(median(forwarded)),
+        serverCpuS: median(serverCpu) / 1000,
+        kubectlCpuS: median(kubectlCpu) / 1000,
+      });
+    }
+  } finally {
+    await up.stop();
+    await down.stop();
+  }
+  return rows;
+}
+
 async function main(): Promise<void> {
+  const wanted = new Set(args.targets.split(','));
+  const progress = (what: string) => process.stderr.write(`bench: ${what}\n`);
   const server = new ServerProcess();
   await server.ready;
-  const progress = (what: string) => process.stderr.write(`bench: ${what}\n`);
+  let peer: ContainerdPeer | undefined;
   try {
     const setup = await server.call<SetupReply>({
       op: 'setup',
@@ -183,15 +266,39 @@ async function main(): Promise<void> {
       sourcePort: SOURCE_PORT,
       sourceBytes: BYTES,
     });
+    const targets: StreamTarget[] = [];
+    if (wanted.has('berth')) {
+      targets.push({
+        name: 'berth',
+        execUrl: () => server.call<string>({ op: 'exec-url' }),
+        portForwardUrl: () => server.call<string>({ op: 'pf-url' }),
+        netnsPath: setup.netnsPath,
+        cpuMs: () => server.call<number>({ op: 'cpu' }),
+      });
+    }
+    if (wanted.has('containerd') && containerdInstalled()) {
+      progress('starting containerd');
+      peer = await startContainerdPeer({ sinkPort: SINK_PORT, sourcePort: SOURCE_PORT, sourceBytes: BYTES });
+      const { pid } = peer;
+      targets.push({
+        name: 'containerd',
+        execUrl: peer.execUrl,
+        portForwardUrl: peer.portForwardUrl,
+        netnsPath: peer.netnsPath,
+        cpuMs: () => procCpuMs(pid),
+      });
+    } else if (wanted.has('containerd')) {
+      console.log('containerd not installed (apt-get install containerd): berth measured alone');
+    }
     console.log(`host: ${cpus().length} CPUs, load ${loadavg()[0].toFixed(2)}; node ${process.version}`);
 
-    // Exec round trip, after two warm-up runs; the runc floor interleaved.
-    for (let i = 0; i < 2; i++) await execRoundTrip(server);
-    const exec: number[] = [];
+    // Exec round trips, after two warm-up runs each; the targets and the runc floor interleaved.
+    for (const target of targets) for (let i = 0; i < 2; i++) await execRoundTrip(target);
+    const exec = new Map<string, number[]>(targets.map((t) => [t.name, []]));
     const floor: number[] = [];
     const state: number[] = [];
     for (let i = 0; i < EXECS; i++) {
-      exec.push(await execRoundTrip(server));
+      for (const target of targets) exec.get(target.name)!.push(await execRoundTrip(target));
       const start = process.hrtime.bigint();
       const r = await run(setup.runtime, [`--root=${setup.runtimeRoot}`, 'exec', setup.containerId, 'true']);
       if (r.code !== 0) throw new Error(`runc exec failed: ${r.stderr}`);
@@ -207,62 +314,38 @@ async function main(): Promise<void> {
       table(
         ['path', 'median', 'p95'],
         [
-          ['berth stream server', fmtMs(median(exec)), fmtMs(percentile(exec, 95))],
+          ...targets.map((t) => {
+            const times = exec.get(t.name)!;
+            return [`${t.name} stream server`, fmtMs(median(times)), fmtMs(percentile(times, 95))];
+          }),
           ['bare runc exec', fmtMs(median(floor)), fmtMs(percentile(floor, 95))],
           ['bare runc state', fmtMs(median(state)), fmtMs(percentile(state, 95))],
         ],
       ),
     );
 
-    // Port-forward throughput.
     progress('servers up');
-    const up = await kubectlPortForward(server, SINK_PORT);
-    const down = await kubectlPortForward(server, SOURCE_PORT);
-    const rows: string[][] = [];
-    const berthCpu: number[] = [];
-    const kubectlCpu: number[] = [];
-    try {
-      progress('port-forwards up');
-      await forwardedMs(up.localPort, 'up');
-      await forwardedMs(down.localPort, 'down');
-      progress('warmed up');
-      for (const mode of ['up', 'down'] as const) {
-        const direct: number[] = [];
-        const forwarded: number[] = [];
-        const pf = mode === 'up' ? up : down;
-        for (let i = 0; i < RUNS; i++) {
-          progress(`${mode} run ${i + 1}`);
-          direct.push(await directMs(setup.netnsPath, mode, mode === 'up' ? SINK_PORT : SOURCE_PORT));
-          const berthBefore = await server.call<number>({ op: 'cpu' });
-          const kubectlBefore = await procCpuMs(pf.pid);
-          forwarded.push(await forwardedMs(pf.localPort, mode));
-          berthCpu.push((await server.call<number>({ op: 'cpu' })) - berthBefore);
-          kubectlCpu.push((await procCpuMs(pf.pid)) - kubectlBefore);
-        }
-        const d = mibps(median(direct));
-        const f = mibps(median(forwarded));
-        rows.push([
-          mode === 'up' ? 'client → pod' : 'pod → client',
-          `${d.toFixed(0)} MiB/s`,
-          `${f.toFixed(0)} MiB/s`,
-          `${((100 * f) / d).toFixed(0)}%`,
-          `${(median(berthCpu) / 1000).toFixed(2)} s`,
-          `${(median(kubectlCpu) / 1000).toFixed(2)} s`,
-        ]);
-        berthCpu.length = 0;
-        kubectlCpu.length = 0;
-      }
-    } finally {
-      await up.stop();
-      await down.stop();
-    }
+    const rows: TransferRow[] = [];
+    for (const target of targets) rows.push(...(await measurePortForward(target, progress)));
     console.log(
       `\nPort-forward throughput (${args.mib} MiB per transfer, median of ${RUNS}; kubectl port-forward over SPDY)`,
     );
     console.log(
-      table(['direction', 'direct loopback', 'port-forward', 'ratio', 'berth CPU', 'kubectl CPU'], rows),
+      table(
+        ['server', 'direction', 'direct loopback', 'port-forward', 'ratio', 'server CPU', 'kubectl CPU'],
+        rows.map((row) => [
+          row.target,
+          row.mode === 'up' ? 'client → pod' : 'pod → client',
+          `${row.direct.toFixed(0)} MiB/s`,
+          `${row.forwarded.toFixed(0)} MiB/s`,
+          `${((100 * row.forwarded) / row.direct).toFixed(0)}%`,
+          `${row.serverCpuS.toFixed(2)} s`,
+          `${row.kubectlCpuS.toFixed(2)} s`,
+        ]),
+      ),
     );
   } finally {
+    await peer?.stop().catch((err: unknown) => console.error(`containerd clean-up failed: ${String(err)}`));
     await server.call({ op: 'cleanup' }).catch(() => undefined);
     server.stop();
   }

@@ -129,37 +129,9 @@ export class StreamFixture {
     return path;
   }
 
-  /**
-   * A Node TCP server inside the netns: 'echo' returns what it gets;
-   * 'sink' counts bytes and answers the count when the client half-closes;
-   * 'source:N' sends N bytes then closes.
-   */
+  /** A byte server inside the netns (see serveInNetns), stopped by cleanup. */
   async serveInNetns(netnsPath: string, port: number, mode: string): Promise<void> {
-    const script = `
-const net = require('node:net');
-const mode = process.argv[2];
-net.createServer({ allowHalfOpen: true }, (s) => {
-  s.on('error', () => {});
-  if (mode === 'echo') { s.pipe(s); return; }
-  if (mode === 'sink') { let n = 0; s.on('data', (c) => { n += c.length; }); s.on('end', () => s.end(String(n))); return; }
-  if (mode.startsWith('source:')) {
-    let left = Number(mode.slice(7)); const chunk = Buffer.alloc(1 << 20, 7);
-    const pump = () => { while (left > 0) { const n = Math.min(left, chunk.length); left -= n; if (!s.write(chunk.subarray(0, n))) return s.once('drain', pump); } s.end(); };
-    s.resume(); pump();
-  }
-}).listen(Number(process.argv[1]), '127.0.0.1', () => process.stdout.write('ready\\n'));`;
-    const child = spawn(
-      'nsenter',
-      [`--net=${netnsPath}`, '--', process.execPath, '-e', script, String(port), mode],
-      {
-        stdio: ['ignore', 'pipe', 'inherit'],
-      },
-    );
-    this.children.push(child);
-    await new Promise<void>((resolve, reject) => {
-      child.stdout!.once('data', () => resolve());
-      child.once('exit', (code) => reject(new Error(`server in ${netnsPath} exited with ${code}`)));
-    });
+    this.children.push(await serveInNetns(netnsPath, port, mode));
   }
 
   /** The kubectl shim for one pod whose containers are given. */
@@ -234,4 +206,37 @@ export function kubectl(
     input: options.input,
     timeoutMs: options.timeoutMs ?? 60_000,
   });
+}
+
+/**
+ * A Node TCP server inside the netns: 'echo' returns what it gets;
+ * 'sink' counts bytes and answers the count when the client half-closes;
+ * 'source:N' sends N bytes then closes.
+ */
+export async function serveInNetns(netnsPath: string, port: number, mode: string): Promise<ChildProcess> {
+  const script = `
+const net = require('node:net');
+const mode = process.argv[2];
+net.createServer({ allowHalfOpen: true }, (s) => {
+  s.on('error', () => {});
+  if (mode === 'echo') { s.pipe(s); return; }
+  if (mode === 'sink') { let n = 0; s.on('data', (c) => { n += c.length; }); s.on('end', () => s.end(String(n))); return; }
+  if (mode.startsWith('source:')) {
+    let left = Number(mode.slice(7)); const chunk = Buffer.alloc(1 << 20, 7);
+    const pump = () => { while (left > 0) { const n = Math.min(left, chunk.length); left -= n; if (!s.write(chunk.subarray(0, n))) return s.once('drain', pump); } s.end(); };
+    s.resume(); pump();
+  }
+}).listen(Number(process.argv[1]), '127.0.0.1', () => process.stdout.write('ready\\n'));`;
+  const child = spawn(
+    'nsenter',
+    [`--net=${netnsPath}`, '--', process.execPath, '-e', script, String(port), mode],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.once('data', () => resolve());
+    child.once('exit', (code) => reject(new Error(`server in ${netnsPath} exited with ${code}`)));
+  });
+  return child;
 }
