@@ -27,8 +27,20 @@ export const containerdInstalled = (): boolean => existsSync(CONTAINERD) && exis
 
 export async function startContainerd(
   dir: string,
-  options: { sandboxImage: string; cniConfDir: string; cniBinDir: string },
+  options: {
+    sandboxImage: string;
+    cniConfDir: string;
+    cniBinDir: string;
+    /** Registries (host:port) to pull from over plain HTTP. */
+    plainHttpRegistries?: string[];
+  },
 ): Promise<RunningContainerd> {
+  const mirrors = (options.plainHttpRegistries ?? [])
+    .map(
+      (host) =>
+        `  [plugins."io.containerd.grpc.v1.cri".registry.mirrors."${host}"]\n    endpoint = ["http://${host}"]\n`,
+    )
+    .join('');
   const socket = join(dir, 'containerd.sock');
   const configFile = join(dir, 'config.toml');
   await mkdir(join(dir, 'root'), { recursive: true });
@@ -52,7 +64,7 @@ state = "${join(dir, 'state')}"
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = "${options.cniBinDir}"
     conf_dir = "${options.cniConfDir}"
-`,
+${mirrors}`,
   );
   const child: ChildProcess = spawn(CONTAINERD, ['--config', configFile, '--log-level', 'warn'], {
     stdio: ['ignore', 'ignore', 'pipe'],

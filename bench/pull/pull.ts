@@ -5,8 +5,14 @@
  * berth's RSS (peak, from VmHWM reset before each pull) and calls ListImages
  * back to back to measure its latency (p99): the event loop must stay free.
  *
+ * Beside skopeo's blob copy, the peers that also unpack, in the same runs:
+ * `skopeo copy … containers-storage:` into a fresh overlay store (the path
+ * CRI-O's pulls take, containers/image into containers/storage) and, when
+ * Debian's containerd is installed, containerd 1.6's CRI PullImage (overlayfs
+ * snapshotter, image removed before each run).
+ *
  * Run by hand (not part of npm test), as root:
- *   npm run build && node dist/bench/pull/pull.js [--runs 5] [--layers 10] [--mib 100]
+ *   npm run build && node dist/bench/pull/pull.js [--runs 5] [--layers 10] [--mib 100] [--peers skopeo-storage,containerd]
  * Targets: throughput ratio berth/skopeo >= 1.0, peak RSS <= 150 MiB, p99 <= 20 ms.
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -25,6 +31,7 @@ import {
   RemoveImageRequest,
 } from '../../src/generated/api.js';
 import { runChecked } from '../../src/util/run.js';
+import { containerdInstalled, startContainerd, type RunningContainerd } from '../lib/containerd.js';
 import { median, percentile } from '../lib/stats.js';
 import { rssBytes } from '../lib/proc.js';
 
@@ -33,6 +40,10 @@ const { values: args } = parseArgs({
     runs: { type: 'string', default: '5' },
     layers: { type: 'string', default: '10' },
     mib: { type: 'string', default: '100' },
+    /** Peers that unpack too, besides the skopeo blob copy the target names. */
+    peers: { type: 'string', default: 'skopeo-storage,containerd' },
+    /** Extra TOML for berth's config (A/B runs of image.* settings). */
+    'berth-toml': { type: 'string', default: '' },
   },
 });
 const RUNS = Number(args.runs);
@@ -105,14 +116,44 @@ async function cpuSeconds(pid: number): Promise<number> {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
+/** Unmounts whatever is mounted at or under dir, deepest first (containers/storage bind-mounts its overlay home). */
+async function unmountUnder(dir: string): Promise<void> {
+  const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
+  const points = mountinfo
+    .split('\n')
+    .map((line) => line.split(' ')[4] ?? '')
+    .filter((point) => point === dir || point.startsWith(`${dir}/`))
+    .sort((a, b) => b.length - a.length);
+  for (const point of points) await runChecked('/usr/bin/umount', [point]);
+}
+
+/** Runs a command under GNU time: wall ms and CPU seconds (user + system). */
+async function timedCommand(file: string, argv: string[]): Promise<{ ms: number; cpu: number }> {
+  const t = performance.now();
+  const timed = await runChecked('/usr/bin/time', ['-f', 'cpu %U %S', file, ...argv]);
+  const ms = performance.now() - t;
+  const used = /cpu ([\d.]+) ([\d.]+)/.exec(timed.stderr);
+  return { ms, cpu: used ? Number(used[1]) + Number(used[2]) : Number.NaN };
+}
+
 function fmt(ms: number): string {
   return `${ms.toFixed(0)} ms`;
+}
+
+/** A peer pulling the same image in the same runs. */
+interface Peer {
+  name: string;
+  ms: number[];
+  cpu: number[];
+  pull(run: number): Promise<{ ms: number; cpu: number }>;
 }
 
 async function main(): Promise<void> {
   const work = await mkdtemp(join(tmpdir(), 'berth-bench-pull-'));
   const registry = await startRegistry({ mode: 'open' });
   let berth: Awaited<ReturnType<typeof startBerth>> | undefined;
+  let containerd: RunningContainerd | undefined;
+  const peers: Peer[] = [];
   try {
     console.log(`building a ${LAYERS}-layer image of about ${args.mib} MiB…`);
     const image = await buildImage({ layers: layerSpecs() });
@@ -126,11 +167,64 @@ async function main(): Promise<void> {
     const ref = `${registry.host}/bench/big:v1`;
     berth = await startBerth({
       args: ['--log_level', 'info'],
-      toml: `[image.registries."${registry.host}"]\ninsecure = true\n`,
+      toml: `${args['berth-toml'].replaceAll('\\n', '\n')}\n[image.registries."${registry.host}"]\ninsecure = true\n`,
     });
     // The template's debug level would log every RPC; info is what production runs.
     const b = berth;
     const pid = b.process.pid!;
+
+    const wantedPeers = new Set(args.peers.split(',').filter(Boolean));
+    if (wantedPeers.has('skopeo-storage')) {
+      peers.push({
+        name: 'skopeo-storage',
+        ms: [],
+        cpu: [],
+        async pull(run) {
+          // A fresh overlay store each run, as an empty node would have.
+          const store = join(work, `storage-${run}`);
+          try {
+            return await timedCommand('/usr/bin/skopeo', [
+              'copy',
+              '--quiet',
+              '--src-tls-verify=false',
+              `docker://${ref}`,
+              `containers-storage:[overlay@${store}/root+${store}/run]bench/big:v1`,
+            ]);
+          } finally {
+            await unmountUnder(store);
+            await rm(store, { recursive: true, force: true });
+          }
+        },
+      });
+    }
+    if (wantedPeers.has('containerd') && containerdInstalled()) {
+      containerd = await startContainerd(join(work, 'containerd'), {
+        sandboxImage: 'berth.bench/unused:1',
+        cniConfDir: join(work, 'containerd-cni'),
+        cniBinDir: '/usr/lib/cni',
+        plainHttpRegistries: [registry.host],
+      });
+      const peer = containerd;
+      peers.push({
+        name: 'containerd',
+        ms: [],
+        cpu: [],
+        async pull() {
+          // RemoveImage deletes synchronously, so its content and snapshots go with it.
+          await peer.cri.image.removeImage(
+            RemoveImageRequest.fromPartial({ image: ImageSpec.fromPartial({ image: ref }) }),
+          );
+          const cpu0 = await cpuSeconds(peer.pid);
+          const t = performance.now();
+          await peer.cri.image.pullImage(
+            PullImageRequest.fromPartial({ image: ImageSpec.fromPartial({ image: ref }) }),
+          );
+          return { ms: performance.now() - t, cpu: (await cpuSeconds(peer.pid)) - cpu0 };
+        },
+      });
+    } else if (wantedPeers.has('containerd')) {
+      console.log('containerd not installed (apt-get install containerd): not measured');
+    }
 
     const startRss = await rssBytes(pid);
     // ListImages on an idle berth, for comparison: the host's own latency floor.
@@ -183,26 +277,28 @@ async function main(): Promise<void> {
 
       // skopeo: into a fresh OCI layout.
       const dest = join(work, `oci-${run}`);
-      const t1 = performance.now();
-      // GNU time reports skopeo's CPU seconds (user and system) on stderr.
-      const timed = await runChecked('/usr/bin/time', [
-        '-f',
-        'cpu %U %S',
-        '/usr/bin/skopeo',
+      const copied = await timedCommand('/usr/bin/skopeo', [
         'copy',
         '--quiet',
         '--src-tls-verify=false',
         `docker://${ref}`,
         `oci:${dest}:v1`,
       ]);
-      skopeoMs.push(performance.now() - t1);
-      const used = /cpu ([\d.]+) ([\d.]+)/.exec(timed.stderr);
-      skopeoCpu.push(used ? Number(used[1]) + Number(used[2]) : Number.NaN);
+      skopeoMs.push(copied.ms);
+      skopeoCpu.push(copied.cpu);
       await rm(dest, { recursive: true, force: true });
+      const peerNotes: string[] = [];
+      for (const peer of peers) {
+        const result = await peer.pull(run);
+        peer.ms.push(result.ms);
+        peer.cpu.push(result.cpu);
+        peerNotes.push(`${peer.name} ${fmt(result.ms)} (${result.cpu.toFixed(2)} CPU s)`);
+      }
       console.log(
         `run ${run + 1}: berth ${fmt(berthMs.at(-1)!)} (${berthCpu.at(-1)!.toFixed(2)} CPU s, ` +
           `peak RSS ${(hwm / 1024 / 1024).toFixed(0)} MiB), ` +
-          `skopeo ${fmt(skopeoMs.at(-1)!)} (${skopeoCpu.at(-1)!.toFixed(2)} CPU s)`,
+          `skopeo ${fmt(skopeoMs.at(-1)!)} (${skopeoCpu.at(-1)!.toFixed(2)} CPU s)` +
+          peerNotes.map((note) => `, ${note}`).join(''),
       );
     }
     const bm = median(berthMs);
@@ -212,6 +308,13 @@ async function main(): Promise<void> {
     console.log(`berth  PullImage   median ${fmt(bm)}  (${(mib / (bm / 1000)).toFixed(0)} MiB/s)`);
     console.log(`skopeo copy        median ${fmt(sm)}  (${(mib / (sm / 1000)).toFixed(0)} MiB/s)`);
     console.log(`throughput ratio berth/skopeo: ${(sm / bm).toFixed(2)}  (target >= 1.0)`);
+    for (const peer of peers) {
+      const pm = median(peer.ms);
+      console.log(
+        `${peer.name.padEnd(18)} median ${fmt(pm)}  (${(mib / (pm / 1000)).toFixed(0)} MiB/s), ` +
+          `${median(peer.cpu).toFixed(2)} CPU s; ratio berth/${peer.name}: ${(pm / bm).toFixed(2)}`,
+      );
+    }
     console.log(
       `floor of the work skopeo does not do (inflate + diff-ID hash, this process, no I/O): ${fmt(floorMs)} on one core, ` +
         `${fmt(floorMs / cpus().length)} spread over all ${cpus().length}; skopeo's whole copy took ${fmt(sm)}`,
@@ -241,6 +344,7 @@ async function main(): Promise<void> {
         `p99 ${percentile(idleLatencies, 99).toFixed(1)} ms`,
     );
   } finally {
+    await containerd?.stop();
     await berth?.cleanup();
     await registry.stop();
     await rm(work, { recursive: true, force: true });
