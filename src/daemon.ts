@@ -18,6 +18,7 @@ import { ImageManager } from './image/manager.js';
 import { setLayerWorkerCount, stopLayerWorkers } from './image/layer/ingest.js';
 import { UnavailableError } from './errors.js';
 import { errorMessage } from './util/thrown.js';
+import { prestartSpawnHelper } from './util/run.js';
 import { imageListRpcs } from './server/image-list.js';
 import { imageStatusRpcs } from './server/image-status.js';
 import { imageRemoveRpcs } from './server/image-remove.js';
@@ -176,6 +177,7 @@ export class Daemon {
   /** Starts serving; resolves once the socket accepts connections. */
   async start(): Promise<void> {
     const config = this.current;
+    prestartSpawnHelper();
     await mkdir(config.root, { recursive: true, mode: 0o711 });
     await mkdir(config.run_root, { recursive: true, mode: 0o711 });
     await prepareSocketPath(config.server.socket);

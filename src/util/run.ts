@@ -55,6 +55,16 @@ export function useSpawnHelper(use: boolean): void {
   spawner = use ? undefined : null;
 }
 
+/**
+ * Starts the berth-spawn helper now. The daemon calls it at start-up, while
+ * its heap is small: starting the helper is the one fork of the daemon, and
+ * left to the first program berth runs it held the event loop ~40 ms in the
+ * middle of a first pull or pod.
+ */
+export function prestartSpawnHelper(): void {
+  sharedSpawner()?.prestart();
+}
+
 /** Starts a program through berth-spawn, or through Node's spawn when the helper was not built. */
 export function startProcess(request: SpawnRequest): SpawnedProcess {
   return sharedSpawner()?.start(request) ?? spawnWithNode(request);

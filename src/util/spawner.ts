@@ -232,6 +232,11 @@ export class Spawner {
     };
   }
 
+  /** Starts the helper if it is not running (it then waits, holding nothing alive). */
+  prestart(): void {
+    this.ensureHelper();
+  }
+
   /** Ends the helper once its running programs have ended (tests, shutdown). */
   close(): void {
     this.helper?.stdin?.end();
