@@ -1,7 +1,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { stat } from 'node:fs/promises';
+import { readFile, readdir, stat } from 'node:fs/promises';
 import { status } from '@grpc/grpc-js';
 import { startBerth, BERTH_MAIN, type RunningBerth } from '../helpers/berth-process.js';
 import { CgroupDriver } from '../../src/generated/api.js';
@@ -12,6 +12,23 @@ before(async () => {
 });
 after(async () => {
   await berth.cleanup();
+});
+
+/** Names of the processes whose parent is pid. */
+async function childNames(pid: number): Promise<string[]> {
+  const names: string[] = [];
+  for (const entry of await readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(fields[1]) === pid) names.push(stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')));
+  }
+  return names;
+}
+
+// First in this file: nothing has made berth run a program yet.
+test('the process helper is started with the daemon, before any program runs', async () => {
+  assert.ok((await childNames(berth.process.pid!)).includes('berth-spawn'));
 });
 
 test('Version names berth and the v1 API', async () => {
