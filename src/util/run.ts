@@ -58,7 +58,7 @@ export function useSpawnHelper(use: boolean): void {
 /**
  * Starts the berth-spawn helper now. The daemon calls it at start-up, while
  * its heap is small: starting the helper is the one fork of the daemon, and
- * left to the first program berth runs it held the event loop ~40 ms in the
+ * left to the first program berth runs it held the event loop for tens of ms in the
  * middle of a first pull or pod.
  */
 export function prestartSpawnHelper(): void {
