@@ -13,7 +13,6 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ContainerConfig, NamespaceMode, PodSandboxConfig } from '../../src/generated/api.js';
 import { runChecked } from '../../src/util/run.js';
 import { BERTH_MAIN, startBerth } from '../../test/helpers/berth-process.js';
 import { startStallProbe, type StallReport } from '../lib/stall-probe.js';
@@ -21,8 +20,9 @@ import type { CriClients } from '../../test/helpers/cri-client.js';
 import { containerdInstalled, startContainerd } from '../lib/containerd.js';
 import { pidsByName, rssBytes } from '../lib/proc.js';
 import { fmtMiB, fmtMs, median, msSince, percentile, table } from '../lib/stats.js';
-import { PAUSE_IMAGE, WORKLOAD_IMAGE, writeBenchImages } from '../lib/images.js';
+import { PAUSE_IMAGE, writeBenchImages } from '../lib/images.js';
 import { CNI_BIN_DIR, benchConflist } from '../lib/cni.js';
+import { benchSandboxConfig, workloadConfig } from '../lib/pod-configs.js';
 import { measureRuncFloor } from './runc-floor.js';
 import { formatCniFloor, measureCniFloor } from './cni-floor.js';
 
@@ -61,22 +61,15 @@ const LIST_WARM_UP = 300;
 const LIST_WARM_CALLS = 500;
 const LIST_PACE_MS = 5;
 
-const KUBELET_NAMESPACES = {
-  network: NamespaceMode.POD,
-  pid: NamespaceMode.CONTAINER,
-  ipc: NamespaceMode.POD,
-};
-
 async function startPod(target: Target, index: number): Promise<{ podId: string; timing: PodTiming }> {
   const uid = randomBytes(8).toString('hex');
   const logDirectory = join(target.logDir, uid);
   await mkdir(logDirectory, { recursive: true });
-  const sandboxConfig = PodSandboxConfig.fromPartial({
-    metadata: { name: `bench-${index}-${uid.slice(0, 6)}`, uid, namespace: 'bench', attempt: 0 },
+  const sandboxConfig = benchSandboxConfig({
+    name: `bench-${index}-${uid.slice(0, 6)}`,
     hostname: `bench-${index}`,
+    uid,
     logDirectory,
-    // As kubelet sends them for a pod without shareProcessNamespace or host namespaces.
-    linux: { securityContext: { namespaceOptions: KUBELET_NAMESPACES } },
   });
   const t0 = process.hrtime.bigint();
   const { podSandboxId } = await target.cri.runtime.runPodSandbox({
@@ -87,12 +80,7 @@ async function startPod(target: Target, index: number): Promise<{ podId: string;
   const t1 = process.hrtime.bigint();
   const { containerId } = await target.cri.runtime.createContainer({
     podSandboxId,
-    config: ContainerConfig.fromPartial({
-      metadata: { name: 'work', attempt: 0 },
-      image: { image: WORKLOAD_IMAGE },
-      logPath: 'work.log',
-      linux: { securityContext: { namespaceOptions: KUBELET_NAMESPACES } },
-    }),
+    config: workloadConfig(),
     sandboxConfig,
   });
   const createContainer = msSince(t1);

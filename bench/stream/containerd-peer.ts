@@ -9,12 +9,12 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ContainerConfig, NamespaceMode, PodSandboxConfig } from '../../src/generated/api.js';
 import { run } from '../../src/util/run.js';
 import { serveInNetns } from '../../test/integration/stream-fixture.js';
 import { CNI_BIN_DIR, benchConflist } from '../lib/cni.js';
 import { startContainerd, type RunningContainerd } from '../lib/containerd.js';
-import { PAUSE_IMAGE, WORKLOAD_IMAGE, writeBenchImages } from '../lib/images.js';
+import { PAUSE_IMAGE, writeBenchImages } from '../lib/images.js';
+import { benchSandboxConfig, execTrueRequest, workloadConfig } from '../lib/pod-configs.js';
 
 const BRIDGE = 'sbench0';
 
@@ -27,12 +27,6 @@ export interface ContainerdPeer {
   portForwardUrl(): Promise<string>;
   stop(): Promise<void>;
 }
-
-const KUBELET_NAMESPACES = {
-  network: NamespaceMode.POD,
-  pid: NamespaceMode.CONTAINER,
-  ipc: NamespaceMode.POD,
-};
 
 export async function startContainerdPeer(ports: {
   sinkPort: number;
@@ -66,21 +60,16 @@ export async function startContainerdPeer(ports: {
     await containerd.importArchive(images.pause);
     await containerd.importArchive(images.workload);
     const runtime = containerd.cri.runtime;
-    const sandboxConfig = PodSandboxConfig.fromPartial({
-      metadata: { name: 'bench-stream', uid: 'bench-stream-uid', namespace: 'bench', attempt: 0 },
+    const sandboxConfig = benchSandboxConfig({
+      name: 'bench-stream',
       hostname: 'bench-stream',
+      uid: 'bench-stream-uid',
       logDirectory: join(work, 'logs'),
-      linux: { securityContext: { namespaceOptions: KUBELET_NAMESPACES } },
     });
     ({ podSandboxId } = await runtime.runPodSandbox({ config: sandboxConfig, runtimeHandler: '' }));
     const { containerId } = await runtime.createContainer({
       podSandboxId,
-      config: ContainerConfig.fromPartial({
-        metadata: { name: 'work', attempt: 0 },
-        image: { image: WORKLOAD_IMAGE },
-        logPath: 'work.log',
-        linux: { securityContext: { namespaceOptions: KUBELET_NAMESPACES } },
-      }),
+      config: workloadConfig(),
       sandboxConfig,
     });
     await runtime.startContainer({ containerId });
@@ -94,15 +83,7 @@ export async function startContainerdPeer(ports: {
       pid: containerd.pid,
       netnsPath,
       async execUrl() {
-        const reply = await runtime.exec({
-          containerId,
-          cmd: ['true'],
-          tty: false,
-          stdin: false,
-          stdout: true,
-          stderr: false,
-        });
-        return reply.url;
+        return (await runtime.exec(execTrueRequest(containerId))).url;
       },
       async portForwardUrl() {
         return (await runtime.portForward({ podSandboxId, port: [] })).url;

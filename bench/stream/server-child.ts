@@ -5,6 +5,7 @@
  * whose servers sink or source bytes. Driven over IPC by main.ts.
  */
 import { StreamFixture } from '../../test/integration/stream-fixture.js';
+import { execTrueRequest } from '../lib/pod-configs.js';
 
 export type Request =
   | { op: 'setup'; sinkPort: number; sourcePort: number; sourceBytes: number }
@@ -41,14 +42,7 @@ async function handle(request: Request): Promise<unknown> {
       return reply;
     }
     case 'exec-url':
-      return fixture.server.exec({
-        containerId,
-        cmd: ['true'],
-        tty: false,
-        stdin: false,
-        stdout: true,
-        stderr: false,
-      });
+      return fixture.server.exec(execTrueRequest(containerId));
     case 'pf-url':
       return fixture.server.portForward({ podSandboxId: POD, port: [] });
     case 'cpu': {
