@@ -1,5 +1,5 @@
 /**
- * The two images the pod-start benchmark runs, as docker-save archives so both
+ * The two images the pod benchmarks run (pod-start, stream), as docker-save archives so both
  * berth (`berth image import`) and containerd (`ctr images import`) load the
  * same bytes without a registry: a busybox workload and a catatonit pause
  * (the same pause process berth's built-in pause runs).

@@ -31,6 +31,8 @@ import {
   RemoveImageRequest,
 } from '../../src/generated/api.js';
 import { runChecked } from '../../src/util/run.js';
+import { unmountAll } from '../../src/sandbox/mounts.js';
+import { CNI_BIN_DIR } from '../lib/cni.js';
 import { containerdInstalled, startContainerd, type RunningContainerd } from '../lib/containerd.js';
 import { median, percentile } from '../lib/stats.js';
 import { rssBytes } from '../lib/proc.js';
@@ -116,17 +118,6 @@ async function cpuSeconds(pid: number): Promise<number> {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
-/** Unmounts whatever is mounted at or under dir, deepest first (containers/storage bind-mounts its overlay home). */
-async function unmountUnder(dir: string): Promise<void> {
-  const mountinfo = await readFile('/proc/self/mountinfo', 'utf8');
-  const points = mountinfo
-    .split('\n')
-    .map((line) => line.split(' ')[4] ?? '')
-    .filter((point) => point === dir || point.startsWith(`${dir}/`))
-    .sort((a, b) => b.length - a.length);
-  for (const point of points) await runChecked('/usr/bin/umount', [point]);
-}
-
 /** Runs a command under GNU time: wall ms and CPU seconds (user + system). */
 async function timedCommand(file: string, argv: string[]): Promise<{ ms: number; cpu: number }> {
   const t = performance.now();
@@ -191,7 +182,7 @@ async function main(): Promise<void> {
               `containers-storage:[overlay@${store}/root+${store}/run]bench/big:v1`,
             ]);
           } finally {
-            await unmountUnder(store);
+            await unmountAll(store);
             await rm(store, { recursive: true, force: true });
           }
         },
@@ -201,7 +192,7 @@ async function main(): Promise<void> {
       containerd = await startContainerd(join(work, 'containerd'), {
         sandboxImage: 'berth.bench/unused:1',
         cniConfDir: join(work, 'containerd-cni'),
-        cniBinDir: '/usr/lib/cni',
+        cniBinDir: CNI_BIN_DIR,
         plainHttpRegistries: [registry.host],
       });
       const peer = containerd;
