@@ -42,3 +42,32 @@ export function rssSampler(pid: number, intervalMs = 20): { stop(): number } {
     },
   };
 }
+
+/**
+ * CPU milliseconds per kind of thread of a process (thread names without
+ * their trailing number: `MainThread`, `WorkerThread`, `V8Worker` for V8's
+ * compiler and GC helpers, `libuv-worker` for the thread pool).
+ */
+export async function threadCpuMs(pid: number): Promise<Map<string, number>> {
+  const byKind = new Map<string, number>();
+  for (const tid of await readdir(`/proc/${pid}/task`)) {
+    try {
+      const stat = await readFile(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).replace(/\d+$/, '');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const ms = (Number(fields[11]) + Number(fields[12])) * 10; // USER_HZ is 100
+      byKind.set(name, (byKind.get(name) ?? 0) + ms);
+    } catch {
+      // The thread ended meanwhile.
+    }
+  }
+  return byKind;
+}
+
+/** What each kind of thread spent between two threadCpuMs() readings, busiest first. */
+export function threadCpuDelta(before: Map<string, number>, after: Map<string, number>): [string, number][] {
+  return [...after]
+    .map(([kind, ms]): [string, number] => [kind, ms - (before.get(kind) ?? 0)])
+    .filter(([, ms]) => ms > 0)
+    .sort((a, b) => b[1] - a[1]);
+}

@@ -11,8 +11,12 @@
  * Debian's containerd is installed, containerd 1.6's CRI PullImage (overlayfs
  * snapshotter, image removed before each run).
  *
+ * Then, after a quiet spell longer than an idle layer worker lives, one more
+ * berth pull: what a node mostly sees.
+ *
  * Run by hand (not part of npm test), as root:
- *   npm run build && node dist/bench/pull/pull.js [--runs 5] [--layers 10] [--mib 100] [--peers skopeo-storage,containerd]
+ *   npm run build && node dist/bench/pull/pull.js [--runs 5] [--layers 10] [--mib 100]
+ *     [--peers skopeo-storage,containerd] [--quiet-spell 35]
  * Targets: throughput ratio berth/skopeo >= 1.0, peak RSS <= 150 MiB, p99 <= 20 ms.
  */
 import { createHash, randomBytes } from 'node:crypto';
@@ -35,7 +39,8 @@ import { unmountAll } from '../../src/sandbox/mounts.js';
 import { CNI_BIN_DIR } from '../lib/cni.js';
 import { containerdInstalled, startContainerd, type RunningContainerd } from '../lib/containerd.js';
 import { median, percentile } from '../lib/stats.js';
-import { rssBytes } from '../lib/proc.js';
+import { rssBytes, threadCpuDelta, threadCpuMs } from '../lib/proc.js';
+import { LAYER_WORKER_IDLE_MS } from '../../src/image/layer/ingest.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -46,8 +51,11 @@ const { values: args } = parseArgs({
     peers: { type: 'string', default: 'skopeo-storage,containerd' },
     /** Extra TOML for berth's config (A/B runs of image.* settings). */
     'berth-toml': { type: 'string', default: '' },
+    /** Seconds of nothing before one last pull; 0 skips it. Longer than an extra layer worker lives. */
+    'quiet-spell': { type: 'string', default: String(LAYER_WORKER_IDLE_MS / 1000 + 5) },
   },
 });
+const QUIET_SPELL_MS = Number(args['quiet-spell']) * 1000;
 const RUNS = Number(args.runs);
 const LAYERS = Number(args.layers);
 const TARGET_BYTES = Number(args.mib) * 1024 * 1024;
@@ -226,6 +234,42 @@ async function main(): Promise<void> {
       idleLatencies.push(performance.now() - t);
       await new Promise((r) => setTimeout(r, 20));
     }
+    /** One berth pull from an empty store, with ListImages called every 20 ms meanwhile. */
+    const berthPull = async () => {
+      await b.cri.image.removeImage(
+        RemoveImageRequest.fromPartial({ image: ImageSpec.fromPartial({ image: ref }) }),
+      );
+      const rssBefore = await rssBytes(pid);
+      await writeFile(`/proc/${pid}/clear_refs`, '5'); // resets VmHWM to the current RSS
+      const latencies: number[] = [];
+      let pulling = true;
+      const lister = (async () => {
+        while (pulling) {
+          const t = performance.now();
+          await b.cri.image.listImages(ListImagesRequest.fromPartial({}));
+          latencies.push(performance.now() - t);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      })();
+      const threads0 = await threadCpuMs(pid);
+      const cpu0 = await cpuSeconds(pid);
+      const t0 = performance.now();
+      const res = await b.cri.image.pullImage(
+        PullImageRequest.fromPartial({ image: ImageSpec.fromPartial({ image: ref }) }),
+      );
+      const ms = performance.now() - t0;
+      const cpu = (await cpuSeconds(pid)) - cpu0;
+      const threads = threadCpuDelta(threads0, await threadCpuMs(pid));
+      pulling = false;
+      await lister;
+      if (res.imageRef !== image.configDigest) throw new Error(`berth pulled ${res.imageRef}`);
+      const status = await readFile(`/proc/${pid}/status`, 'utf8');
+      const hwm = Number(/^VmHWM:\s+(\d+)\s+kB$/m.exec(status)?.[1] ?? NaN) * 1024;
+      return { ms, cpu, threads, latencies, rssBefore, hwm };
+    };
+    const threadNote = (threads: [string, number][]) =>
+      threads.map(([kind, ms]) => `${kind} ${ms}`).join(', ');
+
     const berthMs: number[] = [];
     const skopeoMs: number[] = [];
     const berthCpu: number[] = [];
@@ -236,35 +280,14 @@ async function main(): Promise<void> {
     let peakRss = 0;
     let baselineRss = 0;
     for (let run = 0; run < RUNS; run++) {
-      // berth: from an empty store each time.
-      await b.cri.image.removeImage(
-        RemoveImageRequest.fromPartial({ image: ImageSpec.fromPartial({ image: ref }) }),
-      );
-      baselineRss = Math.max(baselineRss, await rssBytes(pid));
-      await writeFile(`/proc/${pid}/clear_refs`, '5'); // resets VmHWM to the current RSS
-      let pulling = true;
-      const lister = (async () => {
-        while (pulling) {
-          const t = performance.now();
-          await b.cri.image.listImages(ListImagesRequest.fromPartial({}));
-          listLatencies.push(performance.now() - t);
-          await new Promise((r) => setTimeout(r, 20));
-        }
-      })();
-      const cpu0 = await cpuSeconds(pid);
-      const t0 = performance.now();
-      const res = await b.cri.image.pullImage(
-        PullImageRequest.fromPartial({ image: ImageSpec.fromPartial({ image: ref }) }),
-      );
-      berthMs.push(performance.now() - t0);
-      berthCpu.push((await cpuSeconds(pid)) - cpu0);
-      pulling = false;
-      await lister;
+      const pulled = await berthPull();
+      berthMs.push(pulled.ms);
+      berthCpu.push(pulled.cpu);
+      listLatencies.push(...pulled.latencies);
       if (run === 0) firstPullCalls = listLatencies.length;
-      if (res.imageRef !== image.configDigest) throw new Error(`berth pulled ${res.imageRef}`);
-      const status = await readFile(`/proc/${pid}/status`, 'utf8');
-      const hwm = Number(/^VmHWM:\s+(\d+)\s+kB$/m.exec(status)?.[1] ?? NaN) * 1024;
-      peakRss = Math.max(peakRss, hwm);
+      baselineRss = Math.max(baselineRss, pulled.rssBefore);
+      peakRss = Math.max(peakRss, pulled.hwm);
+      const hwm = pulled.hwm;
 
       // skopeo: into a fresh OCI layout.
       const dest = join(work, `oci-${run}`);
@@ -290,6 +313,18 @@ async function main(): Promise<void> {
           `peak RSS ${(hwm / 1024 / 1024).toFixed(0)} MiB), ` +
           `skopeo ${fmt(skopeoMs.at(-1)!)} (${skopeoCpu.at(-1)!.toFixed(2)} CPU s)` +
           peerNotes.map((note) => `, ${note}`).join(''),
+      );
+      console.log(`  berth CPU ms by thread: ${threadNote(pulled.threads)}`);
+    }
+    // What a node mostly sees: a pull after minutes of nothing, not right after another.
+    let quiet: Awaited<ReturnType<typeof berthPull>> | undefined;
+    if (QUIET_SPELL_MS > 0) {
+      console.log(`a quiet spell of ${QUIET_SPELL_MS / 1000} s, then one more pull…`);
+      await new Promise((r) => setTimeout(r, QUIET_SPELL_MS));
+      quiet = await berthPull();
+      console.log(
+        `after the quiet spell: berth ${fmt(quiet.ms)} (${quiet.cpu.toFixed(2)} CPU s, peak RSS ${(quiet.hwm / 1024 / 1024).toFixed(0)} MiB); ` +
+          `CPU ms by thread: ${threadNote(quiet.threads)}`,
       );
     }
     const bm = median(berthMs);
@@ -328,6 +363,12 @@ async function main(): Promise<void> {
       console.log(
         `  of which the first pull (cold daemon): max ${Math.max(...listLatencies.slice(0, firstPullCalls)).toFixed(1)} ms; ` +
           `the later pulls: ${later.length} calls, p99 ${percentile(later, 99).toFixed(1)} ms, max ${Math.max(...later).toFixed(1)} ms`,
+      );
+    }
+    if (quiet) {
+      console.log(
+        `  the pull after the quiet spell (not in the figures above): ${quiet.latencies.length} calls, ` +
+          `p99 ${percentile(quiet.latencies, 99).toFixed(1)} ms, max ${Math.max(...quiet.latencies).toFixed(1)} ms`,
       );
     }
     console.log(

@@ -6,7 +6,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { compress, file, sha256, tarEntries } from '../../../test/helpers/image-builder.js';
-import { layerWorkerCount, runIngest, setLayerWorkerCount, stopLayerWorkers } from './ingest.js';
+import {
+  LAYER_WORKER_IDLE_MS,
+  layerWorkerCount,
+  layerWorkerThreadIds,
+  runIngest,
+  setLayerWorkerCount,
+  stopLayerWorkers,
+} from './ingest.js';
 
 const work = await mkdtemp(join(tmpdir(), 'berth-ingest-'));
 after(async () => {
@@ -91,4 +98,45 @@ it('no more worker threads than configured, however many layers come at once', a
     );
     assert.equal(layerWorkerCount(), count);
   }
+});
+
+it('an idle spell retires the extra workers but keeps one warm for the next pull', async (t) => {
+  await stopLayerWorkers();
+  setLayerWorkerCount(2);
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const blob = await compress(await tarEntries([file('f', randomBytes(512 * 1024))]), 'gzip');
+  const ingestAll = async (name: string, count: number) => {
+    const dirs = await Promise.all(
+      Array.from({ length: count }, async (_, i) => {
+        const dir = join(work, `${name}-${i}`);
+        await mkdir(join(dir, 'diff'), { recursive: true });
+        await mkdir(join(dir, 'scratch'));
+        return dir;
+      }),
+    );
+    // Started together, so that each finds the others' workers busy.
+    await Promise.all(
+      dirs.map((dir, i) =>
+        runIngest(
+          { unpack: { target: join(dir, 'diff'), scratch: join(dir, 'scratch'), name: `${name} ${i}` } },
+          trickle(blob, i + 11),
+        ),
+      ),
+    );
+  };
+
+  await ingestAll('burst', 2);
+  assert.equal(layerWorkerCount(), 2);
+  const before = layerWorkerThreadIds();
+  t.mock.timers.tick(LAYER_WORKER_IDLE_MS - 1);
+  assert.equal(layerWorkerCount(), 2, 'nothing retired before the idle time');
+  t.mock.timers.tick(1);
+  assert.equal(layerWorkerCount(), 1, 'the extra worker retired');
+  const [kept] = layerWorkerThreadIds();
+  assert.ok(before.includes(kept!));
+
+  t.mock.timers.tick(10 * LAYER_WORKER_IDLE_MS);
+  assert.deepEqual(layerWorkerThreadIds(), [kept], 'the last worker stays however long the daemon is idle');
+  await ingestAll('after', 1);
+  assert.deepEqual(layerWorkerThreadIds(), [kept], 'the next pull runs on the warm thread');
 });
