@@ -17,6 +17,8 @@ export interface BerthOptions {
   args?: string[];
   /** Reuse a directory (to restart berth over the same state). */
   dir?: string;
+  /** Environment variables besides this process's. */
+  env?: Record<string, string>;
 }
 
 export interface RunningBerth {
@@ -69,6 +71,7 @@ cni_conf_dir = "${join(dir, 'cni')}"
     [BERTH_MAIN, 'serve', '--config', configFile, ...(options.args ?? [])],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...options.env },
     },
   );
   child.stdout!.on('data', (d: Buffer) => (output += d.toString()));

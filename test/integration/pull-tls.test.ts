@@ -1,7 +1,9 @@
 /**
  * PullImage over HTTPS: a registry whose certificate comes from a CA only
- * the per-registry ca_file names; the same without ca_file (refused: the
- * system CAs do not know it); and an insecure registry (any certificate).
+ * the per-registry ca_file names; one whose CA is in the system store
+ * (OpenSSL's SSL_CERT_FILE, which Node's system store reads); the same
+ * without either (refused: the system CAs do not know it); and an insecure
+ * registry (any certificate).
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -14,6 +16,7 @@ import { ImageSpec, PullImageRequest } from '../../src/generated/api.js';
 let trusted: TestRegistry;
 let unknown: TestRegistry;
 let insecure: TestRegistry;
+let systemTrusted: TestRegistry;
 let berth: RunningBerth;
 let image: BuiltImage;
 
@@ -25,12 +28,14 @@ async function pull(ref: string): Promise<string> {
 }
 
 before(async () => {
-  [trusted, unknown, insecure] = await Promise.all([
+  [trusted, unknown, insecure, systemTrusted] = await Promise.all([
+    startRegistry({ tls: true }),
     startRegistry({ tls: true }),
     startRegistry({ tls: true }),
     startRegistry({ tls: true }),
   ]);
   berth = await startBerth({
+    env: { SSL_CERT_FILE: systemTrusted.caFile! },
     toml: `
 [image.registries."${trusted.host}"]
 ca_file = "${trusted.caFile}"
@@ -40,12 +45,12 @@ insecure = true
 `,
   });
   image = await buildImage({ base: false, layers: [{ entries: [file('tls', 'yes')] }] });
-  await Promise.all([trusted, unknown, insecure].map((r) => r.push('tls/app', 'v1', image)));
+  await Promise.all([trusted, unknown, insecure, systemTrusted].map((r) => r.push('tls/app', 'v1', image)));
 });
 
 after(async () => {
   await berth?.cleanup();
-  await Promise.all([trusted?.stop(), unknown?.stop(), insecure?.stop()]);
+  await Promise.all([trusted?.stop(), unknown?.stop(), insecure?.stop(), systemTrusted?.stop()]);
 });
 
 test('HTTPS with the registry CA from ca_file', async () => {
@@ -63,4 +68,8 @@ test('HTTPS with an unknown CA is refused as UNAVAILABLE naming the certificate 
 
 test('an insecure registry accepts any certificate', async () => {
   assert.equal(await pull(`${insecure.host}/tls/app:v1`), image.configDigest);
+});
+
+test('HTTPS with the registry CA in the system store, no ca_file', async () => {
+  assert.equal(await pull(`${systemTrusted.host}/tls/app:v1`), image.configDigest);
 });

@@ -2,14 +2,14 @@
  * Where a registry name leads: its mirrors in order, then the registry itself
  * unless it is mirror-only; per host the scheme (HTTPS, or plain HTTP for an
  * insecure host) and a keep-alive connection pool trusting the system CAs
- * plus the host's extra CA file.
+ * plus the host's extra CA file (trust.ts).
  */
 import { readFile } from 'node:fs/promises';
-import { createSecureContext, getCACertificates, rootCertificates } from 'node:tls';
 import type { Agent } from 'undici';
 import type { RegistryConfig } from '../../config/schema.js';
 import { FailedPreconditionError, errorMessage } from '../../errors.js';
 import { DOCKER_HUB } from '../reference.js';
+import { registryTlsContext } from './trust.js';
 import { undici } from './undici.js';
 
 export interface Endpoint {
@@ -22,14 +22,6 @@ export interface Endpoint {
 }
 
 const KEEP_ALIVE_MS = 30_000;
-
-let systemCAs: string[] | undefined;
-
-/** Node's bundled roots plus the system store, read once (reading blocks for a while). */
-function trustedCAs(): string[] {
-  systemCAs ??= [...new Set([...rootCertificates, ...getCACertificates('system')])];
-  return systemCAs;
-}
 
 /** Docker Hub's API is served under another name than its references use. */
 function apiHost(registry: string): string {
@@ -58,18 +50,14 @@ export class Endpoints {
     const key = `${host}\0${insecure}\0${caFile}`;
     let agent = this.agents.get(key);
     if (!agent) {
-      // Certificates do not matter where any certificate is accepted.
-      let ca: string[] | undefined;
-      if (!insecure) {
-        ca = trustedCAs();
-        if (caFile) {
-          try {
-            ca = [...ca, await readFile(caFile, 'utf8')];
-          } catch (err) {
-            throw new FailedPreconditionError(
-              `registry ${host}: cannot read ca_file ${caFile}: ${errorMessage(err)}`,
-            );
-          }
+      let extraCa: string | undefined;
+      if (!insecure && caFile) {
+        try {
+          extraCa = await readFile(caFile, 'utf8');
+        } catch (err) {
+          throw new FailedPreconditionError(
+            `registry ${host}: cannot read ca_file ${caFile}: ${errorMessage(err)}`,
+          );
         }
       }
       const { Agent } = await undici();
@@ -82,10 +70,10 @@ export class Endpoints {
           connections: 16,
           // HTTP/1.1 only: see undici.ts (the HTTP/2 client is not even loaded).
           allowH2: false,
-          // One TLS context per pool: given only `ca`, every new connection would
+          // A context, not a CA list: given only `ca`, every new connection would
           // parse all the CAs again (~20 ms of the event loop for ~260 of them).
           connect: {
-            secureContext: createSecureContext({ ca }),
+            secureContext: registryTlsContext({ insecure, extraCa }),
             rejectUnauthorized: !insecure,
             timeout: 15_000,
           },
