@@ -1,9 +1,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { pbkdf2, pbkdf2Sync } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CpuRates, cgroupDirsFor, cgroupDirsOfPid, parseProcCgroup, readCgroup } from './cgroup.js';
+import { CpuRates, cgroupDirsFor, cgroupDirsOfPid, nowNs, parseProcCgroup, readCgroup } from './cgroup.js';
 import { dirUsage, parseNetDev } from './usage.js';
 
 async function tree(files: Record<string, string>): Promise<string> {
@@ -155,6 +157,46 @@ test('parses /proc/net/dev and walks a directory for usage', async () => {
     assert.ok(u.bytes >= 10000n);
     assert.deepEqual(await dirUsage(join(root, 'missing')), { bytes: 0n, inodes: 0n });
   } finally {
+    await rm(root, { recursive: true, force: true });
+  }
+});
+
+test('the CPU counter and its timestamp are read together, however busy the thread pool', async () => {
+  // A counter file that holds the time it was written, rewritten every 2 ms from this thread.
+  const root = await tree({ 'cpu,cpuacct/c/cpuacct.usage': `${nowNs()}\n`, 'unified/c/cpu.stat': '' });
+  const v1 = join(root, 'cpu,cpuacct/c/cpuacct.usage');
+  const v2 = join(root, 'unified/c/cpu.stat');
+  const tick = () => {
+    const now = nowNs();
+    writeFileSync(v1, `${now}\n`);
+    writeFileSync(v2, `usage_usec ${now / 1000n}\nuser_usec 0\nsystem_usec 0\n`);
+  };
+  tick();
+  const ticker = setInterval(tick, 2);
+  try {
+    // Keeps every thread-pool thread busy ~250 ms, as pulls and file work do on a loaded node.
+    const t = performance.now();
+    pbkdf2Sync('x', 'y', 20_000, 32, 'sha256');
+    const iterations = Math.ceil((20_000 * 250) / Math.max(1, performance.now() - t));
+    const threads = Number(process.env.UV_THREADPOOL_SIZE ?? 4);
+    for (const dirs of [
+      await cgroupDirsFor(parseProcCgroup('3:cpu,cpuacct:/c\n'), root),
+      { version: 2 as const, dir: join(root, 'unified/c') },
+    ]) {
+      const busy = Array.from(
+        { length: threads },
+        () => new Promise((resolve) => pbkdf2('x', 'y', iterations, 32, 'sha256', resolve)),
+      );
+      const sample = await readCgroup(dirs!);
+      await Promise.all(busy);
+      const skewMs = Number(sample.cpuUsageNs! - sample.timestampNs) / 1e6;
+      assert.ok(
+        Math.abs(skewMs) < 50,
+        `v${dirs!.version}: counter read ${skewMs.toFixed(1)} ms after its timestamp`,
+      );
+    }
+  } finally {
+    clearInterval(ticker);
     await rm(root, { recursive: true, force: true });
   }
 });
