@@ -175,7 +175,11 @@ export const SCHEMA: SectionSpec = {
             mirrors: leaf('string[]', [], 'Mirror hosts tried in order before the registry.'),
             mirror_only: leaf('boolean', false, 'Never contact the registry itself, only its mirrors.'),
             insecure: leaf('boolean', false, 'Use plain HTTP (and skip TLS verification) for this host.'),
-            ca_file: leaf('string', '', 'Extra PEM CA bundle trusted for this host.'),
+            ca_file: leaf(
+              'string',
+              '',
+              'Extra PEM CA bundle trusted for this host, besides the system store (/etc/ssl/certs, or SSL_CERT_FILE/SSL_CERT_DIR) and Node.js bundled roots.',
+            ),
           },
           defaults: {},
         },
