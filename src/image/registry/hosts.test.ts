@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import tls from 'node:tls';
 import { startRegistry, type TestRegistry } from '../../../test/helpers/registry.js';
 import { Endpoints } from './hosts.js';
+import { contextsMadeFromCaLists } from './trust.js';
 import { undici } from './undici.js';
 
 let registry: TestRegistry;
@@ -49,6 +50,23 @@ test('new HTTPS connections of one registry reuse its TLS context', async () => 
     assert.equal(made, 0, `${made} TLS contexts made for 4 connections`);
   } finally {
     tls.createSecureContext = original;
+    await endpoints.close();
+  }
+});
+
+test('registries that trust the same CAs share one context; a ca_file gets its own', async () => {
+  const endpoints = new Endpoints(() => ({
+    'own-ca.example': { mirrors: [], mirror_only: false, insecure: false, ca_file: registry.caFile! },
+  }));
+  try {
+    const before = contextsMadeFromCaLists();
+    for (const host of ['one.example', 'two.example', 'three.example:5000', 'own-ca.example']) {
+      await endpoints.forRegistry(host);
+    }
+    // The shared context (unless an earlier test made it already) and the ca_file's.
+    const made = contextsMadeFromCaLists() - before;
+    assert.ok(made >= 1 && made <= 2, `${made} contexts parsed a CA list for 4 registries`);
+  } finally {
     await endpoints.close();
   }
 });

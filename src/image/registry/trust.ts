@@ -1,20 +1,16 @@
 /**
  * TLS contexts for registry connections: whom berth trusts, parsed as few
- * times as possible. A context given a `ca` list parses and stores every CA
- * in it (~20 ms of the event loop and ~4.5 MiB for the system's ~260), so
- * one list per registry pool cost that again for every registry pulled from.
+ * times as possible. A context made from a `ca` list parses and stores every
+ * CA in it (16-24 ms of the event loop and up to ~4.5 MiB for the ~260 of
+ * Node's bundled roots and the system store), so registries that trust the
+ * same share one context instead of making one per registry.
+ *
+ * Not `--use-system-ca` (Node's default store with the system CAs in it,
+ * shared by every context): Node builds that store while the daemon's
+ * modules load, which cost ~3 MiB of idle RSS whether or not anything is ever
+ * pulled over HTTPS (bench/pull README).
  */
 import { createSecureContext, getCACertificates, rootCertificates, type SecureContext } from 'node:tls';
-import { SYSTEM_CA_FLAG } from '../../cli/v8-flags.js';
-
-/**
- * The daemon starts with this flag: Node's default CA store then holds the
- * system's CAs besides its bundled ones, read once per process and shared by
- * every context made without a `ca` list.
- */
-function systemCasInDefaultStore(): boolean {
-  return process.execArgv.includes(SYSTEM_CA_FLAG);
-}
 
 let listed: string[] | undefined;
 let contextsFromLists = 0;
@@ -31,9 +27,7 @@ function fromList(ca: string[]): SecureContext {
 
 /** Node's bundled roots plus the system store as PEM, read once (reading blocks for a while). */
 function trustedCAs(): string[] {
-  listed ??= systemCasInDefaultStore()
-    ? getCACertificates('default')
-    : [...new Set([...rootCertificates, ...getCACertificates('system')])];
+  listed ??= [...new Set([...rootCertificates, ...getCACertificates('system')])];
   return listed;
 }
 
@@ -43,7 +37,7 @@ let acceptingAny: SecureContext | undefined;
 export interface RegistryTrust {
   /** Any certificate is accepted (the caller also stops rejecting unauthorized peers). */
   insecure: boolean;
-  /** PEM of a CA trusted for this registry only, besides the system's. */
+  /** PEM of a CA trusted for this registry only, besides the others. */
   extraCa?: string;
 }
 
@@ -52,6 +46,5 @@ export function registryTlsContext({ insecure, extraCa }: RegistryTrust): Secure
   // Certificates do not matter there: an empty store, not the system's parsed for nothing.
   if (insecure) return (acceptingAny ??= createSecureContext({ ca: [] }));
   if (extraCa !== undefined) return fromList([...trustedCAs(), extraCa]);
-  verifying ??= systemCasInDefaultStore() ? createSecureContext() : fromList(trustedCAs());
-  return verifying;
+  return (verifying ??= fromList(trustedCAs()));
 }
