@@ -16,6 +16,7 @@ import { deriveListStreams } from './server/list-streams.js';
 import { detectCgroupDriver } from './oci/cgroup-driver.js';
 import { ImageManager } from './image/manager.js';
 import { setLayerWorkerCount, stopLayerWorkers } from './image/layer/ingest.js';
+import { Puller } from './image/pull/puller.js';
 import { UnavailableError } from './errors.js';
 import { errorMessage } from './util/thrown.js';
 import { prestartSpawnHelper } from './util/run.js';
@@ -303,6 +304,14 @@ export class Daemon {
     next.image.registries = config.image.registries;
     this.current = next;
     this.log.level = next.log_level;
+    // CA files and the system store may have changed even where the config has not.
+    if (this.imageManager) {
+      Puller.for(
+        this.imageManager.store,
+        () => this.current,
+        this.log.child({ component: 'pull' }),
+      ).renewConnections();
+    }
     this.log.info(
       { changed },
       changed.length ? 'configuration reloaded' : 'configuration reloaded; nothing changed',

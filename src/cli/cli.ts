@@ -25,7 +25,10 @@ Run 'berth COMMAND --help' for a command's options.`,
   serve: `Usage: berth serve [options]
 
 Runs the CRI gRPC server on server.socket until SIGTERM or SIGINT (in-flight
-calls finish first). SIGHUP reloads the reloadable settings.
+calls finish first). SIGHUP reloads the reloadable settings (log level,
+image registries and pinned images, search registries, pull progress timeout)
+and makes new registry connections read the CA files and the system CA store
+again.
 
 ${COMMON_HELP}`,
   config: `Usage: berth config [options]

@@ -192,7 +192,6 @@ export class SandboxManager implements SandboxAccess {
   private readonly unmonitored = new Set<string>();
   private pollTimer?: NodeJS.Timeout;
   private builtinPause?: Promise<string>;
-  private puller?: Puller;
   private closed = false;
 
   private constructor(
@@ -560,11 +559,10 @@ export class SandboxManager implements SandboxAccess {
     return id;
   }
 
-  /** Pulls runtime.pause_image (one puller, so concurrent pods share the download). */
+  /** Pulls runtime.pause_image through the daemon's puller, so pods and PullImage share downloads and pools. */
   private pullPause(ref: string): Promise<unknown> {
     const images = this.options.images();
-    this.puller ??= new Puller(images.store, () => this.config, this.log.child({ component: 'pull' }));
-    return this.puller.pull(ref);
+    return Puller.for(images.store, () => this.config, this.log.child({ component: 'pull' })).pull(ref);
   }
 
   /** The built-in pause rootfs, built once per daemon. */

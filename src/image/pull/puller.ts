@@ -504,6 +504,11 @@ export class Puller {
     }
   }
 
+  /** New connections trust what the CA files and the system store hold now (SIGHUP). */
+  renewConnections(): void {
+    this.endpoints.renew();
+  }
+
   async close(): Promise<void> {
     for (const p of this.pulls.values()) p.controller.abort(new UnavailableError('berth is shutting down'));
     await this.endpoints.close();

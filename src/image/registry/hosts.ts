@@ -9,7 +9,7 @@ import type { Agent } from 'undici';
 import type { RegistryConfig } from '../../config/schema.js';
 import { FailedPreconditionError, errorMessage } from '../../errors.js';
 import { DOCKER_HUB } from '../reference.js';
-import { registryTlsContext } from './trust.js';
+import { forgetRegistryTrust, registryTlsContext } from './trust.js';
 import { undici } from './undici.js';
 
 export interface Endpoint {
@@ -95,6 +95,17 @@ export class Endpoints {
       throw new FailedPreconditionError(`registry ${registry} is mirror_only but has no mirrors configured`);
     }
     return out;
+  }
+
+  /**
+   * Pools made from now on read the registry config, CA files and trust
+   * store again. Those made so far are only forgotten, not closed: a pull in
+   * flight keeps using its pool, whose idle connections close after the
+   * keep-alive time.
+   */
+  renew(): void {
+    forgetRegistryTrust();
+    this.agents.clear();
   }
 
   /** Closes every pooled connection. */

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { startRegistry, type TestRegistry } from '../../../test/helpers/registry.js';
-import { contextsMadeFromCaLists, registryTlsContext } from './trust.js';
+import { contextsMadeFromCaLists, forgetRegistryTrust, registryTlsContext } from './trust.js';
 
 let registry: TestRegistry;
 
@@ -33,6 +33,13 @@ test('one context from the CA list for every registry without a CA of its own', 
   assert.equal(registryTlsContext({ insecure: true }), any);
   assert.notEqual(any, first);
   assert.equal(contextsMadeFromCaLists(), before + 2, 'insecure registries parse no CAs');
+
+  // SIGHUP: the stores are read again for the next context.
+  forgetRegistryTrust();
+  const renewed = registryTlsContext({ insecure: false });
+  assert.notEqual(renewed, first);
+  assert.equal(registryTlsContext({ insecure: false }), renewed);
+  assert.equal(contextsMadeFromCaLists(), before + 3);
 });
 
 /** In a process of its own, whose system store (OpenSSL's SSL_CERT_FILE) may know the registry's CA. */

@@ -34,6 +34,12 @@ function trustedCAs(): string[] {
 let verifying: SecureContext | undefined;
 let acceptingAny: SecureContext | undefined;
 
+/** The system store is read again for the next context (after `update-ca-certificates`, on SIGHUP). */
+export function forgetRegistryTrust(): void {
+  listed = undefined;
+  verifying = undefined;
+}
+
 export interface RegistryTrust {
   /** Any certificate is accepted (the caller also stops rejecting unauthorized peers). */
   insecure: boolean;
