@@ -89,10 +89,12 @@ static int runsc_wait_once(char **argv, char *buf, size_t size) {
   return wait_child(pid);
 }
 
-/* Blocks until berth asks for the start; 0 then, -1 when the container went away first. */
-static int await_start_request(pid_t monitor_parent) {
-  int fd = open(start_fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) return -1;
+/*
+ * Blocks until berth asks for the start; 0 then, -1 when the container went
+ * away first. `fd` is the request fifo's read end, open since before the pid
+ * file was written.
+ */
+static int await_start_request(int fd, pid_t monitor_parent) {
   for (;;) {
     struct pollfd p = {.fd = fd, .events = POLLIN};
     int ready = poll(&p, 1, 1000);
@@ -130,7 +132,7 @@ static void report_started(int rc) {
   close(fd);
 }
 
-static void monitor(pid_t shim, char **runsc, int nglobal, const char *id) {
+static void monitor(pid_t shim, int start_fd, char **runsc, int nglobal, const char *id) {
   /* Reparented to conmon (a subreaper) once the shim exits: remember that parent. */
   while (getppid() == shim) usleep(1000);
   pid_t conmon = getppid();
@@ -140,7 +142,7 @@ static void monitor(pid_t shim, char **runsc, int nglobal, const char *id) {
   for (int i = 0; i < nglobal; i++) argv[i] = runsc[i];
   argv[nglobal + 1] = (char *)id;
 
-  if (await_start_request(conmon) < 0) _exit(NEVER_STARTED);
+  if (await_start_request(start_fd, conmon) < 0) _exit(NEVER_STARTED);
   /* Gone fifo = start asked for: from now on berth signals the container, not this monitor. */
   unlink(start_fifo);
   argv[nglobal] = "start";
@@ -231,13 +233,24 @@ int main(int argc, char **argv) {
   if (make_fifo(start_fifo) < 0 || make_fifo(started_fifo) < 0) return 1;
   int rc = run(runsc);
   if (rc != 0) return rc;
+  /*
+   * The request fifo's read end is open before the pid file tells conmon (and
+   * so berth) that the container exists: berth may ask for the start at once,
+   * and opening a fifo that nobody reads fails (ENXIO). The monitor inherits it.
+   */
+  int start_fd = open(start_fifo, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (start_fd < 0) {
+    fprintf(stderr, "berth-runsc-shim: open %s: %s\n", start_fifo, strerror(errno));
+    return 1;
+  }
   pid_t shim = getpid();
   pid_t pid = fork();
   if (pid < 0) {
     fprintf(stderr, "berth-runsc-shim: fork of the monitor of %s: %s\n", id, strerror(errno));
     return 1;
   }
-  if (pid == 0) monitor(shim, runsc, verb, id);
+  if (pid == 0) monitor(shim, start_fd, runsc, verb, id);
+  close(start_fd);
   if (write_pid_file(pid_file, pid) < 0) {
     fprintf(stderr, "berth-runsc-shim: writing %s: %s\n", pid_file, strerror(errno));
     kill(pid, SIGKILL);

@@ -1,7 +1,8 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { closeSync, constants, openSync } from 'node:fs';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -62,6 +63,35 @@ it('a start asked of a shim that no longer listens fails at once, naming the con
     });
     assert.ok(Date.now() - started < 5000);
     assert.equal(await startThroughShim(join(dir, 'nothing-here'), 'ctr2', process.pid), false);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+it('the shim takes the start request as soon as its create has returned', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'berth-shim-'));
+  try {
+    // A runsc that creates and starts at once and reports a clean exit when waited for.
+    const fakeRunsc = join(dir, 'runsc');
+    await writeFile(fakeRunsc, '#!/bin/sh\n[ "$1" = wait ] && echo \'{"exitStatus":0}\'\nexit 0\n', {
+      mode: 0o755,
+    });
+    // conmon's create returns, and kubelet's StartContainer follows, as soon as the shim exits.
+    for (let round = 0; round < 10; round++) {
+      const control = join(dir, `ctl-${round}`);
+      await mkdir(control);
+      // stdio ignored: the monitor the shim leaves behind would hold pipes open until it ends.
+      const created = spawnSync(
+        RUNSC_SHIM,
+        [control, fakeRunsc, 'create', '--pid-file', join(control, 'pid'), `c${round}`],
+        { stdio: 'ignore' },
+      );
+      assert.equal(created.status, 0);
+      // Right away, with nothing in between: the request fifo must already have its reader.
+      closeSync(openSync(join(control, 'start'), constants.O_WRONLY | constants.O_NONBLOCK));
+      const monitor = Number(await readFile(join(control, 'pid'), 'utf8'));
+      assert.equal(await startThroughShim(control, `c${round}`, monitor), true, `round ${round}`);
+    }
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
