@@ -1,7 +1,9 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, rm, writeFile, readFile, utimes } from 'node:fs/promises';
+import fsPromises, { mkdir, mkdtemp, readdir, rm, writeFile, readFile, utimes } from 'node:fs/promises';
+import type { PathLike } from 'node:fs';
+import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -368,4 +370,43 @@ test('start-up removes unreferenced blobs and layers older than a day, keeps fre
   assert.equal(await reopened.layers.has(oldLayer.diffId), false);
   assert.equal(await reopened.hasBlob(freshLayer.digest), true);
   assert.equal(await reopened.layers.has(freshLayer.diffId), true);
+});
+
+test("a second process's commit and removal show in this store without a stat per query", async () => {
+  const root = await tempRoot();
+  const here = await ImageStore.open(root, silentLogger);
+  const other = await ImageStore.open(root, silentLogger); // an import CLI beside the daemon
+  const image = await buildImage({ base: false, layers: [{ entries: [file('w', 'watched')] }] });
+  const seen = async (want: boolean) => {
+    const deadline = Date.now() + 5000;
+    while (Date.now() < deadline) {
+      if ((await here.list()).some((r) => r.id === image.configDigest) === want) return;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.fail(`the other store's ${want ? 'commit' : 'removal'} never showed`);
+  };
+  await here.list();
+
+  // Queries between changes look at the index file no more (ListImages, ImageStatus,
+  // image lookups; each stat would wait for a thread-pool thread).
+  const indexStats = { count: 0 };
+  const original = fsPromises.stat;
+  fsPromises.stat = ((path: PathLike, ...rest: unknown[]) => {
+    if (String(path).endsWith('index.json')) indexStats.count++;
+    return (original as (...a: unknown[]) => unknown)(path, ...rest);
+  }) as typeof fsPromises.stat;
+  syncBuiltinESMExports();
+  try {
+    for (let i = 0; i < 50; i++) await here.list();
+    assert.equal(indexStats.count, 0, `${indexStats.count} stats of the index for 50 queries`);
+  } finally {
+    fsPromises.stat = original;
+    syncBuiltinESMExports();
+  }
+
+  await putImage(other, image);
+  await other.commitImage(commitOf(image, 'example.com/watched:1'));
+  await seen(true);
+  await other.deleteImage(image.configDigest);
+  await seen(false);
 });

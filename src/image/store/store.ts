@@ -12,6 +12,7 @@
  * the index is read-modify-written under a lock file, and readers reload it
  * when its inode or mtime changes.
  */
+import { watch, type FSWatcher } from 'node:fs';
 import { readdir, readFile, rm, stat, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -40,6 +41,8 @@ interface IndexFile {
 /** Unreferenced blobs and layers older than this are removed at start-up. */
 const ORPHAN_GRACE_MS = 24 * 60 * 60 * 1000;
 
+const INDEX_FILE = 'index.json';
+
 /** How long an uncommitted blob or layer is protected from garbage collection. */
 const TOUCH_TTL_MS = 60 * 60 * 1000;
 
@@ -51,6 +54,16 @@ export class ImageStore implements BlobSink {
   private readonly lock: FileLock;
   private records = new Map<Digest, ImageRecord>();
   private stamp = '';
+  /**
+   * Set when the index may have changed under this process (another one's
+   * import): inotify tells, so queries (ListImages, ImageStatus, every
+   * CreateContainer's image lookup) skip a stat of their own, a trip through
+   * the thread pool that a pull keeps busy. Without a watcher every query
+   * checks the file.
+   */
+  private indexMaybeChanged = true;
+  private indexWatcher?: FSWatcher;
+  private reloading?: Promise<void>;
   /** Blobs and layers that uncommitted pulls/imports of this process rely on. */
   private readonly touched = new Map<string, number>();
 
@@ -62,7 +75,7 @@ export class ImageStore implements BlobSink {
     this.imagesDir = join(root, 'images');
     this.blobs = new BlobStore(this.imagesDir);
     this.layers = new LayerStore(join(this.imagesDir, 'layers'), log, { syncLayers });
-    this.indexPath = join(this.imagesDir, 'index.json');
+    this.indexPath = join(this.imagesDir, INDEX_FILE);
     this.lock = new FileLock(join(this.imagesDir, 'index.lock'));
   }
 
@@ -79,6 +92,7 @@ export class ImageStore implements BlobSink {
   ): Promise<ImageStore> {
     const store = new ImageStore(root, log, options.syncLayers ?? true);
     await mkdir(store.imagesDir, { recursive: true, mode: 0o700 });
+    store.watchIndex();
     await store.blobs.init();
     await store.layers.init();
     await store.reconcile(options.sweepOrphans ?? true);
@@ -358,23 +372,65 @@ export class ImageStore implements BlobSink {
     }
   }
 
-  /** Reloads the in-memory view when the index file changed. */
-  private async refresh(): Promise<void> {
-    const stamp = await this.indexStamp();
-    if (stamp === this.stamp) return;
-    const stored = await this.readIndex();
-    const next = new Map<Digest, ImageRecord>();
-    for (const s of stored) {
-      const known = this.records.get(s.id);
-      try {
-        const config = known?.config ?? (await this.readConfig(s.id));
-        next.set(s.id, { ...s, config });
-      } catch (err) {
-        this.log.warn({ image: s.id, err: errorMessage(err) }, 'image config unreadable; image hidden');
-      }
+  private watchIndex(): void {
+    const fallBack = (err: unknown) => {
+      this.log.warn(
+        { dir: this.imagesDir, err: errorMessage(err) },
+        'cannot watch the image index; checking it on every query',
+      );
+      this.indexWatcher?.close();
+      this.indexWatcher = undefined;
+      this.indexMaybeChanged = true;
+    };
+    try {
+      // Not persistent: the watch alone keeps no process (an import CLI) running.
+      this.indexWatcher = watch(this.imagesDir, { persistent: false }, (_event, name) => {
+        if (name === null || name === INDEX_FILE) this.indexMaybeChanged = true;
+      });
+      this.indexWatcher.on('error', fallBack);
+    } catch (err) {
+      fallBack(err);
     }
-    this.records = next;
-    this.stamp = stamp;
+  }
+
+  /** Reloads the in-memory view when the index file changed (`force`: check even if no change was seen). */
+  private refresh(force = false): Promise<void> {
+    // No change seen: the view is current once a reload in flight (if any) is done.
+    if (this.indexWatcher && !this.indexMaybeChanged && !force) return this.reloading ?? Promise.resolve();
+    // Cleared before looking: a change from now on sets it again.
+    this.indexMaybeChanged = false;
+    // One reload at a time, in order: an older one finishing last would leave an older view.
+    const reload = (this.reloading ?? Promise.resolve())
+      .catch(() => undefined)
+      .then(() => this.reload())
+      .finally(() => {
+        if (this.reloading === reload) this.reloading = undefined;
+      });
+    this.reloading = reload;
+    return reload;
+  }
+
+  private async reload(): Promise<void> {
+    try {
+      const stamp = await this.indexStamp();
+      if (stamp === this.stamp) return;
+      const stored = await this.readIndex();
+      const next = new Map<Digest, ImageRecord>();
+      for (const s of stored) {
+        const known = this.records.get(s.id);
+        try {
+          const config = known?.config ?? (await this.readConfig(s.id));
+          next.set(s.id, { ...s, config });
+        } catch (err) {
+          this.log.warn({ image: s.id, err: errorMessage(err) }, 'image config unreadable; image hidden');
+        }
+      }
+      this.records = next;
+      this.stamp = stamp;
+    } catch (err) {
+      this.indexMaybeChanged = true;
+      throw err;
+    }
   }
 
   /** Read-modify-write of the index under the lock; the result is visible at once. */
@@ -384,7 +440,7 @@ export class ImageStore implements BlobSink {
       const result = await fn(images);
       await writeJsonAtomic(this.indexPath, { version: 1, images: [...images.values()] } satisfies IndexFile);
       this.stamp = '';
-      await this.refresh();
+      await this.refresh(true);
       return result;
     });
   }
