@@ -113,13 +113,18 @@ export function parseFlatKeyed(text: string): Map<string, bigint> {
   return out;
 }
 
+/** A cgroup file that is not there: the controller or cgroup is absent, or went away. */
+function isAbsent(err: unknown): boolean {
+  const code = errnoCode(err);
+  return code === 'ENOENT' || code === 'ENODEV' || code === 'ENOTDIR';
+}
+
 async function readText(path: string | undefined): Promise<string | undefined> {
   if (!path) return undefined;
   try {
     return await readFile(path, 'utf8');
   } catch (err) {
-    const code = errnoCode(err);
-    if (code === 'ENOENT' || code === 'ENODEV' || code === 'ENOTDIR') return undefined;
+    if (isAbsent(err)) return undefined;
     throw err;
   }
 }
@@ -146,8 +151,7 @@ function readCounterNow(path: string | undefined): { text?: string; timestampNs:
     const text = readFileSync(path, 'utf8');
     return { text, timestampNs: nowNs() };
   } catch (err) {
-    const code = errnoCode(err);
-    if (code === 'ENOENT' || code === 'ENODEV' || code === 'ENOTDIR') return { timestampNs: nowNs() };
+    if (isAbsent(err)) return { timestampNs: nowNs() };
     throw err;
   }
 }
