@@ -176,8 +176,8 @@ class LayerWorker {
   private retireIfIdle(): void {
     if (this.jobs.size > 0 || this.dead) return;
     if (workers.length <= 1) {
-      // The one kept warm. Spare batches would only sit in an idle daemon's
-      // RSS; until now back-to-back pulls reused them.
+      // The one kept warm. Its spare batches go: back-to-back pulls reuse
+      // them, an idle daemon would only carry them in its RSS.
       spareBatches.length = 0;
       return;
     }
