@@ -481,7 +481,7 @@ describe('generated specs on runc + conmon', () => {
     const r = await sh(
       'hostname; cat /etc/hostname; grep spec-pod /etc/hosts; grep nameserver /etc/resolv.conf; echo $HOSTNAME $FROM_IMAGE $MINE; cat /proc/1/cmdline | tr "\\0" " "',
       {
-        envs: [{ key: 'MINE', value: 'yes' }],
+        envs: [{ key: 'MINE', value: Buffer.from('yes') }],
         linux: {
           securityContext: {
             namespaceOptions: { network: NamespaceMode.POD, ipc: NamespaceMode.POD, pid: NamespaceMode.POD },

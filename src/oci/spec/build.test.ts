@@ -250,7 +250,7 @@ test('container spec: image user and groups, argv, env, cwd created, pod files, 
   const { spec, user, stopSignal, mounts } = await buildContainerSpec(
     containerInput({
       args: ['-c', 'id'],
-      envs: [{ key: 'FOO', value: '2' }],
+      envs: [{ key: 'FOO', value: Buffer.from('2') }],
       linux: {
         resources: { cpuShares: 256n, memoryLimitInBytes: 8388608n, oomScoreAdj: -5n },
         securityContext: { noNewPrivs: true },

@@ -5,6 +5,9 @@ import type { ImageConfigFile } from '../../image/types.js';
 import { InvalidArgumentError } from '../../errors.js';
 import { containerEnv, mergeEnv, normalizeSignal, processArgs, stopSignalOf, workingDir } from './process.js';
 
+/** An env value as kubelet sends it (bytes). */
+const utf8 = (text: string): Buffer => Buffer.from(text);
+
 function image(config: ImageConfigFile['config']): ImageConfigFile {
   return { architecture: 'amd64', os: 'linux', config, rootfs: { type: 'layers', diff_ids: [] } };
 }
@@ -49,14 +52,14 @@ test('no command anywhere is an InvalidArgument naming the container', () => {
 test('env: PATH default, HOSTNAME, image env, then config env; later wins in place', () => {
   const config = ContainerConfig.fromPartial({
     envs: [
-      { key: 'B', value: 'config' },
-      { key: 'C', value: 'x=y' },
+      { key: 'B', value: utf8('config') },
+      { key: 'C', value: utf8('x=y') },
     ],
   });
   const env = containerEnv(config, img, { hostname: 'pod1', home: '/root' }, 'c');
   assert.deepEqual(env, ['PATH=/img/bin', 'HOSTNAME=pod1', 'A=image', 'B=config', 'C=x=y', 'HOME=/root']);
   const noPath = containerEnv(
-    ContainerConfig.fromPartial({ envs: [{ key: 'HOME', value: '/h' }] }),
+    ContainerConfig.fromPartial({ envs: [{ key: 'HOME', value: utf8('/h') }] }),
     image({}),
     { hostname: 'h', home: '/root' },
     'c',
@@ -67,7 +70,7 @@ test('env: PATH default, HOSTNAME, image env, then config env; later wins in pla
   assert.throws(
     () =>
       containerEnv(
-        ContainerConfig.fromPartial({ envs: [{ key: 'A=B', value: '' }] }),
+        ContainerConfig.fromPartial({ envs: [{ key: 'A=B', value: utf8('') }] }),
         img,
         { hostname: 'h', home: '/' },
         'c',
@@ -75,6 +78,34 @@ test('env: PATH default, HOSTNAME, image env, then config env; later wins in pla
     InvalidArgumentError,
   );
   assert.deepEqual(mergeEnv(['A=1', 'B=2'], ['A=3']), ['A=3', 'B=2']);
+});
+
+test('env values are bytes: UTF-8 kept, other bytes become U+FFFD, a NUL is refused naming the variable', () => {
+  const env = containerEnv(
+    ContainerConfig.fromPartial({
+      envs: [
+        { key: 'TEXT', value: utf8('grüße ✓') },
+        { key: 'BINARY', value: Buffer.from([0x61, 0xff, 0xfe, 0x62]) },
+      ],
+    }),
+    img,
+    { hostname: 'h', home: '/' },
+    'c',
+  );
+  assert.ok(env.includes('TEXT=grüße ✓'));
+  assert.ok(env.includes('BINARY=a\ufffd\ufffdb'));
+  assert.throws(
+    () =>
+      containerEnv(
+        ContainerConfig.fromPartial({ envs: [{ key: 'TOKEN', value: Buffer.from([0x61, 0, 0x62]) }] }),
+        img,
+        { hostname: 'h', home: '/' },
+        'container "web"',
+      ),
+    (err: Error) =>
+      err instanceof InvalidArgumentError &&
+      /container "web": environment variable TOKEN holds a NUL/.test(err.message),
+  );
 });
 
 test('working dir: config, image, else /; relative is refused', () => {

@@ -64,10 +64,15 @@ export function containerEnv(
   what: string,
 ): string[] {
   const fromConfig = (config.envs ?? []).map((kv) => {
-    if (kv.key === '' || kv.key.includes('=') || kv.key.includes('\0') || kv.value.includes('\0')) {
+    if (kv.key === '' || kv.key.includes('=') || kv.key.includes('\0')) {
       throw new InvalidArgumentError(`${what}: invalid environment variable name ${JSON.stringify(kv.key)}`);
     }
-    return `${kv.key}=${kv.value}`;
+    if (kv.value.includes(0)) {
+      throw new InvalidArgumentError(`${what}: environment variable ${kv.key} holds a NUL byte`);
+    }
+    // The value is bytes (a Secret's need not be UTF-8) but config.json is JSON: bytes
+    // that are not UTF-8 become U+FFFD, as Go runtimes' JSON encoding does to them.
+    return `${kv.key}=${Buffer.from(kv.value).toString('utf8')}`;
   });
   const env = mergeEnv(
     [DEFAULT_PATH_ENV],
