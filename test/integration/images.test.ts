@@ -317,6 +317,36 @@ test('RemoveImage: a tag, then the last tag, by ID; idempotent; shared layers st
   assert.ok(!blobs.includes(layered.layers[2].digest.slice(7)), 'the removed image’s own blobs are gone');
 });
 
+test('one image under three tags from two registries: removing it by ID from 5 calls at once all succeed, every name gone at once', async () => {
+  const cri = berth!.cri.image;
+  const spec = (image: string) => ({ image: ImageSpec.fromPartial({ image }) });
+  const tagged = await buildImage({ config: { cmd: ['sh'], labels: { role: 'tagged' } } });
+  const names = ['example.com/tags/img:1', 'example.com/tags/img:2', 'mirror.example.org/tags/img:3'];
+  const archive = join(work, 'tags.tar');
+  await writeDockerArchive(archive, [{ image: tagged, repoTags: names }]);
+  const imported = await importFile(berth!.configFile, archive);
+  assert.equal(imported.code, 0, imported.err);
+  const listed = (await cri.listImages({ filter: undefined })).images.filter(
+    (i) => i.id === tagged.configDigest,
+  );
+  assert.equal(listed.length, 1);
+  assert.deepEqual([...listed[0].repoTags].sort(), [...names].sort());
+  for (const name of names)
+    assert.equal((await cri.imageStatus({ ...spec(name), verbose: false })).image?.id, tagged.configDigest);
+  // As critest v1.36 does: every RemoveImage succeeds, and the image is gone for each caller right after.
+  const seen = await Promise.all(
+    Array.from({ length: 5 }, async () => {
+      await cri.removeImage(spec(tagged.configDigest));
+      return (await cri.imageStatus({ ...spec(tagged.configDigest), verbose: false })).image;
+    }),
+  );
+  assert.deepEqual(seen, [undefined, undefined, undefined, undefined, undefined]);
+  for (const name of names)
+    assert.equal((await cri.imageStatus({ ...spec(name), verbose: false })).image, undefined);
+  const after = (await cri.listImages({ filter: undefined })).images;
+  assert.ok(!after.some((i) => i.id === tagged.configDigest || i.repoTags.some((t) => names.includes(t))));
+});
+
 test('an import killed with SIGKILL mid-stream leaves no image; the next start cleans up and a retry succeeds', async () => {
   const dir = berth!.dir;
   assert.equal(await berth!.stop(), 0);
