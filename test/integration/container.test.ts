@@ -299,7 +299,29 @@ describe('ListContainers', () => {
   it('filters by ID prefix, state, pod and labels', async () => {
     const rt = env.berth.cri.runtime;
     const a = await create('list-a', { command: ['sleep', '1000'], labels: { app: 'x', tier: 'web' } });
-    const b = await create('list-b', { command: ['sleep', '1000'], labels: { app: 'x' } });
+    // Labels as kubelet sets them, with pod values that are not this pod's (critest v1.36
+    // "preserving container attributes"): kept as sent, never rewritten.
+    const keptLabels = {
+      app: 'x',
+      'io.kubernetes.container.name': 'list-b',
+      'io.kubernetes.pod.name': 'fake-pod-name',
+      'io.kubernetes.pod.namespace': 'fake-pod-namespace',
+      'io.kubernetes.pod.uid': 'fake-pod-uid',
+    };
+    const b = await create('list-b', {
+      command: ['sleep', '1000'],
+      labels: keptLabels,
+      annotations: { abc: 'def' },
+      metadata: { name: 'list-b', attempt: 3 },
+    });
+    const statusB = (await rt.containerStatus({ containerId: b, verbose: false })).status!;
+    assert.deepEqual(statusB.labels, keptLabels);
+    assert.deepEqual(statusB.annotations, { abc: 'def' });
+    assert.deepEqual(statusB.metadata, { name: 'list-b', attempt: 3 });
+    const listedB = (await rt.listContainers({ filter: undefined })).containers.find((c) => c.id === b)!;
+    assert.deepEqual(listedB.labels, keptLabels);
+    assert.deepEqual(listedB.annotations, { abc: 'def' });
+    assert.deepEqual(listedB.metadata, { name: 'list-b', attempt: 3 });
     await rt.startContainer({ containerId: a });
     const ids = async (filter: Parameters<typeof rt.listContainers>[0]['filter']) =>
       (await rt.listContainers({ filter })).containers.map((c) => c.id).sort();
