@@ -2,15 +2,20 @@
  * Container exits as conmon records them: `<exit_dir>/<id>` holds the exit
  * code (conmon writes it atomically), its mtime is the finish time, and an
  * `oom` file in the persist dir marks an OOM kill. One fs.watch on the exit
- * dir wakes waiters; a slow poll covers events fs.watch can miss.
+ * dir wakes waiters; a slow poll covers events fs.watch can miss and notices
+ * a conmon that died without recording an exit.
  */
 import { watch, type FSWatcher } from 'node:fs';
 import { access, mkdir, readFile, stat } from 'node:fs/promises';
 import { errnoCode } from '../src/errors.js';
-import type { ExitInfo } from '../src/oci/types.js';
+import { MonitorGoneError, type ExitInfo } from '../src/oci/types.js';
 import { exitFile, oomFile, type ConmonLayout } from './layout.js';
 
-const POLL_MS = 1000;
+/**
+ * The slow poll: each waiter re-reads its exit file and, when given, asks
+ * whether its conmon lives (two small reads per container and tick).
+ */
+const POLL_MS = 2000;
 
 /** Reads a recorded exit; undefined while the container has not exited. */
 export async function readExit(layout: ConmonLayout, id: string): Promise<ExitInfo | undefined> {
@@ -41,31 +46,49 @@ export async function readExit(layout: ConmonLayout, id: string): Promise<ExitIn
 export class ExitWatcher {
   private watcher?: FSWatcher;
   private poller?: NodeJS.Timeout;
-  private readonly waiters = new Map<string, Set<() => void>>();
+  private readonly waiters = new Map<string, Set<(fromPoll: boolean) => void>>();
 
   constructor(private readonly layout: ConmonLayout) {}
 
-  async wait(id: string, signal?: AbortSignal): Promise<ExitInfo> {
+  /**
+   * Resolves with the container's exit once conmon records it. With
+   * `monitorAlive`, each slow poll that finds no exit also asks whether conmon
+   * still runs; when it does not (and a second read finds no exit, since conmon
+   * records the exit before it ends) the wait rejects with MonitorGoneError.
+   */
+  async wait(id: string, signal?: AbortSignal, monitorAlive?: () => Promise<boolean>): Promise<ExitInfo> {
     await mkdir(this.layout.exitDir, { recursive: true });
     signal?.throwIfAborted();
     return new Promise<ExitInfo>((resolve, reject) => {
       let checking = false;
       let again = false;
-      const check = () => {
+      let polled = false;
+      const look = async (): Promise<ExitInfo | 'gone' | undefined> => {
+        const info = await readExit(this.layout, id);
+        if (info || !polled || !monitorAlive) return info;
+        polled = false;
+        if (await monitorAlive()) return undefined;
+        return (await readExit(this.layout, id)) ?? 'gone';
+      };
+      const check = (fromPoll: boolean) => {
+        if (fromPoll) polled = true;
         if (checking) {
           again = true;
           return;
         }
         checking = true;
-        readExit(this.layout, id).then(
-          (info) => {
+        look().then(
+          (result) => {
             checking = false;
-            if (info) {
+            if (result === 'gone') {
               done();
-              resolve(info);
+              reject(new MonitorGoneError(id));
+            } else if (result) {
+              done();
+              resolve(result);
             } else if (again) {
               again = false;
-              check();
+              check(false);
             }
           },
           (err: unknown) => {
@@ -85,30 +108,30 @@ export class ExitWatcher {
       };
       signal?.addEventListener('abort', onAbort, { once: true });
       this.add(id, check);
-      check();
+      check(false);
     });
   }
 
-  private add(id: string, callback: () => void): void {
+  private add(id: string, callback: (fromPoll: boolean) => void): void {
     let set = this.waiters.get(id);
     if (!set) this.waiters.set(id, (set = new Set()));
     set.add(callback);
     this.ensureWatching();
   }
 
-  private remove(id: string, callback: () => void): void {
+  private remove(id: string, callback: (fromPoll: boolean) => void): void {
     const set = this.waiters.get(id);
     set?.delete(callback);
     if (set?.size === 0) this.waiters.delete(id);
     if (this.waiters.size === 0) this.stopWatching();
   }
 
-  private notify(id: string | undefined): void {
+  private notify(id: string | undefined, fromPoll = false): void {
     if (id !== undefined) {
-      for (const callback of this.waiters.get(id) ?? []) callback();
+      for (const callback of this.waiters.get(id) ?? []) callback(fromPoll);
       return;
     }
-    for (const set of this.waiters.values()) for (const callback of set) callback();
+    for (const set of this.waiters.values()) for (const callback of set) callback(fromPoll);
   }
 
   private ensureWatching(): void {
@@ -126,7 +149,7 @@ export class ExitWatcher {
     }
     if (!this.poller) {
       // Kept referenced: a pending wait is work in progress.
-      this.poller = setInterval(() => this.notify(undefined), POLL_MS);
+      this.poller = setInterval(() => this.notify(undefined, true), POLL_MS);
     }
   }
 

@@ -26,7 +26,7 @@ import {
 } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { ImageManager } from '../image/manager.js';
-import type { OciEngine, RuntimeHandler, ExitInfo } from '../oci/types.js';
+import { MonitorGoneError, type OciEngine, type RuntimeHandler, type ExitInfo } from '../oci/types.js';
 import type { SpecHost, ContainerSpecInput, ContainerSpecResult, OciResources } from '../oci/spec/index.js';
 import type { SandboxAccess, SandboxRecord } from '../sandbox/types.js';
 import { RecordStore } from '../state/store.js';
@@ -71,6 +71,8 @@ const EXEC_SYNC_FRAMING_BYTES = 1024;
 const REMOVE_EXIT_WAIT_MS = 5_000;
 /** How long a SIGKILLed container may take to be reported exited. */
 const KILL_WAIT_MS = 30_000;
+/** How often the runtime is asked about containers that have no conmon. */
+const UNMONITORED_POLL_MS = 2_000;
 
 export function nowNs(): string {
   return (BigInt(Date.now()) * 1_000_000n).toString();
@@ -90,8 +92,9 @@ export class ContainerManager {
   readonly stats: StatsCollector;
   private readonly locks = new KeyedMutex();
   private readonly watching = new Map<string, AbortController>();
-  /** Containers found alive at start-up without their conmon: no exit file will come. */
+  /** Containers alive without their conmon (it died, or was gone at start-up): no exit file will come. */
   private readonly unmonitored = new Set<string>();
+  private unmonitoredPoll?: NodeJS.Timeout;
   private closed = false;
 
   private constructor(
@@ -424,21 +427,22 @@ export class ContainerManager {
     const what = describeContainer(record);
     const log = this.deps.log.child({ container: id });
     const exitWithin = async (ms: number): Promise<ExitInfo | undefined> => {
-      if (this.unmonitored.has(id)) {
-        // No conmon writes its exit: wait for the runtime to see it stop (the status stays unknown).
-        const deadline = Date.now() + ms;
-        while (Date.now() < deadline) {
-          const state = await this.deps.engine.state(id, handler).catch(() => undefined);
-          if (!state || state.status === 'stopped') break;
-          await new Promise((r) => setTimeout(r, 100));
+      const deadline = Date.now() + ms;
+      if (!this.unmonitored.has(id)) {
+        try {
+          return await this.deps.engine.waitExit(id, AbortSignal.timeout(ms));
+        } catch (err) {
+          if (!(err instanceof MonitorGoneError)) return this.deps.engine.exitInfo(id);
+          this.monitorLost(id);
         }
-        return undefined;
       }
-      try {
-        return await this.deps.engine.waitExit(id, AbortSignal.timeout(ms));
-      } catch {
-        return this.deps.engine.exitInfo(id);
+      // No conmon writes its exit: wait for the runtime to see it stop (the status stays unknown).
+      while (Date.now() < deadline) {
+        const state = await this.deps.engine.state(id, handler).catch(() => undefined);
+        if (!state || state.status === 'stopped') break;
+        await new Promise((r) => setTimeout(r, 100));
       }
+      return undefined;
     };
     let exit: ExitInfo | undefined;
     if (timeoutSeconds > 0 && stateOf(record) === 'running') {
@@ -526,13 +530,47 @@ export class ContainerManager {
           this.watching.delete(id);
           return this.locks.with(id, () => this.recordExit(id, exit));
         },
-        () => {
+        (err: unknown) => {
           this.watching.delete(id);
+          if (err instanceof MonitorGoneError) this.monitorLost(id);
         },
       )
       .catch((err: unknown) =>
         this.deps.log.warn({ container: id, err: errorMessage(err) }, 'recording an exit failed'),
       );
+  }
+
+  /**
+   * The container's conmon died (killed, OOM) without recording an exit: the
+   * container may still run. From now on the runtime is polled for it, so its
+   * end still shows in ListContainers and events (with an unknown status).
+   */
+  private monitorLost(id: string, context: Record<string, unknown> = {}): void {
+    const record = this.store.get(id);
+    if (this.closed || !record || record.finishedAtNs !== undefined || this.unmonitored.has(id)) return;
+    this.deps.log.warn(
+      { container: id, ...context },
+      'conmon is gone and recorded no exit: polling the runtime for the container',
+    );
+    this.unmonitored.add(id);
+    this.unmonitoredPoll ??= setInterval(() => void this.pollUnmonitored(), UNMONITORED_POLL_MS).unref();
+  }
+
+  private async pollUnmonitored(): Promise<void> {
+    for (const id of [...this.unmonitored]) {
+      await this.locks
+        .with(id, () => this.refreshExit(id))
+        .catch((err: unknown) =>
+          this.deps.log.warn(
+            { container: id, err: errorMessage(err) },
+            'polling a container without conmon failed',
+          ),
+        );
+    }
+    if (this.unmonitored.size === 0 && this.unmonitoredPoll) {
+      clearInterval(this.unmonitoredPoll);
+      this.unmonitoredPoll = undefined;
+    }
   }
 
   /** Records conmon's exit of the container, if there is one. */
@@ -620,8 +658,7 @@ export class ContainerManager {
         }
         if (status === 'running' || status === 'created' || status === 'paused') {
           // Its conmon is gone but the process lives: keep it; Stop still works through the runtime.
-          log.warn({ status }, 'container without conmon');
-          this.unmonitored.add(record.id);
+          this.monitorLost(record.id, { runtimeState: status });
           continue;
         }
         await this.recordExit(
@@ -750,6 +787,8 @@ export class ContainerManager {
     this.closed = true;
     for (const c of this.watching.values()) c.abort();
     this.watching.clear();
+    if (this.unmonitoredPoll) clearInterval(this.unmonitoredPoll);
+    this.unmonitoredPoll = undefined;
   }
 }
 

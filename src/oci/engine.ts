@@ -211,7 +211,11 @@ export class ConmonEngine implements OciEngine {
 
   waitExit(id: string, signal?: AbortSignal): Promise<ExitInfo> {
     assertContainerId(id);
-    return this.exits.wait(id, signal);
+    let conmonPid = 0;
+    return this.exits.wait(id, signal, async () => {
+      if (conmonPid <= 0) conmonPid = await this.conmonPid(id);
+      return processAlive(conmonPid);
+    });
   }
 
   async reopenLog(id: string): Promise<void> {

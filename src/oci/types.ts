@@ -79,6 +79,14 @@ export interface ExitInfo {
   oomKilled: boolean;
 }
 
+/** The container's conmon ended without recording an exit: none will ever come. */
+export class MonitorGoneError extends Error {
+  constructor(readonly containerId: string) {
+    super(`the conmon of ${containerId} is gone and recorded no exit`);
+    this.name = 'MonitorGoneError';
+  }
+}
+
 export interface ExecRequest {
   id: string;
   handler: RuntimeHandler;
@@ -122,7 +130,10 @@ export interface OciEngine {
   update(id: string, handler: RuntimeHandler, resources: Record<string, unknown>): Promise<void>;
   /** Exit recorded by conmon, if the container has exited. */
   exitInfo(id: string): Promise<ExitInfo | undefined>;
-  /** Waits until conmon records an exit or the signal aborts. */
+  /**
+   * Waits until conmon records an exit or the signal aborts; rejects with
+   * MonitorGoneError (within a few seconds) when conmon dies recording none.
+   */
   waitExit(id: string, signal?: AbortSignal): Promise<ExitInfo>;
   /** Asks conmon to reopen the container's log file. */
   reopenLog(id: string): Promise<void>;

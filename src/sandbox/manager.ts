@@ -35,7 +35,7 @@ import type { Logger } from '../log.js';
 import { validateCgroupParent } from '../oci/cgroup-driver.js';
 import { configuredHandlers, resolveHandler } from '../oci/handlers.js';
 import { buildSandboxSpec, type SpecHost } from '../oci/spec/index.js';
-import type { OciEngine, RuntimeHandler } from '../oci/types.js';
+import { MonitorGoneError, type OciEngine, type RuntimeHandler } from '../oci/types.js';
 import { newId, matchPrefix, resolvePrefix } from '../state/ids.js';
 import { KeyedMutex } from '../state/lock.js';
 import { NameRegistry } from '../state/names.js';
@@ -626,8 +626,19 @@ export class SandboxManager implements SandboxAccess {
           this.log.warn({ id: record.id, exitCode: exit.exitCode }, 'pod sandbox infra exited: NOTREADY');
           await this.store.put({ ...current, phase: 'notready' });
         }),
-      () => undefined,
+      (err: unknown) => {
+        if (this.watches.get(record.id) === controller) this.watches.delete(record.id);
+        if (err instanceof MonitorGoneError) this.infraMonitorLost(record.id);
+      },
     );
+  }
+
+  /** The infra's conmon is gone (it recorded no exit): the runtime is polled until the infra ends. */
+  private infraMonitorLost(id: string): void {
+    if (this.closed || this.unmonitored.has(id)) return;
+    this.log.warn({ id }, 'pod sandbox infra runs without its conmon: polling the runtime');
+    this.unmonitored.add(id);
+    this.pollTimer ??= setInterval(() => void this.pollUnmonitored(), UNMONITORED_POLL_MS).unref();
   }
 
   private unwatch(id: string): void {
@@ -807,9 +818,7 @@ export class SandboxManager implements SandboxAccess {
       if (await engine.conmonAlive(record.id)) {
         this.watch(record);
       } else {
-        this.log.warn({ id: record.id }, 'pod sandbox infra runs without its conmon: polling the runtime');
-        this.unmonitored.add(record.id);
-        this.pollTimer ??= setInterval(() => void this.pollUnmonitored(), UNMONITORED_POLL_MS).unref();
+        this.infraMonitorLost(record.id);
       }
       return;
     }
