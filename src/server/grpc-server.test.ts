@@ -10,9 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { status, type Server } from '@grpc/grpc-js';
 import { connectCri, type CriClients } from '../../test/helpers/cri-client.js';
-import { NotFoundError } from '../errors.js';
+import { InternalError, NotFoundError } from '../errors.js';
 import { silentLogger } from '../log.js';
-import { bindUnix, createGrpcServer } from './grpc-server.js';
+import { bindUnix, createGrpcServer, toGrpcError } from './grpc-server.js';
 
 let dir: string;
 let server: Server;
@@ -72,4 +72,22 @@ it("maps a handler's error to its status and keeps the message", async () => {
     assert.match(err.details, /nothing here: a test handler/);
     return true;
   });
+});
+
+it('a full disk or quota anywhere in the cause chain is RESOURCE_EXHAUSTED; other errors keep their code', () => {
+  const full = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+  assert.deepEqual(
+    toGrpcError(new InternalError('pull of img: layer sha256:ab: write failed', { cause: full })),
+    {
+      code: status.RESOURCE_EXHAUSTED,
+      details: 'pull of img: layer sha256:ab: write failed',
+    },
+  );
+  assert.equal(
+    toGrpcError(Object.assign(new Error('quota'), { code: 'EDQUOT' })).code,
+    status.RESOURCE_EXHAUSTED,
+  );
+  assert.equal(toGrpcError(new InternalError('x', { cause: new Error('y') })).code, status.INTERNAL);
+  assert.equal(toGrpcError(new NotFoundError('image x not found', { cause: full })).code, status.NOT_FOUND);
+  assert.equal(toGrpcError('a string').code, status.INTERNAL);
 });

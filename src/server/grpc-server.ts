@@ -9,7 +9,7 @@ import {
   type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
 import { RuntimeServiceService, ImageServiceService } from '../generated/api.js';
-import { BerthError } from '../errors.js';
+import { BerthError, errnoCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { CallInfo, ImageImpl, RuntimeImpl, StreamImpl, UnaryImpl } from './rpc.js';
 import type { RpcMetrics } from './metrics.js';
@@ -63,11 +63,24 @@ interface MethodDef {
   responseStream: boolean;
 }
 
+/** Errno codes of a node out of room: RESOURCE_EXHAUSTED, which gRPC names for a full file system. */
+const OUT_OF_SPACE = new Set(['ENOSPC', 'EDQUOT']);
+
+/** True when the error, or one it was made from, is a full disk or quota. */
+function outOfSpace(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 10; e = e.cause, depth++) {
+    if (OUT_OF_SPACE.has(errnoCode(e) ?? '')) return true;
+  }
+  return false;
+}
+
 /** Maps any thrown value to a gRPC status; unknown errors become INTERNAL. */
 export function toGrpcError(err: unknown): { code: GrpcStatus; details: string } {
-  if (err instanceof BerthError) return { code: err.code, details: err.message };
-  const message = err instanceof Error ? err.message : String(err);
-  return { code: GrpcStatus.INTERNAL, details: message };
+  const code = err instanceof BerthError ? err.code : GrpcStatus.INTERNAL;
+  const details = err instanceof Error ? err.message : String(err);
+  if (code === GrpcStatus.INTERNAL && outOfSpace(err))
+    return { code: GrpcStatus.RESOURCE_EXHAUSTED, details };
+  return { code, details };
 }
 
 function rpcName(path: string): string {

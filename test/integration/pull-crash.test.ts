@@ -7,10 +7,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readdir, readFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, statfs } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { startBerth, type RunningBerth } from '../helpers/berth-process.js';
+import { run, runChecked } from '../../src/util/run.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { buildImage, file, type BuiltImage } from '../helpers/image-builder.js';
 import {
@@ -144,4 +146,79 @@ test('a registry that stops sending: the pull is cancelled after the progress ti
   assert.deepEqual(await readdir(join(berth.dir, 'root', 'images', 'ingest')), []);
   registry.release();
   assert.equal(await pull(berth, ref), image.configDigest);
+});
+
+test('a full disk: the pull fails with RESOURCE_EXHAUSTED naming the image, berth lives on and keeps nothing of it', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'berth-test-full-'));
+  const root = join(dir, 'root');
+  await mkdir(root);
+  await runChecked('mount', ['-t', 'tmpfs', '-o', 'size=24m', 'tmpfs', root]);
+  let berth: RunningBerth | undefined;
+  try {
+    berth = await startBerth({ dir, toml: toml(registry.host) });
+    // Incompressible: two 9 MiB layers are stored twice over (blob, unpacked) and cannot fit.
+    const big = await buildImage({
+      base: false,
+      layers: [
+        { entries: [file('a.bin', randomBytes(9 << 20))], compression: 'gzip' },
+        { entries: [file('b.bin', randomBytes(9 << 20))], compression: 'gzip' },
+      ],
+    });
+    const small = await buildImage({
+      base: false,
+      layers: [{ entries: [file('s', 'small')], compression: 'gzip' }],
+    });
+    await registry.push('full/big', 'v1', big);
+    await registry.push('full/small', 'v1', small);
+    const ref = `${registry.host}/full/big:v1`;
+    await assert.rejects(pull(berth, ref), (err: { code: number; details: string }) => {
+      assert.equal(err.code, status.RESOURCE_EXHAUSTED, err.details);
+      assert.match(
+        err.details,
+        new RegExp(`pull of ${ref.replace(/[.]/g, '\\.')}: .*no space left on device`),
+      );
+      return true;
+    });
+    // Still serving (an undici body destroyed with nobody listening used to end the daemon).
+    assert.equal((await berth.cri.runtime.version({ version: 'v1' })).runtimeName, 'berth');
+    const list = await berth.cri.image.listImages(ListImagesRequest.fromPartial({}));
+    assert.deepEqual(list.images, []);
+    assert.deepEqual(await readdir(join(root, 'images', 'ingest')), []);
+    const fs = await statfs(root);
+    assert.ok(
+      fs.bavail * fs.bsize > 16 << 20,
+      `the failed pull's data was removed (${fs.bavail * fs.bsize} bytes free)`,
+    );
+    assert.equal(await pull(berth, `${registry.host}/full/small:v1`), small.configDigest);
+  } finally {
+    await berth?.stop();
+    await run('umount', [root]);
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a client that gives up mid-pull (deadline) leaves berth serving; the image can be pulled after', async () => {
+  const image = await buildImage({
+    base: false,
+    layers: [{ entries: [file('held.bin', randomBytes(3 * 1024 * 1024))], compression: 'none' }],
+  });
+  await registry.push('crash/held', 'v1', image);
+  registry.stallBlob(image.layers[0].digest, 1024 * 1024);
+  const berth = await startBerth({ toml: toml(registry.host) });
+  started.push(berth);
+  const ref = `${registry.host}/crash/held:v1`;
+  await assert.rejects(
+    berth.cri.image.pullImage(
+      PullImageRequest.fromPartial({ image: ImageSpec.fromPartial({ image: ref }) }),
+      {
+        deadlineMs: 1_500,
+      },
+    ),
+    (err: { code: number }) => err.code === status.DEADLINE_EXCEEDED,
+  );
+  await new Promise((r) => setTimeout(r, 500));
+  assert.equal((await berth.cri.runtime.version({ version: 'v1' })).runtimeName, 'berth');
+  registry.release();
+  assert.equal(await pull(berth, ref), image.configDigest);
+  assert.deepEqual(await readdir(join(berth.dir, 'root', 'images', 'ingest')), []);
 });

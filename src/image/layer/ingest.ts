@@ -285,6 +285,8 @@ export function runIngest(
       stream.off('data', onData);
       stream.off('end', onEnd);
       stream.off('error', onError);
+      // Destroyed below when unfinished: its 'error' then must not go unheard.
+      stream.on('error', ignoreSourceError);
     };
     // Settles only on the worker's last word (or its death): until then it
     // may still write into the caller's temp dir, which the caller removes
@@ -359,6 +361,8 @@ export function runIngest(
     }
   });
 }
+
+function ignoreSourceError(): void {}
 
 /** Layer worker threads running now. */
 export function layerWorkerCount(): number {

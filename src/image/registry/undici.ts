@@ -79,14 +79,22 @@ async function load(): Promise<Undici> {
   return {
     Agent,
     // What undici's top-level request() does with a URL before handing it to the dispatcher.
-    request: (url, { dispatcher, ...options }) =>
-      apiRequest.call(dispatcher, {
+    request: async (url, { dispatcher, ...options }) => {
+      const res = await apiRequest.call(dispatcher, {
         ...options,
         origin: url.origin,
         path: url.search ? `${url.pathname}${url.search}` : url.pathname,
-      }),
+      });
+      // An unfinished body emits 'error' when destroyed (a pull giving up on it, or
+      // its abort signal firing). Whoever still reads it sees the error through its
+      // own listener or iterator; unheard, it would take the daemon down.
+      res.body.on('error', ignoreBodyError);
+      return res;
+    },
   };
 }
+
+function ignoreBodyError(): void {}
 
 let loading: Promise<Undici> | undefined;
 
