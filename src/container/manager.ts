@@ -20,6 +20,7 @@ import {
   BerthError,
   DeadlineExceededError,
   FailedPreconditionError,
+  InternalError,
   InvalidArgumentError,
   NotFoundError,
   errorMessage,
@@ -331,7 +332,9 @@ export class ContainerManager {
           log.warn({ err: errorMessage(e) }, 'undoing a failed CreateContainer step failed'),
         );
       }
-      throw err;
+      if (err instanceof BerthError) throw err;
+      // A system error (a full disk, a failed mount) names a path, not the container.
+      throw new InternalError(`CreateContainer ${name}: ${errorMessage(err)}`, { cause: err });
     }
   }
 

@@ -16,6 +16,7 @@ import type { BerthConfig } from '../config/schema.js';
 import {
   BerthError,
   FailedPreconditionError,
+  InternalError,
   InvalidArgumentError,
   errnoCode,
   errorMessage,
@@ -400,7 +401,9 @@ export class SandboxManager implements SandboxAccess {
       }
     };
     // The intent: a crash from here on is undone at start-up from this record.
-    await timed('intent', () => this.store.put(record));
+    await timed('intent', () => this.store.put(record)).catch((err: unknown) => {
+      throw new InternalError(`RunPodSandbox ${name}: ${errorMessage(err)}`, { cause: err });
+    });
     try {
       await mkdir(podDir, { recursive: true, mode: 0o711 });
       // A pod user namespace comes first: it owns the netns, and the infra's rootfs is mapped through it.

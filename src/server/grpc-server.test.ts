@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { status, type Server } from '@grpc/grpc-js';
 import { connectCri, type CriClients } from '../../test/helpers/cri-client.js';
-import { InternalError, NotFoundError } from '../errors.js';
+import { FailedPreconditionError, InternalError, NotFoundError } from '../errors.js';
 import { silentLogger } from '../log.js';
 import { bindUnix, createGrpcServer, toGrpcError } from './grpc-server.js';
 
@@ -85,6 +85,10 @@ it('a full disk or quota anywhere in the cause chain is RESOURCE_EXHAUSTED; othe
   );
   assert.equal(
     toGrpcError(Object.assign(new Error('quota'), { code: 'EDQUOT' })).code,
+    status.RESOURCE_EXHAUSTED,
+  );
+  assert.equal(
+    toGrpcError(new FailedPreconditionError('pod p: step', { cause: full })).code,
     status.RESOURCE_EXHAUSTED,
   );
   assert.equal(toGrpcError(new InternalError('x', { cause: new Error('y') })).code, status.INTERNAL);

@@ -78,8 +78,9 @@ function outOfSpace(err: unknown): boolean {
 export function toGrpcError(err: unknown): { code: GrpcStatus; details: string } {
   const code = err instanceof BerthError ? err.code : GrpcStatus.INTERNAL;
   const details = err instanceof Error ? err.message : String(err);
-  if (code === GrpcStatus.INTERNAL && outOfSpace(err))
-    return { code: GrpcStatus.RESOURCE_EXHAUSTED, details };
+  // Wrapped as INTERNAL or as a failed step (FAILED_PRECONDITION), a full disk is still a full disk.
+  const generic = code === GrpcStatus.INTERNAL || code === GrpcStatus.FAILED_PRECONDITION;
+  if (generic && outOfSpace(err)) return { code: GrpcStatus.RESOURCE_EXHAUSTED, details };
   return { code, details };
 }
 

@@ -121,7 +121,12 @@ export class RecordStore<T extends StoredRecord> {
    * first, and the record would come back empty, i.e. gone.)
    */
   async put(record: T, options: { derivable?: boolean } = {}): Promise<void> {
-    await writeJsonAtomic(this.path(record.id), record, { durable: !options.derivable });
+    const path = this.path(record.id);
+    try {
+      await writeJsonAtomic(path, record, { durable: !options.derivable });
+    } catch (err) {
+      throw new Error(`writing the ${this.kind} record ${record.id}: ${errorMessage(err)}`, { cause: err });
+    }
     this.records.set(record.id, record);
     this.notify(record.id, record);
   }
