@@ -71,8 +71,17 @@ export async function runExec(
     ignoreErrors(proc.stderr);
     const stdin = proc.stdin as Writable | null;
     if (options.stdin && streams.stdin && stdin) {
-      streams.stdin.on('error', () => undefined);
-      streams.stdin.pipe(stdin);
+      const input = streams.stdin;
+      input.on('error', () => undefined);
+      input.pipe(stdin);
+      // The process closed its stdin or ended: what the client still sends is dropped,
+      // not left to fill the pipe and stall the connection (resizes, the client's close).
+      const discard = () => {
+        input.unpipe(stdin);
+        input.resume();
+      };
+      stdin.once('error', discard);
+      stdin.once('close', discard);
     } else {
       stdin?.end();
     }

@@ -74,6 +74,8 @@ export function decodeChannelMessage(
 /** The channels of one WebSocket: readers per channel, writers per channel. */
 export class ChannelSocket {
   private readonly readers = new Map<number, PassThrough>();
+  /** Set by close(): what the client still sends is dropped. */
+  private closing = false;
 
   constructor(
     readonly ws: WebSocket,
@@ -84,7 +86,7 @@ export class ChannelSocket {
       const message = decodeChannelMessage(protocol, isBinary ? bytes : bytes.toString(), isBinary);
       if (message.type === 'data') {
         const reader = this.readers.get(message.channel);
-        if (reader && !reader.writableEnded && message.data.length > 0) {
+        if (reader && !this.closing && !reader.writableEnded && message.data.length > 0) {
           // No per-channel flow control in the protocol: pause the socket while a reader is full.
           if (!reader.write(message.data)) {
             ws.pause();
@@ -129,6 +131,11 @@ export class ChannelSocket {
   }
 
   close(code = 1000): void {
+    this.closing = true;
+    // A reader nobody empties any more (the process is gone) may have paused the socket:
+    // keep reading, so the client's close frame behind its unsent stdin gets through.
+    for (const reader of this.readers.values()) reader.resume();
+    this.ws.resume();
     if (this.ws.readyState === this.ws.OPEN || this.ws.readyState === this.ws.CONNECTING) this.ws.close(code);
   }
 }

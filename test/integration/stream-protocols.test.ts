@@ -123,6 +123,26 @@ describe('remotecommand over WebSocket', () => {
     assert.deepEqual(session.messages[0], Buffer.from([1]));
   });
 
+  it('a command that stops reading stdin: the session still ends with a clean close while the client floods', async () => {
+    const url = await execUrl(['head', '-c', '3'], { stdin: true, stderr: false });
+    const started = Date.now();
+    const session = await wsSession(url, 'v5.channel.k8s.io', (ws) => {
+      // 16 MiB of stdin queued at once, as a client piping a file does; the command reads 3 bytes.
+      const chunk = Buffer.alloc(64 * 1024 + 1, 'z');
+      chunk[0] = 0;
+      for (let i = 0; i < 256; i++) ws.send(chunk);
+    });
+    assert.equal(session.code, 1000);
+    // Held for ws's 30 s close timeout before: the reader nobody emptied kept the socket paused.
+    assert.ok(Date.now() - started < 10_000, `closed after ${Date.now() - started} ms`);
+    const stdout = session.messages.filter((m): m is Buffer => Buffer.isBuffer(m) && m[0] === 1);
+    assert.equal(Buffer.concat(stdout.map((m) => m.subarray(1))).toString(), 'zzz');
+    assert.match(
+      Buffer.concat(session.messages.filter((m): m is Buffer => Buffer.isBuffer(m) && m[0] === 3)).toString(),
+      /"status":"Success"/,
+    );
+  });
+
   for (const [protocol, decode] of [
     ['v4.base64.channel.k8s.io', true],
     ['base64.channel.k8s.io', true],
