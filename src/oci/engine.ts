@@ -223,7 +223,14 @@ export class ConmonEngine implements OciEngine {
     const meta = await this.meta(id);
     if (!meta.logPath) throw new FailedPreconditionError(`container ${id} has no log file to reopen`);
     // A conmon winding down after the exit would take the request and never reopen.
-    if ((await this.seenByConmon(id)) !== 'running') {
+    const seen = await this.seenByConmon(id);
+    if (seen === 'no conmon') {
+      // conmon writes the log: without it nothing could reopen it, even if the process runs on.
+      throw new FailedPreconditionError(
+        `container ${id} has no conmon (it ended): its log cannot be reopened`,
+      );
+    }
+    if (seen !== 'running') {
       throw new FailedPreconditionError(`container ${id} is not running: its log cannot be reopened`);
     }
     try {

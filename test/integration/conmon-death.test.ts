@@ -11,7 +11,8 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ContainerState, PodSandboxState } from '../../src/generated/api.js';
-import { containerConfig, execOk, podConfig, startEnv, type Env } from './container-fixture.js';
+import { status as grpcStatus } from '@grpc/grpc-js';
+import { containerConfig, execOk, grpcCode, podConfig, startEnv, type Env } from './container-fixture.js';
 
 let env: Env;
 
@@ -84,6 +85,11 @@ it('a container whose conmon was killed: its later end shows in ListContainers; 
     (await listed(ending))?.state,
     ContainerState.CONTAINER_RUNNING,
     'the process outlives its conmon',
+  );
+  // Its log was conmon's to write: a reopen says why it cannot be done.
+  await assert.rejects(
+    rt.reopenContainerLog({ containerId: ending }),
+    grpcCode(grpcStatus.FAILED_PRECONDITION, /has no conmon/),
   );
   // The container still serves execs without its conmon.
   await execOk(env.berth, ending, ['touch', '/tmp/end']);
