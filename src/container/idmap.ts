@@ -20,6 +20,7 @@ import { hostIdOf } from '../oci/userns/mappings.js';
 import { mountsUnder, unmountAll } from '../sandbox/mounts.js';
 import type { SandboxUserns } from '../sandbox/userns.js';
 import { mountRootfs, removeRootfs, type RootfsPaths } from './rootfs.js';
+import { imageVolumesDir } from './image-volumes.js';
 
 function scratchDir(containerDir: string): string {
   return join(containerDir, 'idmap');
@@ -76,5 +77,7 @@ export async function removeIdmapScratch(containerDir: string): Promise<void> {
 /** removeRootfs, after any ID-mapped scratch mounts a crash left (so nothing is deleted through them). */
 export async function removeContainerRootfs(paths: RootfsPaths): Promise<void> {
   await removeIdmapScratch(paths.dir);
+  // Image volumes are read-only mounts inside the dir that removeRootfs deletes.
+  await unmountAll(imageVolumesDir(paths.dir));
   await removeRootfs(paths);
 }

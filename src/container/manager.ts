@@ -38,6 +38,7 @@ import { StatsCollector } from '../stats/collector.js';
 import { resendWhenCaught, signalNumber } from './late-handler.js';
 import { mountRootfs, rootfsPaths } from './rootfs.js';
 import { mountIdmappedRootfs, removeContainerRootfs } from './idmap.js';
+import { mountImageVolumes, planImageVolumes } from './image-volumes.js';
 import {
   CONTAINER_NAME_RE,
   containerName,
@@ -126,7 +127,9 @@ export class ContainerManager {
     await manager.reconcile();
     deps.images.setInUseChecker((imageId) => {
       // Containers still being created count too: their overlay sits on the image's layers.
-      const user = store.all().find((r) => r.imageId === imageId);
+      const user = store
+        .all()
+        .find((r) => r.imageId === imageId || r.imageVolumes?.some((v) => v.imageId === imageId));
       return user && `${user.id} (${user.name})`;
     });
     deps.sandboxes.onStop((sandbox) => manager.stopAllOf(sandbox));
@@ -220,6 +223,11 @@ export class ContainerManager {
         );
       }
       const image = resolved.record;
+      const imageVolumes = await planImageVolumes(
+        config.mounts,
+        this.deps.images,
+        `CreateContainer ${meta.name}`,
+      );
       step('resolve');
       const logPath = await this.logPathFor(sandbox, config);
       const handler = this.deps.sandboxes.handlerOf(sandbox);
@@ -240,7 +248,15 @@ export class ContainerManager {
         imageId: image.id,
         createdAtNs: nowNs(),
         logPath,
-        mounts: config.mounts.map((m) => Mount.toJSON(m)),
+        // An image volume is reported with the image's ID, as CRI-O does: kubelet's image
+        // garbage collection looks for that ID among the mounts of ContainerStatus.
+        mounts: config.mounts.map((m, index) => {
+          const volume = imageVolumes.find((v) => v.index === index);
+          return Mount.toJSON(volume ? { ...m, image: { ...m.image!, image: volume.imageId } } : m);
+        }),
+        ...(imageVolumes.length > 0
+          ? { imageVolumes: imageVolumes.map(({ containerPath, imageId }) => ({ containerPath, imageId })) }
+          : {}),
         resources: config.linux?.resources && LinuxContainerResources.toJSON(config.linux.resources),
         stopSignal: 'SIGTERM',
         handler: handler.name,
@@ -262,11 +278,17 @@ export class ContainerManager {
       undo.push(() => removeContainerRootfs(paths));
       if (sandbox.userns) await mountIdmappedRootfs(paths, this.deps.images.layerDirs(image), sandbox.userns);
       else await mountRootfs(paths, this.deps.images.layerDirs(image));
+      const mounts = await mountImageVolumes(
+        config.mounts,
+        imageVolumes,
+        containerDir,
+        `CreateContainer ${meta.name}`,
+      );
       step('mount');
 
       const built = await this.deps.buildSpec({
         id,
-        config,
+        config: imageVolumes.length > 0 ? { ...config, mounts } : config,
         sandbox: {
           id: sandbox.id,
           config: sandboxConfig ?? PodSandboxConfig.fromJSON(sandbox.config),

@@ -5,6 +5,7 @@
 import { ContainerState } from '../generated/api.js';
 import { InternalError } from '../errors.js';
 import type { RuntimeHandler } from '../oci/types.js';
+import type { ImageVolumeRecord } from './image-volumes.js';
 
 /**
  * 'creating': CreateContainer is under way; the record exists first so a
@@ -38,6 +39,8 @@ export interface ContainerRecord {
   logPath: string;
   /** ContainerConfig.mounts (Mount.toJSON form). */
   mounts: unknown[];
+  /** The images its image volumes mount (absent in records from before image volumes). */
+  imageVolumes?: ImageVolumeRecord[];
   /** LinuxContainerResources.toJSON form; updated by UpdateContainerResources. */
   resources?: unknown;
   user?: { uid: number; gid: number; additionalGids: number[] };

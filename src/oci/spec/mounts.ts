@@ -6,7 +6,13 @@
 import { mkdir, readFile, realpath } from 'node:fs/promises';
 import { posix } from 'node:path';
 import { MountPropagation, type Mount } from '../../generated/api.js';
-import { FailedPreconditionError, InvalidArgumentError, errnoCode, errorMessage } from '../../errors.js';
+import {
+  FailedPreconditionError,
+  InternalError,
+  InvalidArgumentError,
+  errnoCode,
+  errorMessage,
+} from '../../errors.js';
 import type { OciMount } from './types.js';
 
 /** Rejects relative paths, `..` components and NUL; returns the cleaned path. */
@@ -99,7 +105,10 @@ export async function criBindMounts(
   for (const m of mounts) {
     const dest = checkAbsolutePath(m.containerPath, `${what}: mount container_path`);
     if (m.image !== undefined && m.image.image !== '') {
-      throw new InvalidArgumentError(`${what}: image volume mounts (${dest}) are not supported by berth`);
+      // The container manager mounts image volumes and hands them here as host paths.
+      throw new InternalError(
+        `${what}: the image volume at ${dest} was not mounted before the spec was built`,
+      );
     }
     let source = checkAbsolutePath(m.hostPath, `${what}: mount host_path for ${dest}`);
     if (seen.has(dest)) throw new InvalidArgumentError(`${what}: two mounts at ${dest}`);
