@@ -7,12 +7,19 @@
  */
 import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ContainerState, PodSandboxState } from '../../src/generated/api.js';
 import { status as grpcStatus } from '@grpc/grpc-js';
-import { containerConfig, execOk, grpcCode, podConfig, startEnv, type Env } from './container-fixture.js';
+import {
+  containerConfig,
+  execOk,
+  grpcCode,
+  podConfig,
+  processRunning,
+  startEnv,
+  type Env,
+} from './container-fixture.js';
 
 let env: Env;
 
@@ -24,16 +31,6 @@ after(async () => {
   await env?.cleanup();
 });
 
-/** Running (not gone, not a zombie waiting for this machine's slow PID 1 to reap it). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
-
 async function conmonPid(id: string): Promise<number> {
   return Number((await readFile(join(env.berth.dir, 'run', 'conmon', id, 'conmon.pid'), 'utf8')).trim());
 }
@@ -41,7 +38,7 @@ async function conmonPid(id: string): Promise<number> {
 async function killConmon(id: string): Promise<void> {
   const pid = await conmonPid(id);
   process.kill(pid, 'SIGKILL');
-  while (alive(pid)) await new Promise((r) => setTimeout(r, 20));
+  while (processRunning(pid)) await new Promise((r) => setTimeout(r, 20));
 }
 
 async function until<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {

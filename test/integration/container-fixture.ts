@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -233,6 +234,16 @@ export const grpcCode = (code: number, pattern?: RegExp) => (err: { code: number
     throw new Error(`message ${JSON.stringify(err.details)} does not match ${pattern}`);
   return true;
 };
+
+/** Running (not gone, not a zombie waiting for this machine's slow PID 1 to reap it). */
+export function processRunning(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
 
 /** Child processes of `pid` that are zombies. */
 export async function zombieChildren(pid: number): Promise<string[]> {

@@ -6,7 +6,6 @@
  */
 import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { status as grpcStatus } from '@grpc/grpc-js';
@@ -18,6 +17,7 @@ import {
   grpcCode,
   killLeftovers,
   podConfig,
+  processRunning,
   startEnv,
   waitForState,
   type Env,
@@ -32,16 +32,6 @@ before(async () => {
 after(async () => {
   await env?.cleanup();
 });
-
-/** Running (not gone, not a zombie waiting for this machine's slow PID 1 to reap it). */
-function alive(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
-}
 
 async function restart(): Promise<void> {
   await env.berth.kill();
@@ -122,7 +112,7 @@ it('after SIGKILL: running stay running under the same conmon, exits meanwhile a
   const after = await verbose(running);
   assert.equal(after.pid, before.pid);
   assert.equal(after.conmonPid, before.conmonPid);
-  assert.ok(alive(after.conmonPid));
+  assert.ok(processRunning(after.conmonPid));
   const exec = await rt.execSync({ containerId: running, cmd: ['echo', 'still here'], timeout: 10n });
   assert.equal(exec.stdout.toString(), 'still here\n');
 
@@ -234,7 +224,7 @@ it('a container whose conmon died while berth was down still gets an exit when i
   await env.berth.kill();
   for (const p of [conmonPid, second.conmonPid]) {
     process.kill(p, 'SIGKILL');
-    while (alive(p)) await new Promise((r) => setTimeout(r, 20));
+    while (processRunning(p)) await new Promise((r) => setTimeout(r, 20));
   }
   env.berth = await startBerth({ dir: env.berth.dir });
   rt = env.berth.cri.runtime;
@@ -250,7 +240,7 @@ it('a container whose conmon died while berth was down still gets an exit when i
   assert.ok(Date.now() - started < 10_000, `stop took ${Date.now() - started} ms`);
   const stopped = (await rt.containerStatus({ containerId: stoppable, verbose: false })).status!;
   assert.equal(stopped.state, ContainerState.CONTAINER_EXITED);
-  assert.equal(alive(second.pid), false);
+  assert.equal(processRunning(second.pid), false);
   assert.match(stopped.message, /without a conmon/);
   await rt.stopPodSandbox({ podSandboxId: pod });
   await rt.removePodSandbox({ podSandboxId: pod });
