@@ -19,6 +19,12 @@
  *   reply:   len, id, kind (0 exited, 1 signaled, 2 not started, 3 started),
  *            value (exit code, signal, errno, pid), timed_out, stdout_len,
  *            stderr_len, then stdout and stderr (each capped at max_output).
+ *   adopted: a reply with id 0, kind 4, value the pid, timed_out the raw wait
+ *            status, no output: a process this helper did not start ended.
+ * The helper is a child subreaper: what its programs leave behind (conmon
+ * once it daemonizes, a container whose conmon died) becomes its child, is
+ * reaped at once (this machine's PID 1 reaps late) and reported as adopted,
+ * so berth learns such a container's real exit status.
  * A stream is a connection to berth's abstract unix socket (argv[1]) that
  * starts with the token and becomes the child's fd: how conmon's sync and
  * start pipes and an exec's stdio reach berth as sockets it reads and writes.
@@ -59,6 +65,7 @@
 #define OP_SPAWN 0
 #define OP_SIGNAL 1
 #define KIND_STARTED 3
+#define KIND_ADOPTED 4
 
 struct buf {
   char *data;
@@ -364,8 +371,10 @@ static void reap(void) {
     int status;
     pid_t pid = waitpid(-1, &status, WNOHANG);
     if (pid <= 0) return;
+    int ours = 0;
     for (struct job *job = jobs; job; job = job->next)
       if (job->pid == pid) {
+        ours = 1;
         job->ended = 1;
         job->status = status;
         if (job->in_fd >= 0) {
@@ -373,6 +382,7 @@ static void reap(void) {
           job->in_fd = -1;
         }
       }
+    if (!ours) reply(0, KIND_ADOPTED, (uint32_t)pid, (uint32_t)status, NULL, NULL);
   }
 }
 
@@ -400,6 +410,7 @@ int main(int argc, char **argv) {
   pid_t parent = getppid();
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) die("prctl");
   if (getppid() != parent) return 0; /* berth died before the line above */
+  if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) die("prctl");
   signal(SIGPIPE, SIG_IGN);
   sigset_t chld;
   sigemptyset(&chld);

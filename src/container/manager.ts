@@ -75,6 +75,7 @@ const REMOVE_EXIT_WAIT_MS = 5_000;
 const KILL_WAIT_MS = 30_000;
 /** How often the runtime is asked about containers that have no conmon. */
 const UNMONITORED_POLL_MS = 2_000;
+const ADOPTED_EXIT_MESSAGE = 'its conmon had died; berth reaped the process and recorded its exit status';
 
 export function nowNs(): string {
   return (BigInt(Date.now()) * 1_000_000n).toString();
@@ -97,6 +98,8 @@ export class ContainerManager {
   /** Containers alive without their conmon (it died, or was gone at start-up): no exit file will come. */
   private readonly unmonitored = new Set<string>();
   private unmonitoredPoll?: NodeJS.Timeout;
+  /** Exits of container processes reaped by berth's process helper (their conmon died), by pid. */
+  private readonly adoptedExits = new Map<number, ExitInfo>();
   private closed = false;
 
   private constructor(
@@ -132,6 +135,7 @@ export class ContainerManager {
         .find((r) => r.imageId === imageId || r.imageVolumes?.some((v) => v.imageId === imageId));
       return user && `${user.id} (${user.name})`;
     });
+    deps.engine.onAdoptedExit((pid, exitCode) => manager.adoptedExit(pid, exitCode));
     deps.sandboxes.onStop((sandbox) => manager.stopAllOf(sandbox));
     deps.sandboxes.onRemove((sandbox) => manager.removeAllOf(sandbox));
     return manager;
@@ -494,6 +498,11 @@ export class ContainerManager {
       if (state && state.status !== 'stopped') {
         throw new FailedPreconditionError(`StopContainer: ${what} is still ${state.status} after SIGKILL`);
       }
+      const adopted = this.adoptedExits.get(record.pid);
+      if (adopted) {
+        await this.recordExit(id, adopted, ADOPTED_EXIT_MESSAGE);
+        return;
+      }
       // The runtime says it is gone but conmon recorded nothing (conmon was killed).
       await this.recordExit(
         id,
@@ -528,6 +537,7 @@ export class ContainerManager {
     // The record goes last: a crash before this leaves a record a second Remove finishes.
     await this.store.delete(id);
     this.unmonitored.delete(id);
+    this.adoptedExits.delete(record.pid);
     this.deps.sandboxes.names.release(record.name, id);
     this.stats.forget(id);
   }
@@ -581,6 +591,30 @@ export class ContainerManager {
     this.unmonitoredPoll ??= setInterval(() => void this.pollUnmonitored(), UNMONITORED_POLL_MS).unref();
   }
 
+  /**
+   * A process reaped by berth's process helper: when it is a container's, its
+   * conmon had died (else conmon, its parent, would have reaped it) and this
+   * is the one account of how it ended.
+   */
+  private adoptedExit(pid: number, exitCode: number): void {
+    const record = this.store.all().find((r) => r.pid === pid && r.finishedAtNs === undefined);
+    if (!record || this.closed) return;
+    const exit: ExitInfo = { exitCode, finishedAtNs: BigInt(nowNs()), oomKilled: false };
+    // Kept for a stop under way, which holds the lock and records the exit itself.
+    this.adoptedExits.set(pid, exit);
+    void this.locks
+      .with(record.id, async () => {
+        if (await this.deps.engine.conmonAlive(record.id)) return;
+        await this.recordExit(record.id, exit, ADOPTED_EXIT_MESSAGE);
+      })
+      .catch((err: unknown) =>
+        this.deps.log.warn(
+          { container: record.id, err: errorMessage(err) },
+          'recording an adopted exit failed',
+        ),
+      );
+  }
+
   private async pollUnmonitored(): Promise<void> {
     for (const id of [...this.unmonitored]) {
       await this.locks
@@ -611,6 +645,11 @@ export class ContainerManager {
     // No conmon will ever write its exit: ask the runtime instead.
     const state = await this.deps.engine.state(id, this.handlerOf(record)).catch(() => undefined);
     if (state && state.status !== 'stopped') return;
+    const adopted = this.adoptedExits.get(record.pid);
+    if (adopted) {
+      await this.recordExit(id, adopted, ADOPTED_EXIT_MESSAGE);
+      return;
+    }
     await this.recordExit(
       id,
       { exitCode: 255, finishedAtNs: BigInt(nowNs()), oomKilled: false },
@@ -632,6 +671,7 @@ export class ContainerManager {
   private async recordExit(id: string, exit: ExitInfo, message = ''): Promise<void> {
     const record = this.store.get(id);
     if (!record || record.finishedAtNs !== undefined) return;
+    this.adoptedExits.delete(record.pid);
     const reason = exit.oomKilled ? 'OOMKilled' : exit.exitCode === 0 ? 'Completed' : 'Error';
     await this.store.put({
       ...record,

@@ -5,6 +5,8 @@
 import { mkdir, readFile, rm, symlink, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { constants as osConstants } from 'node:os';
+import { onAdoptedExit } from '../util/run.js';
 import type { Logger } from '../log.js';
 import { writeFileReplace } from '../util/atomic-file.js';
 import {
@@ -216,6 +218,12 @@ export class ConmonEngine implements OciEngine {
       if (conmonPid <= 0) conmonPid = await this.conmonPid(id);
       return processAlive(conmonPid);
     });
+  }
+
+  onAdoptedExit(listener: (pid: number, exitCode: number) => void): void {
+    onAdoptedExit((pid, end) =>
+      listener(pid, end.code ?? 128 + (end.signal ? osConstants.signals[end.signal] : 0)),
+    );
   }
 
   async reopenLog(id: string): Promise<void> {

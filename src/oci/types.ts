@@ -135,6 +135,12 @@ export interface OciEngine {
    * MonitorGoneError (within a few seconds) when conmon dies recording none.
    */
   waitExit(id: string, signal?: AbortSignal): Promise<ExitInfo>;
+  /**
+   * Calls listener when a process berth's programs left behind ends, with its
+   * exit code (128 + signal when killed): among them a container whose conmon
+   * died, reparented to berth's process helper.
+   */
+  onAdoptedExit(listener: (pid: number, exitCode: number) => void): void;
   /** Asks conmon to reopen the container's log file. */
   reopenLog(id: string): Promise<void>;
   /** Unix socket path of conmon's attach endpoint for the container. */

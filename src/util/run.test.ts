@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { nativeHelper } from './native.js';
 import { run, startProcess, useSpawnHelper } from './run.js';
-import { Spawner } from './spawner.js';
+import { Spawner, type ProcessEnd } from './spawner.js';
 
 const SPAWN_HELPER = nativeHelper('berth-spawn');
 
@@ -198,6 +198,34 @@ describe('berth-spawn', () => {
     await assert.rejects(running, /sleep: outcome unknown, berth-spawn was killed by SIGKILL/);
     const next = await spawner.start({ file: 'echo', args: ['again'], env: process.env }).done;
     assert.equal(next.stdout.toString(), 'again\n');
+    spawner.close();
+  });
+
+  it('is the subreaper of what its programs leave behind, and reports how each ended', async () => {
+    const spawner = new Spawner(SPAWN_HELPER);
+    const ended = new Map<number, ProcessEnd>();
+    let wake = () => {};
+    spawner.onAdoptedExit((pid, end) => {
+      ended.set(pid, end);
+      wake();
+    });
+    // Each shell exits at once, leaving a background child (a daemon, as conmon becomes).
+    const left = async (script: string) =>
+      Number(
+        (await spawner.start({ file: 'sh', args: ['-c', script], env: process.env }).done).stdout.toString(),
+      );
+    const exits7 = await left('(sleep 0.2; exit 7) >/dev/null 2>&1 & echo $!');
+    const killed = await left('sleep 30 >/dev/null 2>&1 & echo $!');
+    process.kill(killed, 'SIGTERM');
+    const deadline = Date.now() + 5_000;
+    while (!(ended.has(exits7) && ended.has(killed)) && Date.now() < deadline) {
+      await new Promise<void>((resolve) => {
+        wake = resolve;
+        setTimeout(resolve, 100);
+      });
+    }
+    assert.deepEqual(ended.get(exits7), { code: 7, signal: null });
+    assert.deepEqual(ended.get(killed), { code: null, signal: 'SIGTERM' });
     spawner.close();
   });
 

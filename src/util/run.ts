@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { nativeHelper } from './native.js';
 import { spawnWithNode } from './node-spawn.js';
-import { Spawner, type SpawnedProcess, type SpawnRequest } from './spawner.js';
+import { Spawner, type AdoptedExitListener, type SpawnedProcess, type SpawnRequest } from './spawner.js';
 
 export interface RunResult {
   code: number | null;
@@ -40,13 +40,28 @@ export class CommandError extends Error {
  */
 let spawner: Spawner | null | undefined;
 
+const adoptedExitListeners: AdoptedExitListener[] = [];
+
 /** The shared berth-spawn helper; null when it was not built (Node's spawn then). */
 function sharedSpawner(): Spawner | null {
   if (spawner === undefined) {
     const path = nativeHelper('berth-spawn');
     spawner = existsSync(path) ? new Spawner(path) : null;
+    spawner?.onAdoptedExit((pid, end) => {
+      for (const listener of adoptedExitListeners) listener(pid, end);
+    });
   }
   return spawner;
+}
+
+/**
+ * Calls listener when a process that berth's programs left behind ends: a
+ * conmon after it daemonized, or a container whose conmon died (berth-spawn
+ * is their subreaper). Without the helper (Node's spawn) they go to PID 1 and
+ * nothing is reported.
+ */
+export function onAdoptedExit(listener: AdoptedExitListener): void {
+  adoptedExitListeners.push(listener);
 }
 
 /** Tests run both paths: false forces Node's spawn, true goes back to looking for the helper. */

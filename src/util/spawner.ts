@@ -32,6 +32,15 @@ export interface SpawnRequest {
   newSession?: boolean | undefined;
 }
 
+/** How a process ended, from its wait status. */
+export interface ProcessEnd {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** Told of every adopted process that ends (the helper is a child subreaper). */
+export type AdoptedExitListener = (pid: number, end: ProcessEnd) => void;
+
 export interface SpawnOutcome {
   code: number | null;
   signal: NodeJS.Signals | null;
@@ -74,6 +83,8 @@ const KIND_EXITED = 0;
 const KIND_SIGNALED = 1;
 const KIND_NOT_STARTED = 2;
 const KIND_STARTED = 3;
+/** A process the helper did not start (its programs left it behind) ended: id 0, value its pid. */
+const KIND_ADOPTED = 4;
 /** Captured bytes per output stream when a request names no cap (both backends). */
 export const DEFAULT_MAX_OUTPUT = 16 * 1024 * 1024;
 /** A connection that has not named its stream by then is not the helper's. */
@@ -85,6 +96,13 @@ const errnoNames = new Map<number, string>(
 const signalNames = new Map<number, NodeJS.Signals>(
   Object.entries(osConstants.signals).map(([name, num]) => [num, name as NodeJS.Signals]),
 );
+
+/** Decodes a raw wait status (exited: code in bits 8-15; signaled: signal in bits 0-6). */
+export function decodeWaitStatus(status: number): ProcessEnd {
+  const signo = status & 0x7f;
+  if (signo === 0) return { code: (status >> 8) & 0xff, signal: null };
+  return { code: null, signal: signalNames.get(signo) ?? null };
+}
 
 /** The error Node's spawn gives for a program that could not start (code ENOENT, EACCES, ...). */
 function spawnError(request: SpawnRequest, errno: number): NodeJS.ErrnoException {
@@ -158,8 +176,14 @@ export class Spawner {
   private nextId = 1;
   private received: Buffer[] = [];
   private receivedBytes = 0;
+  private readonly adoptedListeners: AdoptedExitListener[] = [];
 
   constructor(private readonly helperPath: string) {}
+
+  /** Calls listener for each adopted process that ends (see native/berth-spawn.c). */
+  onAdoptedExit(listener: AdoptedExitListener): void {
+    this.adoptedListeners.push(listener);
+  }
 
   start(request: SpawnRequest): SpawnedProcess {
     const id = this.nextId;
@@ -347,6 +371,11 @@ export class Spawner {
     const timedOut = frame.readUInt32LE(16) !== 0;
     const outLen = frame.readUInt32LE(20);
     const errLen = frame.readUInt32LE(24);
+    if (kind === KIND_ADOPTED) {
+      const end = decodeWaitStatus(frame.readUInt32LE(16));
+      for (const listener of this.adoptedListeners) listener(value, end);
+      return;
+    }
     const p = this.pending.get(id);
     if (!p) return;
     if (kind === KIND_STARTED) {
