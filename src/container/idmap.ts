@@ -20,7 +20,6 @@ import { hostIdOf } from '../oci/userns/mappings.js';
 import { mountsUnder, unmountAll } from '../sandbox/mounts.js';
 import type { SandboxUserns } from '../sandbox/userns.js';
 import { mountRootfs, removeRootfs, type RootfsPaths } from './rootfs.js';
-import { imageVolumesDir } from './image-volumes.js';
 
 function scratchDir(containerDir: string): string {
   return join(containerDir, 'idmap');
@@ -42,18 +41,32 @@ export async function mountIdmappedRootfs(
   await chown(paths.dir, uid, gid);
   await mkdir(paths.upper, { recursive: true, mode: 0o755 });
   await chown(paths.upper, uid, gid);
-  const scratch = scratchDir(paths.dir);
+  await withIdmappedLayers(paths.dir, layers, userns, (mapped) => mountRootfs(paths, mapped));
+}
+
+/**
+ * Mounts ID-mapped clones of `layers` (through the pod's user namespace) in
+ * `<dir>/idmap`, hands them to `use` (which mounts an overlay on them: overlayfs
+ * keeps its own references) and detaches them again, whatever happens.
+ */
+export async function withIdmappedLayers(
+  dir: string,
+  layers: string[],
+  userns: SandboxUserns,
+  use: (mapped: string[]) => Promise<void>,
+): Promise<void> {
+  const scratch = scratchDir(dir);
   await mkdir(scratch, { mode: 0o700 });
   const mapped = layers.map((_, i) => join(scratch, String(i)));
   try {
-    await Promise.all(mapped.map((dir) => mkdir(dir, { mode: 0o700 })));
+    await Promise.all(mapped.map((layerDir) => mkdir(layerDir, { mode: 0o700 })));
     await idmapMount(
       userns.path,
       layers.map((layer, i) => [layer, mapped[i]]),
     );
-    await mountRootfs(paths, mapped);
+    await use(mapped);
   } finally {
-    await removeIdmapScratch(paths.dir);
+    await removeIdmapScratch(dir);
   }
 }
 
@@ -78,6 +91,6 @@ export async function removeIdmapScratch(containerDir: string): Promise<void> {
 export async function removeContainerRootfs(paths: RootfsPaths): Promise<void> {
   await removeIdmapScratch(paths.dir);
   // Image volumes are read-only mounts inside the dir that removeRootfs deletes.
-  await unmountAll(imageVolumesDir(paths.dir));
+  await unmountAll(paths.imageVolumes);
   await removeRootfs(paths);
 }

@@ -11,6 +11,9 @@ import { InvalidArgumentError, NotFoundError, errnoCode, errorMessage, InternalE
 import { Mount } from '../generated/api.js';
 import { mountFs } from '../util/mount.js';
 import { secureJoin } from '../util/safe-path.js';
+import type { SandboxUserns } from '../sandbox/userns.js';
+import { withIdmappedLayers } from './idmap.js';
+import { rootfsPaths } from './rootfs.js';
 
 export interface ImageVolumeImages {
   resolve(ref: string): Promise<{ record: { id: string } } | undefined>;
@@ -29,10 +32,6 @@ export interface PlannedImageVolume extends ImageVolumeRecord {
   /** Index of its Mount in ContainerConfig.mounts. */
   index: number;
   layerDirs: string[];
-}
-
-export function imageVolumesDir(containerDir: string): string {
-  return join(containerDir, 'image-volumes');
 }
 
 /** Resolves the image of every image volume (NOT_FOUND naming it when absent). */
@@ -78,13 +77,20 @@ export async function mountImageVolumes(
   planned: readonly PlannedImageVolume[],
   containerDir: string,
   what: string,
+  userns?: SandboxUserns,
 ): Promise<Mount[]> {
   const out = [...mounts];
   for (const volume of planned) {
     const mount = mounts[volume.index];
-    const dir = join(imageVolumesDir(containerDir), String(volume.index));
+    const dir = join(rootfsPaths(containerDir).imageVolumes, String(volume.index));
     const label = `${what}: image volume ${volume.containerPath}`;
-    await mountImageRoot(dir, volume.layerDirs, label);
+    if (userns) {
+      // In a pod user namespace the image's root-owned files must be the pod's root's, as in its rootfs.
+      await mkdir(dir, { recursive: true, mode: 0o755 });
+      await withIdmappedLayers(dir, volume.layerDirs, userns, (mapped) => mountImageRoot(dir, mapped, label));
+    } else {
+      await mountImageRoot(dir, volume.layerDirs, label);
+    }
     const source = await subPathIn(dir, mount.imageSubPath, label);
     out[volume.index] = Mount.fromPartial({
       ...mount,
@@ -119,7 +125,9 @@ async function mountImageRoot(dir: string, layers: string[], what: string): Prom
       'overlay',
       'overlay',
       target,
-      ['ro', 'nodev', 'nosuid', `lowerdir=${lowers.join(':')}`],
+      // Only 'ro': nodev/nosuid here would be locked flags for the runtime in a pod user
+      // namespace, whose read-only remount of the bind (without them) is then refused.
+      ['ro', `lowerdir=${lowers.join(':')}`],
       dir,
     );
   } catch (err) {

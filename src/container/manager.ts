@@ -287,6 +287,7 @@ export class ContainerManager {
         imageVolumes,
         containerDir,
         `CreateContainer ${meta.name}`,
+        sandbox.userns,
       );
       step('mount');
 

@@ -17,6 +17,8 @@ export interface RootfsPaths {
   merged: string;
   /** Empty lower for an image without layers. */
   empty: string;
+  /** Read-only mounts of the images its image volumes name (image-volumes.ts). */
+  imageVolumes: string;
 }
 
 export function rootfsPaths(containerDir: string): RootfsPaths {
@@ -26,6 +28,7 @@ export function rootfsPaths(containerDir: string): RootfsPaths {
     work: join(containerDir, 'work'),
     merged: join(containerDir, 'merged'),
     empty: join(containerDir, 'empty'),
+    imageVolumes: join(containerDir, 'image-volumes'),
   };
 }
 

@@ -22,6 +22,7 @@ import {
 import { run } from '../../src/util/run.js';
 import { startBerth, type RunningBerth } from '../helpers/berth-process.js';
 import {
+  IMAGE,
   cleanupBerth,
   containerConfig,
   grpcCode,
@@ -167,6 +168,40 @@ describe('user namespaces', () => {
     assert.deepEqual(await mountsMentioning(containerId, podSandboxId), []);
     await assert.rejects(stat(join(berth.dir, 'root', 'containers', containerId)), /ENOENT/);
     await assert.rejects(stat(join(berth.dir, 'root', 'sandboxes', podSandboxId)), /ENOENT/);
+  });
+
+  it("an image volume in a POD user namespace: its root-owned files are the pod root's, read-only", async () => {
+    const rt = berth.cri.runtime;
+    const pod = usernsPod({ mode: NamespaceMode.POD, uids: MAPPING, gids: MAPPING });
+    const { podSandboxId } = await rt.runPodSandbox({ config: pod, runtimeHandler: '' });
+    const { containerId } = await rt.createContainer({
+      podSandboxId,
+      config: inPod(pod, 'vol', {
+        mounts: [
+          {
+            containerPath: '/vol',
+            hostPath: '',
+            readonly: true,
+            image: { image: IMAGE },
+            imageSubPath: 'bin',
+          },
+        ],
+      }),
+      sandboxConfig: pod,
+    });
+    await rt.startContainer({ containerId });
+    // Without the ID mapping they would show as the overflow ID (65534).
+    assert.deepEqual(words(await exec(containerId, ['stat', '-c', '%u %g', '/vol/busybox'])), ['0', '0']);
+    const write = await rt.execSync({ containerId, cmd: ['touch', '/vol/new'], timeout: 10n });
+    assert.notEqual(write.exitCode, 0);
+    // The mapped clones of the layers went once the overlay held them: the volume's overlay,
+    // and the container's root, stay mounted.
+    const mounts = await mountsMentioning(containerId);
+    assert.equal(mounts.filter((m) => m.includes('/idmap/')).length, 0, mounts.join('\n'));
+    assert.equal(mounts.filter((m) => m.includes('/image-volumes/')).length, 1, mounts.join('\n'));
+    await rt.stopPodSandbox({ podSandboxId });
+    await rt.removePodSandbox({ podSandboxId });
+    assert.deepEqual(await mountsMentioning(containerId), []);
   });
 
   it('a container whose user is outside the mapping is refused, and leaves nothing behind', async () => {
