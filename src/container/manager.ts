@@ -466,7 +466,7 @@ export class ContainerManager {
           this.monitorLost(id);
         }
       }
-      // No conmon writes its exit: wait for the runtime to see it stop (the status stays unknown).
+      // No conmon writes its exit: wait for the runtime to see it stop (the status comes from adoptedExit, if at all).
       while (Date.now() < deadline) {
         const state = await this.deps.engine.state(id, handler).catch(() => undefined);
         if (!state || state.status === 'stopped') break;
@@ -579,7 +579,8 @@ export class ContainerManager {
   /**
    * The container's conmon died (killed, OOM) without recording an exit: the
    * container may still run. From now on the runtime is polled for it, so its
-   * end still shows in ListContainers and events (with an unknown status).
+   * end still shows in ListContainers and events, with the status berth's
+   * process helper reaped (adoptedExit), else as unknown.
    */
   private monitorLost(id: string, context: Record<string, unknown> = {}): void {
     const record = this.store.get(id);
