@@ -105,6 +105,11 @@ export const SCHEMA: SectionSpec = {
           { oneOf: ['auto', 'true', 'false'] },
         ),
         default_sysctls: leaf('string[]', [], 'Sysctls (key=value) applied to every pod.'),
+        cdi_spec_dirs: leaf(
+          'string[]',
+          ['/etc/cdi', '/var/run/cdi'],
+          'Directories of CDI spec files (JSON or YAML) for the devices containers name (DRA, device plugins); a later directory wins for the same device.',
+        ),
         container_exit_dir: leaf('string', '', 'Where conmon records exits; empty means <run_root>/exits.'),
         handlers: {
           kind: 'map',
@@ -242,6 +247,7 @@ export interface BerthConfig {
     drop_infra: boolean;
     restrict_oom_score_adj: 'auto' | 'true' | 'false';
     default_sysctls: string[];
+    cdi_spec_dirs: string[];
     container_exit_dir: string;
     handlers: Record<string, HandlerConfig>;
   };

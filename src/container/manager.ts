@@ -309,6 +309,7 @@ export class ContainerManager {
         rootfs: paths.merged,
         handler,
         targetPidNamespace: this.targetPidNamespace(config, sandbox),
+        cdiSpecDirs: this.deps.config().runtime.cdi_spec_dirs,
         annotations: {
           'io.kubernetes.cri.container-type': 'container',
           'io.kubernetes.cri.container-name': meta.name,

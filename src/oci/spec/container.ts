@@ -11,7 +11,8 @@ import { DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, defaultMounts } from './d
 import { criDevices, defaultDeviceRules, hostDevices } from './devices.js';
 import { clampOomScoreAdj, supportsRecursiveReadOnly } from './host.js';
 import { checkAbsolutePath, criBindMounts, mergeMounts } from './mounts.js';
-import { containerEnv, processArgs, stopSignalOf, workingDir } from './process.js';
+import { containerEnv, mergeEnv, processArgs, stopSignalOf, workingDir } from './process.js';
+import { DEFAULT_CDI_SPEC_DIRS, cdiDeviceNames, cdiEditsFor } from './cdi.js';
 import { linuxResources } from './resources.js';
 import { OCI_VERSION } from './sandbox.js';
 import { apparmorFor, containerNamespaces } from './security.js';
@@ -112,7 +113,13 @@ export async function buildContainerSpec(input: ContainerSpecInput): Promise<Con
       cause: err,
     });
   }
-  const env = containerEnv(config, input.image, { hostname: sandbox.hostname, home: user.home }, what);
+  // Devices from CDI specs (DRA claims, CDI-aware device plugins) add env, nodes, mounts, hooks, groups.
+  const cdi = await cdiEditsFor(cdiDeviceNames(config), input.cdiSpecDirs ?? DEFAULT_CDI_SPEC_DIRS, what);
+  for (const gid of cdi.additionalGids) if (!user.additionalGids.includes(gid)) user.additionalGids.push(gid);
+  const env = mergeEnv(
+    containerEnv(config, input.image, { hostname: sandbox.hostname, home: user.home }, what),
+    cdi.env,
+  );
   const stopSignal = stopSignalOf(config.stopSignal, input.image, what);
 
   const capabilities = containerCapabilities(security?.capabilities, {
@@ -141,7 +148,7 @@ export async function buildContainerSpec(input: ContainerSpecInput): Promise<Con
     recursiveReadOnly: () => supportsRecursiveReadOnly(input.handler),
   });
   const standard = [...defaultMounts({ privileged, hostIpc }), ...podFileMounts(input, readonlyRootfs, what)];
-  const mounts = mergeMounts(standard, bind.mounts);
+  const mounts = mergeMounts(standard, [...bind.mounts, ...cdi.mounts]);
 
   const devices = privileged
     ? { devices: await hostDevices(), rules: [] }
@@ -152,10 +159,12 @@ export async function buildContainerSpec(input: ContainerSpecInput): Promise<Con
     const taken = new Set(devices.devices.map((d) => d.path));
     devices.devices.push(...named.devices.filter((d) => !taken.has(d.path)));
   }
+  const taken = new Set(devices.devices.map((d) => d.path));
+  devices.devices.push(...cdi.devices.filter((d) => !taken.has(d.path)));
   const resources = linuxResources(config.linux?.resources, host, what);
   resources.devices = privileged
     ? [{ allow: true, access: 'rwm' }]
-    : [...defaultDeviceRules(), ...devices.rules];
+    : [...defaultDeviceRules(), ...devices.rules, ...cdi.deviceRules];
 
   const linux: OciLinux = {
     namespaces: containerNamespaces(
@@ -198,6 +207,7 @@ export async function buildContainerSpec(input: ContainerSpecInput): Promise<Con
     },
     root: { path: rootfs, readonly: readonlyRootfs },
     mounts,
+    ...(Object.keys(cdi.hooks).length > 0 ? { hooks: cdi.hooks } : {}),
     annotations: { ...config.annotations, ...input.annotations },
     linux,
   };

@@ -198,6 +198,8 @@ export interface ContainerSpecInput {
   seccompProfileRoot?: string;
   /** Extra annotations (io.kubernetes.cri.* keys) merged over the container's. */
   annotations?: Record<string, string>;
+  /** Directories of CDI spec files (runtime.cdi_spec_dirs); absent: /etc/cdi, /var/run/cdi. */
+  cdiSpecDirs?: readonly string[];
   host: SpecHost;
 }
 
