@@ -41,6 +41,11 @@ export async function importImages(configFile: string, work: string): Promise<vo
     { image: plain, repoTags: [IMAGE] },
     { image: configured, repoTags: [CONFIGURED_IMAGE] },
   ]);
+  await importArchive(configFile, archive);
+}
+
+/** `berth image import ARCHIVE` through the daemon the config names; throws with its stderr on failure. */
+export async function importArchive(configFile: string, archive: string): Promise<void> {
   const child = spawn(process.execPath, [BERTH_MAIN, 'image', 'import', archive, '--config', configFile], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -6,16 +6,15 @@
  */
 import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
-import { BERTH_MAIN } from '../helpers/berth-process.js';
 import { buildImage, dir, file, symlink, writeDockerArchive } from '../helpers/image-builder.js';
 import { ContainerState, ImageSpec } from '../../src/generated/api.js';
 import {
   containerConfig,
   execOk,
+  importArchive,
   grpcCode,
   podConfig,
   startEnv,
@@ -27,20 +26,6 @@ const ARTIFACT = 'example.com/berth-test/artifact:1';
 let env: Env;
 let artifactId: string;
 let pod: string;
-
-async function importArchive(path: string): Promise<void> {
-  const child = spawn(
-    process.execPath,
-    [BERTH_MAIN, 'image', 'import', path, '--config', env.berth.configFile],
-    {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    },
-  );
-  let err = '';
-  child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
-  assert.equal(code, 0, err);
-}
 
 before(async () => {
   env = await startEnv('image-volume');
@@ -62,7 +47,7 @@ before(async () => {
   artifactId = artifact.configDigest;
   const archive = join(env.work, 'artifact.tar');
   await writeDockerArchive(archive, [{ image: artifact, repoTags: [ARTIFACT] }]);
-  await importArchive(archive);
+  await importArchive(env.berth.configFile, archive);
   pod = (await env.berth.cri.runtime.runPodSandbox({ config: podConfig(env.work), runtimeHandler: '' }))
     .podSandboxId;
 });
