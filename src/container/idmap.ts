@@ -21,6 +21,16 @@ import { mountsUnder, unmountAll } from '../sandbox/mounts.js';
 import type { SandboxUserns } from '../sandbox/userns.js';
 import { mountRootfs, removeRootfs, type RootfsPaths } from './rootfs.js';
 
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (err) {
+    if (errnoCode(err) === 'ENOENT') return false;
+    throw err;
+  }
+}
+
 function scratchDir(containerDir: string): string {
   return join(containerDir, 'idmap');
 }
@@ -90,7 +100,8 @@ export async function removeIdmapScratch(containerDir: string): Promise<void> {
 /** removeRootfs, after any ID-mapped scratch mounts a crash left (so nothing is deleted through them). */
 export async function removeContainerRootfs(paths: RootfsPaths): Promise<void> {
   await removeIdmapScratch(paths.dir);
-  // Image volumes are read-only mounts inside the dir that removeRootfs deletes.
-  await unmountAll(paths.imageVolumes);
+  // Image volumes are read-only mounts inside the dir that removeRootfs deletes (most
+  // containers have none: no mount table read for them).
+  if (await exists(paths.imageVolumes)) await unmountAll(paths.imageVolumes);
   await removeRootfs(paths);
 }
