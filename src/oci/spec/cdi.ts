@@ -9,7 +9,6 @@
  */
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parse as parseYaml } from 'yaml';
 import { InvalidArgumentError, NotFoundError, errnoCode, errorMessage } from '../../errors.js';
 import type { ContainerConfig } from '../../generated/api.js';
 import { checkAbsolutePath } from './mounts.js';
@@ -120,7 +119,7 @@ async function loadSpecs(dirs: readonly string[]): Promise<{
       try {
         const text = await readFile(file, 'utf8');
         const spec = checkSpec(
-          entry.endsWith('.json') ? (JSON.parse(text) as unknown) : (parseYaml(text) as unknown),
+          entry.endsWith('.json') ? (JSON.parse(text) as unknown) : await parseYaml(text),
         );
         for (const device of spec.devices)
           devices.set(`${spec.kind}=${device.name}`, { spec, edits: device.containerEdits, file });
@@ -130,6 +129,12 @@ async function loadSpecs(dirs: readonly string[]): Promise<{
     }
   }
   return { devices, broken };
+}
+
+/** YAML is loaded on the first YAML spec: a node without CDI devices never carries the parser. */
+async function parseYaml(text: string): Promise<unknown> {
+  const { parse } = await import('yaml');
+  return parse(text) as unknown;
 }
 
 function checkSpec(value: unknown): CdiSpec {
