@@ -4,7 +4,7 @@ import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ContainerConfig } from '../../generated/api.js';
-import { InvalidArgumentError, NotFoundError } from '../../errors.js';
+import { FailedPreconditionError, InvalidArgumentError, NotFoundError } from '../../errors.js';
 import { cdiDeviceNames, cdiEditsFor } from './cdi.js';
 
 async function withDirs(fn: (etc: string, run: string) => Promise<void>): Promise<void> {
@@ -116,4 +116,24 @@ test('an unknown device is NOT_FOUND naming it and the spec files that could not
     );
     await assert.rejects(cdiEditsFor(['gpu0'], [etc], 'c'), InvalidArgumentError);
     assert.deepEqual((await cdiEditsFor([], ['/nonexistent'], 'c')).devices, []);
+  }));
+
+test('a device that needs edits berth does not apply (netDevices, intelRdt) is refused, not half-given', () =>
+  withDirs(async (etc) => {
+    await writeFile(
+      join(etc, 'nic.json'),
+      JSON.stringify({
+        cdiVersion: '1.0.0',
+        kind: 'vendor.example/nic',
+        devices: [
+          { name: 'vf0', containerEdits: { netDevices: [{ hostInterfaceName: 'eth9', name: 'net1' }] } },
+        ],
+      }),
+    );
+    await assert.rejects(
+      cdiEditsFor(['vendor.example/nic=vf0'], [etc], 'c'),
+      (err: Error) =>
+        err instanceof FailedPreconditionError &&
+        /vendor.example\/nic=vf0: needs netDevices edits/.test(err.message),
+    );
   }));

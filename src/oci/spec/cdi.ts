@@ -9,7 +9,13 @@
  */
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { InvalidArgumentError, NotFoundError, errnoCode, errorMessage } from '../../errors.js';
+import {
+  FailedPreconditionError,
+  InvalidArgumentError,
+  NotFoundError,
+  errnoCode,
+  errorMessage,
+} from '../../errors.js';
 import type { ContainerConfig } from '../../generated/api.js';
 import { checkAbsolutePath } from './mounts.js';
 import { deviceFromPath } from './devices.js';
@@ -62,6 +68,9 @@ interface CdiContainerEdits {
   mounts?: CdiMount[];
   hooks?: CdiHook[];
   additionalGIDs?: number[];
+  /** Newer edits berth does not apply: a device that needs them is refused, not half-given. */
+  intelRdt?: unknown;
+  netDevices?: unknown[];
 }
 
 interface CdiSpec {
@@ -198,6 +207,15 @@ export async function cdiEditsFor(
 }
 
 async function applyEdits(into: CdiEdits, edits: CdiContainerEdits, what: string): Promise<void> {
+  const unsupported = [
+    ...(edits.intelRdt ? ['intelRdt'] : []),
+    ...((edits.netDevices?.length ?? 0) > 0 ? ['netDevices'] : []),
+  ];
+  if (unsupported.length > 0) {
+    throw new FailedPreconditionError(
+      `${what}: needs ${unsupported.join(' and ')} edits, which berth does not apply`,
+    );
+  }
   for (const entry of edits.env ?? []) {
     if (typeof entry !== 'string' || !entry.includes('=') || entry.startsWith('=')) {
       throw new InvalidArgumentError(`${what}: environment entry ${JSON.stringify(entry)} is not NAME=value`);
