@@ -3,7 +3,7 @@ import { mkdir } from 'node:fs/promises';
 import type { Server as GrpcServer } from '@grpc/grpc-js';
 import { loadConfig, reloadableChanges, type LoadOptions } from './config/load.js';
 import type { BerthConfig } from './config/schema.js';
-import { createLogger, type Logger } from './log.js';
+import { createLogger, flushLog, type Logger } from './log.js';
 import { bindUnix, createGrpcServer, InFlight } from './server/grpc-server.js';
 import type { RpcMetrics } from './server/metrics.js';
 import { prepareSocketPath, restrictSocket } from './server/socket.js';
@@ -51,6 +51,8 @@ import { http } from './util/node-http.js';
 
 /** How long shutdown waits for handlers whose clients already left (a pod start or a pull). */
 const SHUTDOWN_DRAIN_MS = 60_000;
+/** How long shutdown waits for the last log lines to be written. */
+const LOG_FLUSH_MS = 2_000;
 
 /** The running daemon: configuration, subsystems and servers. */
 export class Daemon {
@@ -342,7 +344,7 @@ export class Daemon {
         await new Promise<void>((resolve) => this.metricsServer!.close(() => resolve()));
       }
       this.log.info('berth stopped');
-      this.log.flush();
+      await flushLog(this.log, LOG_FLUSH_MS);
     })();
     return this.stopping;
   }

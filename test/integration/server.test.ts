@@ -102,3 +102,25 @@ test('UpdateRuntimeConfig records a valid pod CIDR and refuses a malformed one',
     },
   );
 });
+
+test('SIGTERM with its stderr gone (the reader died, as journald restarting does): berth still exits', async () => {
+  const orphan = await startBerth();
+  try {
+    // Our ends of its stdout and stderr close: its next log writes fail with EPIPE.
+    orphan.process.stdout!.destroy();
+    orphan.process.stderr!.destroy();
+    const exited = new Promise<number | null>((resolve) =>
+      orphan.process.once('exit', (code) => resolve(code)),
+    );
+    orphan.process.kill('SIGTERM');
+    const code = await Promise.race([
+      exited,
+      new Promise<string>((r) => setTimeout(() => r('still running'), 10_000)),
+    ]);
+    // It hung in pino's exit-time flushSync, which retries a broken pipe forever.
+    assert.equal(code, 0);
+  } finally {
+    await orphan.kill();
+    await orphan.cleanup();
+  }
+});
