@@ -25,7 +25,10 @@ import type { OciDevice, OciDeviceRule, OciMount } from './types.js';
 export const DEFAULT_CDI_SPEC_DIRS = ['/etc/cdi', '/var/run/cdi'];
 
 const ANNOTATION_PREFIX = 'cdi.k8s.io/';
-const QUALIFIED_NAME = /^([a-z0-9][a-z0-9.-]*\/[a-zA-Z0-9][a-zA-Z0-9._-]*)=([a-zA-Z0-9][a-zA-Z0-9_.:-]*)$/;
+/** vendor.com/class, the kind of a spec. */
+const KIND = '[a-z0-9][a-z0-9.-]*/[a-zA-Z0-9][a-zA-Z0-9._-]*';
+const KIND_RE = new RegExp(`^${KIND}$`);
+const QUALIFIED_NAME = new RegExp(`^${KIND}=[a-zA-Z0-9][a-zA-Z0-9_.:-]*$`);
 const HOOK_NAMES = new Set([
   'prestart',
   'createRuntime',
@@ -150,7 +153,7 @@ function checkSpec(value: unknown): CdiSpec {
   const spec = value as Partial<CdiSpec> | null;
   if (!spec || typeof spec !== 'object') throw new Error('not a CDI spec');
   if (typeof spec.cdiVersion !== 'string') throw new Error('no cdiVersion');
-  if (typeof spec.kind !== 'string' || !/^[a-z0-9][a-z0-9.-]*\/[a-zA-Z0-9][a-zA-Z0-9._-]*$/.test(spec.kind)) {
+  if (typeof spec.kind !== 'string' || !KIND_RE.test(spec.kind)) {
     throw new Error(`kind ${JSON.stringify(spec.kind)} is not vendor/class`);
   }
   if (!Array.isArray(spec.devices)) throw new Error('no devices');
