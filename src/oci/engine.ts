@@ -5,8 +5,8 @@
 import { mkdir, readFile, rm, symlink, unlink } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { constants as osConstants } from 'node:os';
 import { onAdoptedExit } from '../util/run.js';
+import { exitCodeOf } from '../util/spawner.js';
 import type { Logger } from '../log.js';
 import { writeFileReplace } from '../util/atomic-file.js';
 import {
@@ -221,9 +221,7 @@ export class ConmonEngine implements OciEngine {
   }
 
   onAdoptedExit(listener: (pid: number, exitCode: number) => void): void {
-    onAdoptedExit((pid, end) =>
-      listener(pid, end.code ?? 128 + (end.signal ? osConstants.signals[end.signal] : 0)),
-    );
+    onAdoptedExit((pid, end) => listener(pid, exitCodeOf(end)));
   }
 
   async reopenLog(id: string): Promise<void> {

@@ -18,9 +18,9 @@
  */
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { constants as osConstants } from 'node:os';
 import { FailedPreconditionError, InvalidArgumentError, NotFoundError, errnoCode } from '../errors.js';
 import { run, startProcess } from '../util/run.js';
+import { exitCodeOf } from '../util/spawner.js';
 import { runtimeGlobalArgs } from './runtime.js';
 import type { ExecProcess, ExecRequest, OciSpec } from './types.js';
 
@@ -187,7 +187,7 @@ export async function startExec(
   const exited = child.done.then(async (end) => {
     if (timer) clearTimeout(timer);
     if (request.tty) await Promise.race([socatLogDone, new Promise((r) => setTimeout(r, 2000))]);
-    let exitCode = end.code ?? (end.signal ? 128 + (osConstants.signals[end.signal] ?? 0) : -1);
+    let exitCode = exitCodeOf(end);
     if (request.tty && end.code !== null) exitCode = socatChildStatus(socatLog, end.code);
     // The exec dir goes in the background: its name is never reused.
     void rm(paths.dir, { recursive: true, force: true }).catch(() => undefined);

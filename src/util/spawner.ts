@@ -97,6 +97,12 @@ const signalNames = new Map<number, NodeJS.Signals>(
   Object.entries(osConstants.signals).map(([name, num]) => [num, name as NodeJS.Signals]),
 );
 
+/** A shell's view of how a process ended: its code, 128 + the signal that killed it, -1 if unknown. */
+export function exitCodeOf(end: ProcessEnd): number {
+  if (end.code !== null) return end.code;
+  return end.signal ? 128 + (osConstants.signals[end.signal] ?? 0) : -1;
+}
+
 /** Decodes a raw wait status (exited: code in bits 8-15; signaled: signal in bits 0-6). */
 export function decodeWaitStatus(status: number): ProcessEnd {
   const signo = status & 0x7f;
