@@ -3,6 +3,7 @@
  * (Node has no binding). One flush of everything dirty on that filesystem:
  * far cheaper than an fsync per file when a directory tree was just written.
  */
+import { stat } from 'node:fs/promises';
 import { run } from './run.js';
 
 export async function syncFilesystem(path: string): Promise<void> {
@@ -12,4 +13,10 @@ export async function syncFilesystem(path: string): Promise<void> {
     ? 'timed out after 10 minutes'
     : result.stderr.trim() || `sync exited with ${result.code ?? result.signal}`;
   throw new Error(`cannot flush the filesystem holding ${path} to disk: ${why}`);
+}
+
+/** Whether two existing paths are on one filesystem, so one syncFilesystem flushes both. */
+export async function sameFilesystem(a: string, b: string): Promise<boolean> {
+  const [sa, sb] = await Promise.all([stat(a), stat(b)]);
+  return sa.dev === sb.dev;
 }

@@ -5,7 +5,8 @@
  * thread.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { closeSync, createReadStream, fsyncSync, openSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, createReadStream, fsync, openSync, unlinkSync, writeSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { setPriority } from 'node:os';
 import { Readable } from 'node:stream';
 import { parentPort } from 'node:worker_threads';
@@ -28,6 +29,8 @@ try {
   // Not allowed (a lowered RLIMIT_NICE does not stop raising it; seccomp might): run as is.
 }
 const post = (m: FromWorker) => port.postMessage(m);
+/** In the thread pool: a blocking fsync here would stall every other layer this thread handles. */
+const fsyncAsync = promisify(fsync);
 
 /**
  * Returns a batch's memory to the main thread, which fills it again: a pull
@@ -70,8 +73,8 @@ class BlobSink {
     for (let off = 0; off < chunk.length;) off += writeSync(this.fd, chunk, off, chunk.length - off);
   }
 
-  /** Verifies and makes the temp file durable; the caller renames it into place. */
-  finish(): void {
+  /** Verifies and (unless the caller flushes the filesystem) makes the temp file durable; the caller renames it into place. */
+  async finish(): Promise<void> {
     if (this.spec.size !== undefined && this.bytes !== this.spec.size) {
       throw new LayerFault(
         'mismatch',
@@ -82,7 +85,7 @@ class BlobSink {
     if (actual !== this.spec.digest) {
       throw new LayerFault('mismatch', `blob ${this.spec.digest}: the content has digest ${actual}`);
     }
-    fsyncSync(this.fd);
+    if (this.spec.fsync !== false) await fsyncAsync(this.fd);
     this.close();
   }
 
@@ -222,7 +225,7 @@ class Job {
       if (!fromFile) await this.endSeen;
       if (this.stop !== undefined) throw this.stop;
       // The blob first: a wrong blob is the registry's fault, whatever its content did.
-      this.blob?.finish();
+      await this.blob?.finish();
       const unpack = await this.done;
       // Aborted while the unpacker finished from a file: still a failure.
       if (this.stop !== undefined) throw this.stop;

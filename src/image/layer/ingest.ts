@@ -20,6 +20,11 @@ export interface BlobSpec {
   temp: string;
   digest: string;
   size?: number;
+  /**
+   * false: the caller flushes the whole filesystem (syncfs) before it commits
+   * the blob, so a per-file fsync would only flush the same pages twice.
+   */
+  fsync?: boolean;
 }
 
 export interface UnpackSpec {

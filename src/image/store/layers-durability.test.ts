@@ -5,15 +5,17 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { buildLayer, dir, file, type BuiltLayer } from '../../../test/helpers/image-builder.js';
 import { LoopFilesystem } from '../../../test/helpers/power-loss.js';
 import { silentLogger } from '../../log.js';
 import { stopLayerWorkers } from '../layer/ingest.js';
+import { fsyncDir } from '../../util/atomic-file.js';
 import { digestHex } from './blobs.js';
-import { chainIdOf, LayerStore } from './layers.js';
+import { chainIdOf, LayerStore, type LayerBlob } from './layers.js';
 
 let disk: LoopFilesystem;
 
@@ -46,7 +48,12 @@ async function sampleLayer(): Promise<{ layer: BuiltLayer; files: Map<string, Bu
   return { layer, files };
 }
 
-async function unpackInto(storeDir: string, syncLayers: boolean, layer: BuiltLayer): Promise<string> {
+async function unpackInto(
+  storeDir: string,
+  syncLayers: boolean,
+  layer: BuiltLayer,
+  blob?: LayerBlob,
+): Promise<string> {
   const store = new LayerStore(storeDir, silentLogger, { syncLayers });
   await store.init();
   const chainId = chainIdOf(undefined, layer.diffId);
@@ -54,8 +61,40 @@ async function unpackInto(storeDir: string, syncLayers: boolean, layer: BuiltLay
     { blobDigest: layer.digest, mediaType: layer.mediaType, size: layer.size, diffId: layer.diffId },
     chainId,
     () => Readable.from([layer.data]),
+    { blob },
   );
   return join(digestHex(chainId), 'diff');
+}
+
+/**
+ * A blob stored from the layer's bytes and committed as the image store does
+ * (rename, fsync of the dir); at the instant it is committed, the disk is
+ * copied as a power loss would leave it.
+ */
+async function blobBeside(
+  storeDir: string,
+  layer: BuiltLayer,
+): Promise<{ blob: LayerBlob; path: string; crashedAtCommit: () => string }> {
+  const dir = join(storeDir, 'blobs');
+  await mkdir(join(dir, 'ingest'), { recursive: true });
+  const temp = join(dir, 'ingest', 'blob.tmp');
+  const path = join(dir, digestHex(layer.digest));
+  let crashed: string | undefined;
+  return {
+    path,
+    blob: {
+      spec: { temp, digest: layer.digest, size: layer.size },
+      commit: async () => {
+        await rename(temp, path);
+        await fsyncDir(dir);
+        crashed = await disk.afterPowerLoss();
+      },
+    },
+    crashedAtCommit: () => {
+      assert.ok(crashed, 'the blob was never committed');
+      return crashed;
+    },
+  };
 }
 
 async function readOrEmpty(path: string): Promise<Buffer> {
@@ -102,5 +141,28 @@ test(
     );
     const whole = [...control.files.values()].map((data) => data.length);
     assert.notDeepEqual(sizes, whole, 'without syncfs the layer should not have reached the disk yet');
+  },
+);
+
+test(
+  'a layer blob is on the disk whole by the time it is committed, with and without syncfs',
+  { timeout: 120_000 },
+  async () => {
+    // With syncfs the blob has no fsync of its own: the layer's flush must come before its commit.
+    for (const syncLayers of [true, false]) {
+      const { layer } = await sampleLayer();
+      const storeDir = join(disk.mountPoint, `blob-${syncLayers ? 'synced' : 'unsynced'}`);
+      const stored = await blobBeside(storeDir, layer);
+      await unpackInto(join(storeDir, 'layers'), syncLayers, layer, stored.blob);
+      const back = await readOrEmpty(
+        join(stored.crashedAtCommit(), stored.path.slice(disk.mountPoint.length)),
+      );
+      const digest = `sha256:${createHash('sha256').update(back).digest('hex')}`;
+      assert.equal(
+        digest,
+        layer.digest,
+        `syncLayers ${syncLayers}: ${back.length} of ${layer.size} bytes on the disk when the blob was committed`,
+      );
+    }
   },
 );

@@ -7,11 +7,11 @@
  */
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { errnoCode } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { fsyncDir } from '../../util/atomic-file.js';
-import { syncFilesystem } from '../../util/syncfs.js';
+import { sameFilesystem, syncFilesystem } from '../../util/syncfs.js';
 import { runIngest, type BlobSpec, type IngestSource } from '../layer/ingest.js';
 import type { Digest, LayerRecord } from '../types.js';
 import { digestHex } from './blobs.js';
@@ -135,9 +135,17 @@ export class LayerStore {
     try {
       await mkdir(join(temp, 'diff'), { recursive: true, mode: 0o755 });
       await mkdir(join(temp, 'scratch'), { mode: 0o700 });
+      // The layer's syncfs below flushes the blob's temp file too when both live on one
+      // filesystem: the blob then waits for it instead of an fsync of its own.
+      const blobFlushedWithLayer =
+        options.blob !== undefined &&
+        this.options.syncLayers &&
+        (await sameFilesystem(dirname(options.blob.spec.temp), temp));
       const { unpack: result } = await runIngest(
         {
-          blob: options.blob?.spec,
+          blob:
+            options.blob &&
+            (blobFlushedWithLayer ? { ...options.blob.spec, fsync: false } : options.blob.spec),
           unpack: {
             target: join(temp, 'diff'),
             scratch: join(temp, 'scratch'),
@@ -148,8 +156,6 @@ export class LayerStore {
         open(),
         { signal: options.signal, log: this.log, onBytes: options.onBytes },
       );
-      // The blob before the layer: a layer on disk always has its blob.
-      await options.blob?.commit();
       await rm(join(temp, 'scratch'), { recursive: true, force: true });
       await writeFile(
         join(temp, 'layer.json'),
@@ -163,6 +169,8 @@ export class LayerStore {
       const flushStarted = Date.now();
       if (this.options.syncLayers) await syncFilesystem(temp);
       const flushMs = Date.now() - flushStarted;
+      // The blob before the layer: a layer on disk always has its blob.
+      await options.blob?.commit();
       try {
         await rename(temp, final);
       } catch (err) {
