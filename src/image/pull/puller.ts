@@ -61,6 +61,8 @@ const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 interface LayerToUnpack {
   layer: Omit<LayerRecord, 'chainId'>;
   parent: Digest | undefined;
+  /** Every byte of the blob has been received (its unpacking and flush may still run). */
+  onArrived?: () => void;
 }
 
 export interface PullOptions {
@@ -276,22 +278,30 @@ export class Puller {
       // same bytes as they arrive (in a layer worker, see layer/ingest.ts).
       const unpacks: Promise<unknown>[] = [];
       await eachLimited(layers, cfg.max_concurrent_downloads, controller, async (layer, i) => {
-        await this.ensureBlob(client, manifest.layers[i], `pull of ${image}`, watchdog, signal, {
+        let arrived!: () => void;
+        const allReceived = new Promise<void>((resolve) => (arrived = resolve));
+        const stored = this.ensureBlob(client, manifest.layers[i], `pull of ${image}`, watchdog, signal, {
           layer,
           parent: parents[i],
+          onArrived: () => arrived(),
         });
-        // Present by now unless the blob was already stored or came from another pull's download.
-        const unpack = this.store.unpackLayer(layer, parents[i]).catch((err: unknown) => {
-          if (signal.aborted) throw err;
-          if (err instanceof ContentMismatchError) {
-            throw new ContentMismatchError(`pull of ${image}: ${err.message}`, { cause: err });
-          }
-          throw namedLayerError(err, `pull of ${image}`);
-        });
+        const unpack = stored.then(() =>
+          // Present by now unless the blob was already stored or came from another pull's download.
+          this.store.unpackLayer(layer, parents[i]).catch((err: unknown) => {
+            if (signal.aborted) throw err;
+            if (err instanceof ContentMismatchError) {
+              throw new ContentMismatchError(`pull of ${image}: ${err.message}`, { cause: err });
+            }
+            throw namedLayerError(err, `pull of ${image}`);
+          }),
+        );
         unpack.catch((err: unknown) => {
           if (!signal.aborted) controller.abort(err);
         });
         unpacks.push(unpack);
+        // The download slot is free once the bytes are in: the layer's last writes and its
+        // flush to disk need no connection, and the next layer's bytes can flow meanwhile.
+        await Promise.race([allReceived, stored]);
       }).catch(async (err: unknown) => {
         await Promise.allSettled(unpacks);
         throw err;
@@ -487,6 +497,7 @@ export class Puller {
             onBytes: (n) => {
               transfer.bytes += n;
               transfer.lastByteAt = Date.now();
+              if (transfer.bytes >= d.size) layer.onArrived?.();
             },
           })
           .catch((err: unknown) => {
