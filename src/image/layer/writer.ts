@@ -149,11 +149,9 @@ class LayerWriter {
         continue;
       }
       const path = posix.join(this.root, ...resolved, part);
-      let info;
-      try {
-        info = lstat(path);
-      } catch (err) {
-        if (errnoCode(err) !== 'ENOENT') throw err;
+      // Missing is the common case in a fresh layer: no exception built for it.
+      const info = lstat(path, { throwIfNoEntry: false });
+      if (!info) {
         if (!create)
           throw this.reject(entry, `refers to ${[...resolved, part].join('/')}, which does not exist`);
         mkdir(path, { mode: 0o755 });
@@ -202,13 +200,8 @@ class LayerWriter {
   /** Removes whatever is at `path` unless it is a directory and `keepDir`. Returns true if a directory was kept. */
   private clear(path: string, keepDir: boolean): boolean {
     const rel = posix.relative(this.root, path);
-    let info;
-    try {
-      info = lstat(path);
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return false;
-      throw err;
-    }
+    const info = lstat(path, { throwIfNoEntry: false });
+    if (!info) return false;
     if (info.isDirectory()) {
       if (keepDir) return true;
       rm(path, { recursive: true, force: true });
@@ -222,13 +215,7 @@ class LayerWriter {
   }
 
   private exists(path: string): boolean {
-    try {
-      lstat(path);
-      return true;
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return false;
-      throw err;
-    }
+    return lstat(path, { throwIfNoEntry: false }) !== undefined;
   }
 
   private async mknod(
