@@ -61,8 +61,8 @@ const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 interface LayerToUnpack {
   layer: Omit<LayerRecord, 'chainId'>;
   parent: Digest | undefined;
-  /** Every byte of the blob has been received (its unpacking and flush may still run). */
-  onArrived?: () => void;
+  /** The blob is received, verified and written; its flush to disk and commit may still run. */
+  onWritten?: () => void;
 }
 
 export interface PullOptions {
@@ -278,12 +278,12 @@ export class Puller {
       // same bytes as they arrive (in a layer worker, see layer/ingest.ts).
       const unpacks: Promise<unknown>[] = [];
       await eachLimited(layers, cfg.max_concurrent_downloads, controller, async (layer, i) => {
-        let arrived!: () => void;
-        const allReceived = new Promise<void>((resolve) => (arrived = resolve));
+        let written!: () => void;
+        const allWritten = new Promise<void>((resolve) => (written = resolve));
         const stored = this.ensureBlob(client, manifest.layers[i], `pull of ${image}`, watchdog, signal, {
           layer,
           parent: parents[i],
-          onArrived: () => arrived(),
+          onWritten: () => written(),
         });
         const unpack = stored.then(() =>
           // Present by now unless the blob was already stored or came from another pull's download.
@@ -299,9 +299,9 @@ export class Puller {
           if (!signal.aborted) controller.abort(err);
         });
         unpacks.push(unpack);
-        // The download slot is free once the bytes are in: the layer's last writes and its
-        // flush to disk need no connection, and the next layer's bytes can flow meanwhile.
-        await Promise.race([allReceived, stored]);
+        // The download slot is free once the layer is written: its flush to disk needs
+        // neither the connection nor memory, and the next layer's bytes can flow meanwhile.
+        await Promise.race([allWritten, stored]);
       }).catch(async (err: unknown) => {
         await Promise.allSettled(unpacks);
         throw err;
@@ -497,8 +497,8 @@ export class Puller {
             onBytes: (n) => {
               transfer.bytes += n;
               transfer.lastByteAt = Date.now();
-              if (transfer.bytes >= d.size) layer.onArrived?.();
             },
+            onWritten: layer.onWritten,
           })
           .catch((err: unknown) => {
             throw signal.aborted ? err : namedLayerError(err, what);

@@ -30,6 +30,16 @@ export function chainIds(diffIds: readonly Digest[]): Digest[] {
   return out;
 }
 
+/** How an unpack reports its progress to the caller. */
+export interface UnpackOptions {
+  signal?: AbortSignal;
+  blob?: LayerBlob;
+  /** Compressed bytes as they are received. */
+  onBytes?: (n: number) => void;
+  /** The bytes are all read, verified and written; only the flush to disk and the commit remain. */
+  onWritten?: () => void;
+}
+
 /** A blob to store from the bytes a layer is unpacked from. */
 export interface LayerBlob {
   spec: BlobSpec;
@@ -97,7 +107,7 @@ export class LayerStore {
     layer: Omit<LayerRecord, 'chainId'>,
     chainId: Digest,
     open: () => IngestSource,
-    options: { signal?: AbortSignal; blob?: LayerBlob; onBytes?: (n: number) => void } = {},
+    options: UnpackOptions = {},
   ): Promise<string> {
     const running = this.inflight.get(chainId);
     if (running) {
@@ -109,12 +119,9 @@ export class LayerStore {
     return pending;
   }
 
-  private async storeBlob(
-    source: IngestSource,
-    blob: LayerBlob,
-    options: { signal?: AbortSignal; onBytes?: (n: number) => void },
-  ): Promise<void> {
+  private async storeBlob(source: IngestSource, blob: LayerBlob, options: UnpackOptions): Promise<void> {
     await runIngest({ blob: blob.spec }, source, { signal: options.signal, onBytes: options.onBytes });
+    options.onWritten?.();
     await blob.commit();
   }
 
@@ -122,7 +129,7 @@ export class LayerStore {
     layer: Omit<LayerRecord, 'chainId'>,
     chainId: Digest,
     open: () => IngestSource,
-    options: { signal?: AbortSignal; blob?: LayerBlob; onBytes?: (n: number) => void },
+    options: UnpackOptions,
   ): Promise<string> {
     const hex = digestHex(chainId);
     const final = join(this.dir, hex);
@@ -156,6 +163,7 @@ export class LayerStore {
         open(),
         { signal: options.signal, log: this.log, onBytes: options.onBytes },
       );
+      options.onWritten?.();
       await rm(join(temp, 'scratch'), { recursive: true, force: true });
       await writeFile(
         join(temp, 'layer.json'),

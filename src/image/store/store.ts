@@ -27,7 +27,7 @@ import type { Logger } from '../../log.js';
 import { writeJsonAtomic } from '../../util/atomic-file.js';
 import type { BlobSink, Digest, ImageCommit, ImageConfigFile, ImageRecord, LayerRecord } from '../types.js';
 import { BlobStore, digestHex } from './blobs.js';
-import { LayerStore, chainIdOf } from './layers.js';
+import { LayerStore, chainIdOf, type UnpackOptions } from './layers.js';
 import { FileLock } from './lock.js';
 
 /** An image as written in index.json (the config lives in the blob store). */
@@ -147,7 +147,7 @@ export class ImageStore implements BlobSink {
     parentChainId: Digest | undefined,
     size: number,
     body: Readable,
-    options: { signal?: AbortSignal; onBytes?: (n: number) => void } = {},
+    options: Pick<UnpackOptions, 'signal' | 'onBytes' | 'onWritten'> = {},
   ): Promise<void> {
     const digest = layer.blobDigest;
     const chainId = chainIdOf(parentChainId, layer.diffId);
