@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MonitorGoneError } from '../src/oci/types.js';
@@ -51,4 +51,45 @@ test('without a liveness probe the wait goes on until aborted', () =>
       watcher.wait('c4', AbortSignal.timeout(4_500)),
       (err: Error) => !(err instanceof MonitorGoneError),
     );
+  }));
+
+test('an exit the directory watch cannot see (the dir was replaced) is found by the poll', () =>
+  withWatcher(async (watcher, exitDir) => {
+    const waiting = watcher.wait('c5', undefined, () => Promise.resolve(true));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    // The watch stays on the removed directory: only the poll's listing can see the new file.
+    await rm(exitDir, { recursive: true });
+    await mkdir(exitDir);
+    await writeFile(join(exitDir, 'c5'), '3');
+    const started = Date.now();
+    assert.equal((await waiting).exitCode, 3);
+    assert.ok(Date.now() - started < 3_000, `found after ${Date.now() - started} ms`);
+  }));
+
+test('liveness checks are spread over the poll period, each conmon asked about every 2 s', () =>
+  withWatcher(async (watcher) => {
+    const waiters = 80;
+    const asked: { id: string; at: number }[] = [];
+    const controller = new AbortController();
+    const waits = Array.from({ length: waiters }, (_, i) =>
+      watcher
+        .wait(`w${i}`, controller.signal, () => {
+          asked.push({ id: `w${i}`, at: Date.now() });
+          return Promise.resolve(true);
+        })
+        .catch(() => undefined),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 4_300));
+    controller.abort();
+    await Promise.all(waits);
+    // Every conmon asked at least twice in 4.3 s, none much more often than every 2 s.
+    const perId = new Map<string, number>();
+    for (const { id } of asked) perId.set(id, (perId.get(id) ?? 0) + 1);
+    assert.equal(perId.size, waiters);
+    for (const [id, n] of perId) assert.ok(n >= 2 && n <= 3, `${id} asked ${n} times`);
+    // Never all at once: the busiest 100 ms holds about one slice (80 / 8), not all 80.
+    const busiest = Math.max(
+      ...asked.map(({ at }) => asked.filter((a) => a.at >= at && a.at < at + 100).length),
+    );
+    assert.ok(busiest <= 20, `${busiest} liveness checks within 100 ms`);
   }));

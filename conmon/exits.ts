@@ -6,16 +6,19 @@
  * a conmon that died without recording an exit.
  */
 import { watch, type FSWatcher } from 'node:fs';
-import { access, mkdir, readFile, stat } from 'node:fs/promises';
+import { access, mkdir, readFile, readdir, stat } from 'node:fs/promises';
 import { errnoCode } from '../src/errors.js';
 import { MonitorGoneError, type ExitInfo } from '../src/oci/types.js';
 import { exitFile, oomFile, type ConmonLayout } from './layout.js';
 
 /**
- * The slow poll: each waiter re-reads its exit file and, when given, asks
- * whether its conmon lives (two small reads per container and tick).
+ * The slow poll: every POLL_MS each waiter's conmon is asked whether it
+ * lives, and the exit dir is listed for exits fs.watch missed. The waiters
+ * are taken in POLL_SLICES turns spread over the period: with a few hundred
+ * containers, asking all at once held the event loop for 20-30 ms.
  */
 const POLL_MS = 2000;
+const POLL_SLICES = 8;
 
 /** Reads a recorded exit; undefined while the container has not exited. */
 export async function readExit(layout: ConmonLayout, id: string): Promise<ExitInfo | undefined> {
@@ -47,6 +50,8 @@ export class ExitWatcher {
   private watcher?: FSWatcher;
   private poller?: NodeJS.Timeout;
   private readonly waiters = new Map<string, Set<(fromPoll: boolean) => void>>();
+  private polling = false;
+  private slice = 0;
 
   constructor(private readonly layout: ConmonLayout) {}
 
@@ -64,11 +69,14 @@ export class ExitWatcher {
       let again = false;
       let polled = false;
       const look = async (): Promise<ExitInfo | 'gone' | undefined> => {
-        const info = await readExit(this.layout, id);
-        if (info || !polled || !monitorAlive) return info;
-        polled = false;
-        if (await monitorAlive()) return undefined;
-        return (await readExit(this.layout, id)) ?? 'gone';
+        if (polled && monitorAlive) {
+          // The poll's listing found no exit file: only a dead conmon makes one worth reading.
+          polled = false;
+          if (await monitorAlive()) return undefined;
+          // conmon records the exit before it ends: read after the death, not before.
+          return (await readExit(this.layout, id)) ?? 'gone';
+        }
+        return readExit(this.layout, id);
       };
       const check = (fromPoll: boolean) => {
         if (fromPoll) polled = true;
@@ -134,6 +142,30 @@ export class ExitWatcher {
     for (const set of this.waiters.values()) for (const callback of set) callback(fromPoll);
   }
 
+  /** One turn of the slow poll: exits the listing shows, and one slice of liveness checks. */
+  private async pollSlice(): Promise<void> {
+    if (this.polling) return;
+    this.polling = true;
+    const slice = this.slice;
+    this.slice = (slice + 1) % POLL_SLICES;
+    try {
+      let recorded: Set<string> | undefined;
+      try {
+        recorded = new Set(await readdir(this.layout.exitDir));
+      } catch {
+        recorded = undefined; // unreadable: everyone reads their own file
+      }
+      let index = 0;
+      for (const id of [...this.waiters.keys()]) {
+        if (!recorded || recorded.has(id)) this.notify(id);
+        else if (index % POLL_SLICES === slice) this.notify(id, true);
+        index++;
+      }
+    } finally {
+      this.polling = false;
+    }
+  }
+
   private ensureWatching(): void {
     if (!this.watcher) {
       try {
@@ -149,7 +181,7 @@ export class ExitWatcher {
     }
     if (!this.poller) {
       // Kept referenced: a pending wait is work in progress.
-      this.poller = setInterval(() => this.notify(undefined, true), POLL_MS);
+      this.poller = setInterval(() => void this.pollSlice(), POLL_MS / POLL_SLICES);
     }
   }
 
