@@ -52,6 +52,7 @@ const RUNS = Number(args.runs);
 
 const SINK_PORT = 9001;
 const SOURCE_PORT = 9002;
+const SPDY_CLIENT = join(dirname(fileURLToPath(import.meta.url)), 'spdy-forward-client.js');
 
 /** The streaming server in a child process, called over IPC. */
 class ServerProcess {
@@ -155,6 +156,15 @@ async function forwardedMs(localPort: number, mode: 'up' | 'down'): Promise<numb
   return Number(r.stdout);
 }
 
+/** The same transfer through berth's own SPDY client straight to a fresh port-forward URL (no kubectl). */
+async function spdyClientMs(target: StreamTarget, mode: 'up' | 'down'): Promise<number> {
+  const url = await target.portForwardUrl();
+  const port = mode === 'up' ? SINK_PORT : SOURCE_PORT;
+  const r = await run(process.execPath, [SPDY_CLIENT, url, String(port), mode, String(BYTES)]);
+  if (r.code !== 0) throw new Error(`SPDY client failed: ${r.stderr}`);
+  return Number(r.stdout);
+}
+
 async function kubectlPortForward(target: StreamTarget, port: number) {
   const shim = await startKubeShim({
     podName: 'pod1',
@@ -209,6 +219,8 @@ interface TransferRow {
   forwarded: number;
   serverCpuS: number;
   kubectlCpuS: number;
+  /** Throughput through berth's own SPDY client (no kubectl in the path). */
+  spdyClient: number;
 }
 
 /** Median throughput both ways through kubectl port-forward against the target, and direct. */
@@ -227,6 +239,7 @@ async function measurePortForward(
       const forwarded: number[] = [];
       const serverCpu: number[] = [];
       const kubectlCpu: number[] = [];
+      const spdyClient: number[] = [];
       const pf = mode === 'up' ? up : down;
       for (let i = 0; i < RUNS; i++) {
         progress(`${target.name} ${mode} run ${i + 1}`);
@@ -236,6 +249,7 @@ async function measurePortForward(
         forwarded.push(await forwardedMs(pf.localPort, mode));
         serverCpu.push((await target.cpuMs()) - serverBefore);
         kubectlCpu.push((await procCpuMs(pf.pid)) - kubectlBefore);
+        spdyClient.push(await spdyClientMs(target, mode));
       }
       rows.push({
         target: target.name,
@@ -244,6 +258,7 @@ async function measurePortForward(
         forwarded: mibps(median(forwarded)),
         serverCpuS: median(serverCpu) / 1000,
         kubectlCpuS: median(kubectlCpu) / 1000,
+        spdyClient: mibps(median(spdyClient)),
       });
     }
   } finally {
@@ -332,7 +347,16 @@ async function main(): Promise<void> {
     );
     console.log(
       table(
-        ['server', 'direction', 'direct loopback', 'port-forward', 'ratio', 'server CPU', 'kubectl CPU'],
+        [
+          'server',
+          'direction',
+          'direct loopback',
+          'port-forward',
+          'ratio',
+          'server CPU',
+          'kubectl CPU',
+          'SPDY client, no kubectl',
+        ],
         rows.map((row) => [
           row.target,
           row.mode === 'up' ? 'client → pod' : 'pod → client',
@@ -341,6 +365,7 @@ async function main(): Promise<void> {
           `${((100 * row.forwarded) / row.direct).toFixed(0)}%`,
           `${row.serverCpuS.toFixed(2)} s`,
           `${row.kubectlCpuS.toFixed(2)} s`,
+          `${row.spdyClient.toFixed(0)} MiB/s (${((100 * row.spdyClient) / row.direct).toFixed(0)}%)`,
         ]),
       ),
     );
