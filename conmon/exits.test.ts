@@ -79,10 +79,10 @@ test('liveness checks are spread over the poll period, each conmon asked about e
         })
         .catch(() => undefined),
     );
-    await new Promise((resolve) => setTimeout(resolve, 4_300));
+    await new Promise((resolve) => setTimeout(resolve, 4_600));
     controller.abort();
     await Promise.all(waits);
-    // Every conmon asked at least twice in 4.3 s, none much more often than every 2 s.
+    // Every conmon asked at least twice in 4.6 s (slack for a busy host), none much more often than every 2 s.
     const perId = new Map<string, number>();
     for (const { id } of asked) perId.set(id, (perId.get(id) ?? 0) + 1);
     assert.equal(perId.size, waiters);
