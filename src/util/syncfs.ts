@@ -20,3 +20,39 @@ export async function sameFilesystem(a: string, b: string): Promise<boolean> {
   const [sa, sb] = await Promise.all([stat(a), stat(b)]);
   return sa.dev === sb.dev;
 }
+
+const ignore = () => undefined;
+
+/**
+ * Shares flushes of one filesystem among callers. A syncfs flushes all that is
+ * dirty there, so a caller arriving while one runs waits for the next one
+ * (which starts after its writes) together with every other such caller: at
+ * most one runs and one waits, however many layers finish at once.
+ */
+export class FilesystemFlusher {
+  private running?: Promise<void>;
+  private next?: Promise<void>;
+
+  constructor(
+    private readonly path: string,
+    private readonly sync: (path: string) => Promise<void> = syncFilesystem,
+  ) {}
+
+  /** Resolves once a flush that started after this call has completed. */
+  flush(): Promise<void> {
+    if (!this.running) return this.start();
+    this.next ??= this.running.then(ignore, ignore).then(() => {
+      this.next = undefined;
+      return this.start();
+    });
+    return this.next;
+  }
+
+  private start(): Promise<void> {
+    const tracked: Promise<void> = this.sync(this.path).finally(() => {
+      if (this.running === tracked) this.running = undefined;
+    });
+    this.running = tracked;
+    return tracked;
+  }
+}

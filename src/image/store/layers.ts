@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import { errnoCode } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { fsyncDir } from '../../util/atomic-file.js';
-import { sameFilesystem, syncFilesystem } from '../../util/syncfs.js';
+import { FilesystemFlusher, sameFilesystem } from '../../util/syncfs.js';
 import { runIngest, type BlobSpec, type IngestSource } from '../layer/ingest.js';
 import type { Digest, LayerRecord } from '../types.js';
 import { digestHex } from './blobs.js';
@@ -59,12 +59,16 @@ export interface LayerStoreOptions {
 
 export class LayerStore {
   private readonly inflight = new Map<Digest, Promise<string>>();
+  /** Layers finishing together share one syncfs (every temp dir is on this dir's filesystem). */
+  private readonly flusher: FilesystemFlusher;
 
   constructor(
     readonly dir: string,
     private readonly log: Logger,
     private readonly options: LayerStoreOptions = { syncLayers: true },
-  ) {}
+  ) {
+    this.flusher = new FilesystemFlusher(dir);
+  }
 
   async init(): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
@@ -175,7 +179,7 @@ export class LayerStore {
         }),
       );
       const flushStarted = Date.now();
-      if (this.options.syncLayers) await syncFilesystem(temp);
+      if (this.options.syncLayers) await this.flusher.flush();
       const flushMs = Date.now() - flushStarted;
       // The blob before the layer: a layer on disk always has its blob.
       await options.blob?.commit();
