@@ -51,6 +51,37 @@ describe('dialInNetns', { skip: process.getuid?.() !== 0 && 'needs root for nsen
     for (const conn of conns) conn.kill();
   });
 
+  it('loses nothing a port sends first, however many dials are in flight', async () => {
+    // A greeting and a close straight after accept (as MySQL or SSH servers
+    // greet): the dialer's own copy of the socket must never read them.
+    const greeter = createServer((socket) => socket.end('greeting\n'));
+    await new Promise<void>((resolve) => greeter.listen(0, '127.0.0.1', resolve));
+    const greeterPort = (greeter.address() as AddressInfo).port;
+    try {
+      for (let round = 0; round < 3; round++) {
+        const conns = await Promise.all(Array.from({ length: 20 }, () => dialInNetns(HERE, greeterPort)));
+        const received = await Promise.all(
+          conns.map(
+            (conn) =>
+              new Promise<string>((resolve) => {
+                let text = '';
+                const timer = setTimeout(() => resolve(`${text} (no end after 5 s)`), 5000);
+                conn.output.on('data', (chunk: Buffer) => (text += chunk.toString()));
+                conn.output.once('end', () => {
+                  clearTimeout(timer);
+                  resolve(text);
+                });
+              }),
+          ),
+        );
+        for (const conn of conns) conn.kill();
+        assert.deepEqual(received, Array<string>(20).fill('greeting\n'), `round ${round}`);
+      }
+    } finally {
+      greeter.close();
+    }
+  });
+
   it('rejects a refused port in strerror words', async () => {
     const closed = createServer();
     await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));

@@ -18,7 +18,11 @@ if (!process.send) {
 
 process.on('message', (request: DialRequest) => {
   const socket = connect({ port: request.port, host: '127.0.0.1' });
-  // Sending pauses and closes berth's copy here once the handle is passed.
+  // Never read here: a port that speaks first (a MySQL or SSH greeting, a
+  // close) would have its bytes consumed by this copy, which Node closes once
+  // the handle is passed. Sends queue while an earlier handle awaits its ack,
+  // and a queued socket would otherwise start reading as soon as it connects.
+  socket.pause();
   socket.once('connect', () => {
     process.send!({ id: request.id }, socket);
   });
