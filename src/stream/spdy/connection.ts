@@ -6,7 +6,7 @@
  * WINDOW_UPDATE are accepted and ignored; back-pressure comes from TCP
  * (reading pauses while a stream's consumer is full).
  */
-import { Duplex } from 'node:stream';
+import { Duplex, type Readable, type Writable } from 'node:stream';
 import { EventEmitter } from 'node:events';
 import {
   FLAG_FIN,
@@ -28,6 +28,10 @@ export class SpdyStream extends Duplex {
   headers: SpdyHeaders;
   private remoteReset = false;
   private localFinSent = false;
+  /** Where the peer's bytes go when the stream relays (see relay). */
+  private sink?: Writable;
+  private sinkFull = false;
+  private finReceived = false;
 
   constructor(
     private readonly connection: SpdyConnection,
@@ -62,6 +66,45 @@ export class SpdyStream extends Duplex {
     callback(error);
   }
 
+  /**
+   * Copies bytes both ways between this stream and a socket, straight from
+   * frame to socket and socket to frame: the stream's own buffers, and the
+   * stream machinery that `pipe` runs per chunk each way, are left out of the
+   * data path (port-forward moves bulk data through here). The stream still
+   * ends, finishes and closes as if piped: the peer's FIN ends the socket's
+   * writing side, the socket's end sends FIN.
+   */
+  relay(source: Readable, sink: Writable): void {
+    // Bytes (and the FIN) that came before the relay go first, in order.
+    for (let early = this.read() as Buffer | null; early !== null; early = this.read() as Buffer | null) {
+      this.sinkFull = !sink.write(early);
+    }
+    if (this.finReceived) sink.end();
+    this.sink = sink;
+    sink.on('drain', () => {
+      if (!this.sinkFull) return;
+      this.sinkFull = false;
+      this.connection.streamWantsData(this);
+    });
+    // Nothing is pushed but the end, which must still be read for 'end' to come.
+    this.resume();
+    if (!this.sinkFull) this.connection.streamWantsData(this);
+    let paused = false;
+    const resume = () => {
+      if (!paused) return;
+      paused = false;
+      source.resume();
+    };
+    source.on('data', (chunk: Buffer) => {
+      if (this.remoteReset || this.connection.closed || this.writableEnded) return;
+      if (!this.connection.writeData(this.id, chunk, false, resume)) {
+        paused = true;
+        source.pause();
+      }
+    });
+    source.once('end', () => this.end());
+  }
+
   /** Sends RST_STREAM and discards the stream. */
   reset(status: number = RstStatus.CANCEL): void {
     if (!this.remoteReset && !this.connection.closed)
@@ -73,6 +116,18 @@ export class SpdyStream extends Duplex {
   /** @internal a DATA frame (or FIN) from the peer. */
   receive(data: Buffer, fin: boolean): void {
     if (this.readableEnded || this.destroyed) return;
+    if (fin) this.finReceived = true;
+    if (this.sink) {
+      if (data.length > 0 && !this.sink.write(data) && !this.sinkFull) {
+        this.sinkFull = true;
+        this.connection.streamFull(this);
+      }
+      if (fin) {
+        this.sink.end();
+        this.push(null);
+      }
+      return;
+    }
     if (data.length > 0 && !this.push(data)) this.connection.streamFull(this);
     if (fin) this.push(null);
   }
@@ -185,9 +240,16 @@ export class SpdyConnection extends EventEmitter {
     this.socket.write(encodeFrame(frame));
   }
 
-  /** @internal */
-  writeData(streamId: number, data: Buffer, fin: boolean, callback: () => void): void {
-    if (this.closed || this.socket.writableEnded) return callback();
+  /**
+   * @internal Sends data as DATA frames. True when the socket took it at once
+   * (callback already called); false when it is full, and the callback waits
+   * for the drain.
+   */
+  writeData(streamId: number, data: Buffer, fin: boolean, callback: () => void): boolean {
+    if (this.closed || this.socket.writableEnded) {
+      callback();
+      return true;
+    }
     let ok = true;
     if (data.length === 0) {
       ok = this.socket.write(dataFrameHeader(streamId, fin ? FLAG_FIN : 0, 0));
@@ -203,6 +265,7 @@ export class SpdyConnection extends EventEmitter {
     this.socket.uncork();
     if (ok) callback();
     else this.drainWaiters.push(callback);
+    return ok;
   }
 
   /** @internal a stream's buffer is full: stop reading the socket. */
