@@ -82,6 +82,46 @@ describe('dialInNetns', { skip: process.getuid?.() !== 0 && 'needs root for nsen
     }
   });
 
+  it('consume: reads land in one reused buffer, a lent chunk holds reading back, the end still comes', async () => {
+    const payload = Buffer.alloc(4 * 1024 * 1024);
+    for (let i = 0; i < payload.length; i += 4) payload.writeUInt32BE(i, i);
+    const talker = createServer((socket) => {
+      socket.write('early;');
+      setTimeout(() => socket.end(payload), 100);
+    });
+    await new Promise<void>((resolve) => talker.listen(0, '127.0.0.1', resolve));
+    try {
+      const conn = await dialInNetns(HERE, (talker.address() as AddressInfo).port);
+      await new Promise((r) => setTimeout(r, 50)); // 'early;' waits in output meanwhile
+      const received: Buffer[] = [];
+      const buffers = new Set<ArrayBufferLike>();
+      let calls = 0;
+      let overwritten = 0;
+      conn.consume((bytes) => {
+        received.push(Buffer.from(bytes));
+        buffers.add(bytes.buffer);
+        if (++calls % 3 !== 0) return true;
+        // Lend this one: nothing may be read into it until resume().
+        const copy = Buffer.from(bytes);
+        setTimeout(() => {
+          if (!copy.equals(bytes)) overwritten++;
+          conn.resume();
+        }, 5);
+        return false;
+      });
+      await new Promise((resolve) => conn.output.once('end', resolve));
+      assert.equal(Buffer.concat(received).toString('latin1', 0, 6), 'early;');
+      assert.ok(Buffer.concat(received).subarray(6).equals(payload), 'the bytes, in order');
+      assert.equal(overwritten, 0);
+      // The early chunk is a copy; every later read came in the same buffer.
+      assert.ok(calls > 4);
+      assert.equal(buffers.size, 2);
+      conn.kill();
+    } finally {
+      talker.close();
+    }
+  });
+
   it('rejects a refused port in strerror words', async () => {
     const closed = createServer();
     await new Promise<void>((resolve) => closed.listen(0, '127.0.0.1', resolve));

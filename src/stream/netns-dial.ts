@@ -7,9 +7,14 @@
  * the namespace it was made in, so berth then reads and writes it directly
  * with no relay process on the data path. A helper exits after a minute
  * without requests, or within seconds of its namespace being removed.
+ *
+ * berth reads each such socket into one buffer of its own, reused for every
+ * read (Node's `onread`), rather than a fresh 64 KiB buffer per read: a
+ * relay can hand the bytes on without the allocations and the garbage of a
+ * bulk transfer (see NetnsConnection.consume).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import type { Socket } from 'node:net';
+import { Socket, type SocketConstructorOpts } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { Readable, Writable } from 'node:stream';
 import { isNetns } from '../sandbox/network/netns.js';
@@ -22,12 +27,24 @@ const SEND_FAILURE_GRACE_MS = 5_000;
 /** How often a helper's namespace is checked for removal (its pod is gone). */
 const NETNS_CHECK_MS = 2_000;
 const HELPER = fileURLToPath(new URL('./netns-dialer.js', import.meta.url));
+/** Each connection's read buffer: one read's most. */
+export const READ_BUFFER_BYTES = 256 * 1024;
 
 export interface NetnsConnection {
   /** Bytes to the port. */
   input: Writable;
   /** Bytes from the port; ends when the port's side closes. */
   output: Readable;
+  /**
+   * From now on hands each read from the port to `consumer` instead of
+   * `output`'s 'data' (what `output` already holds goes first). The bytes lie
+   * in the connection's own read buffer: they are the consumer's until it
+   * returns true, or, when it returns false, until it calls `resume()`;
+   * reading waits meanwhile. `output` still ends as before.
+   */
+  consume(consumer: (bytes: Buffer) => boolean): void;
+  /** Reads again after the consumer returned false. */
+  resume(): void;
   /** Resolves with null once the connection closes cleanly, else with the reason it failed. */
   done: Promise<string | null>;
   /**
@@ -44,10 +61,62 @@ interface DialReply {
   error?: string;
 }
 
+/** A connected TCP handle as Node passes it over IPC (the wrap a net.Socket is built around). */
+type StreamHandle = NonNullable<SocketConstructorOpts['handle']>;
+
+function isStreamHandle(handle: unknown): handle is StreamHandle {
+  return (
+    typeof handle === 'object' &&
+    handle !== null &&
+    typeof (handle as { readStart?: unknown }).readStart === 'function'
+  );
+}
+
+/** A socket around a handle from the dialer, reading into one buffer of its own. */
+class PortSocket {
+  readonly socket: Socket;
+  private consumer?: (bytes: Buffer) => boolean;
+
+  constructor(handle: StreamHandle) {
+    const buffer = Buffer.allocUnsafe(READ_BUFFER_BYTES);
+    this.socket = new Socket({
+      handle,
+      readable: true,
+      writable: true,
+      onread: { buffer, callback: (n) => this.onRead(buffer.subarray(0, n)) },
+    });
+  }
+
+  consume(consumer: (bytes: Buffer) => boolean): void {
+    let waiting = false;
+    for (
+      let early = this.socket.read() as Buffer | null;
+      early !== null;
+      early = this.socket.read() as Buffer | null
+    ) {
+      if (!consumer(early)) waiting = true;
+    }
+    this.consumer = consumer;
+    // Flowing (so that the end, pushed as usual, is emitted) unless the
+    // consumer asked to wait: then its resume() starts the flow.
+    if (waiting) this.socket.pause();
+    else this.socket.resume();
+  }
+
+  private onRead(bytes: Buffer): boolean {
+    if (this.consumer) return this.consumer(bytes);
+    // No consumer: `output` readers get copies, the buffer being reused.
+    return this.socket.push(Buffer.from(bytes));
+  }
+}
+
 class NetnsDialer {
   private child?: ChildProcess;
   private next = 0;
-  private readonly waiting = new Map<number, { resolve: (s: Socket) => void; reject: (e: Error) => void }>();
+  private readonly waiting = new Map<
+    number,
+    { resolve: (s: PortSocket) => void; reject: (e: Error) => void }
+  >();
   private idle?: NodeJS.Timeout;
   private gone?: NodeJS.Timeout;
   private exitReason = '';
@@ -57,7 +126,7 @@ class NetnsDialer {
     private readonly onGone: () => void,
   ) {}
 
-  dial(port: number): Promise<Socket> {
+  dial(port: number): Promise<PortSocket> {
     const child = this.ensureChild();
     if (this.idle) clearTimeout(this.idle);
     this.idle = setTimeout(() => this.stop(), HELPER_IDLE_MS);
@@ -93,11 +162,11 @@ class NetnsDialer {
     this.child?.kill('SIGKILL');
   }
 
-  private settle(id: number, result: Socket | Error): void {
+  private settle(id: number, result: PortSocket | Error): void {
     const waiter = this.waiting.get(id);
     this.waiting.delete(id);
     if (!waiter) {
-      if (!(result instanceof Error)) result.destroy();
+      if (!(result instanceof Error)) result.socket.destroy();
       return;
     }
     if (result instanceof Error) waiter.reject(result);
@@ -114,10 +183,10 @@ class NetnsDialer {
     child.stderr!.on('data', (chunk: Buffer) => {
       if (diagnostics.length < 4096) diagnostics += chunk.toString();
     });
-    child.on('message', (message: DialReply, handle?: Socket) => {
-      if (message.error !== undefined || !handle)
+    child.on('message', (message: DialReply, handle?: unknown) => {
+      if (message.error !== undefined || !isStreamHandle(handle))
         this.settle(message.id, new Error(message.error ?? 'no socket'));
-      else this.settle(message.id, handle);
+      else this.settle(message.id, new PortSocket(handle));
     });
     const gone = (why: string) => {
       if (this.child !== child) return;
@@ -153,7 +222,8 @@ export async function dialInNetns(netnsPath: string, port: number): Promise<Netn
     dialers.set(netnsPath, created);
     dialer = created;
   }
-  const socket = await dialer.dial(port);
+  const port_ = await dialer.dial(port);
+  const socket = port_.socket;
   socket.setNoDelay(true);
   let failure: string | null = null;
   socket.on('error', (err) => {
@@ -164,6 +234,8 @@ export async function dialInNetns(netnsPath: string, port: number): Promise<Netn
   return {
     input: socket,
     output: socket,
+    consume: (consumer) => port_.consume(consumer),
+    resume: () => socket.resume(),
     done,
     async settled(graceMs: number) {
       const first = await Promise.race([done, ended.then(() => 'ended' as const)]);

@@ -1,10 +1,11 @@
 /**
  * Runs inside a pod's network namespace (started by netns-dial.ts through
  * nsenter, with an IPC channel): for each {id, port} it connects to
- * 127.0.0.1:port and sends the connected socket back, or the error.
+ * 127.0.0.1:port and sends the connected socket's handle back, or the error.
  */
 import { connect } from 'node:net';
 import { getSystemErrorMessage } from 'node:util';
+import type { SendHandle } from 'node:child_process';
 
 interface DialRequest {
   id: number;
@@ -24,7 +25,12 @@ process.on('message', (request: DialRequest) => {
   // and a queued socket would otherwise start reading as soon as it connects.
   socket.pause();
   socket.once('connect', () => {
-    process.send!({ id: request.id }, socket);
+    // The bare handle, not the socket: berth builds its own socket around it,
+    // one that reads into a buffer of its own (see netns-dial.ts). This copy
+    // is closed once the handle has left.
+    // (Node sends bare TCP handles too; its types list only the wrappers.)
+    const handle = (socket as unknown as { _handle: SendHandle })._handle;
+    process.send!({ id: request.id }, handle, () => socket.destroy());
   });
   socket.once('error', (err: NodeJS.ErrnoException) => {
     process.send!({ id: request.id, error: `connect to 127.0.0.1:${request.port}: ${describe(err)}` });

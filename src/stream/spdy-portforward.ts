@@ -63,7 +63,7 @@ export function serveSpdyPortForward(conn: SpdyConnection, options: PortForwardO
       (relay) => {
         if (data.destroyed) return relay.kill();
         relays.add(relay.kill);
-        data.relay(relay.output, relay.input);
+        data.relay(relay, relay.input);
         // A reset stream means the client gave up on this connection.
         data.once('close', relay.kill);
         void relay.settled(HALF_CLOSE_GRACE_MS).then((failure) => {

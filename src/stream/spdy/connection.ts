@@ -20,8 +20,33 @@ import {
 } from './frames.js';
 import { HeaderCodec, type SpdyHeaders } from './headers.js';
 
-/** DATA frames berth sends are at most this long. */
-const MAX_DATA_FRAME = 64 * 1024;
+/** DATA frames berth sends are at most this long (a port-forward read is one frame). */
+const MAX_DATA_FRAME = 256 * 1024;
+
+/**
+ * Bytes for SpdyStream.relay. `consume` hands over each chunk; a chunk is the
+ * consumer's until it returns true or, when it returns false, until it calls
+ * `resume()` (the source may reuse its buffer after that). `output` ends when
+ * the source has no more.
+ */
+export interface RelaySource {
+  consume(consumer: (bytes: Buffer) => boolean): void;
+  resume(): void;
+  output: Readable;
+}
+
+/** A plain readable as a RelaySource (its chunks are never reused). */
+export function readableSource(readable: Readable): RelaySource {
+  return {
+    output: readable,
+    consume(consumer) {
+      readable.on('data', (chunk: Buffer) => {
+        if (!consumer(chunk)) readable.pause();
+      });
+    },
+    resume: () => readable.resume(),
+  };
+}
 
 export class SpdyStream extends Duplex {
   /** Headers of the SYN_STREAM (or, for streams we opened, of the SYN_REPLY). */
@@ -74,7 +99,7 @@ export class SpdyStream extends Duplex {
    * ends, finishes and closes as if piped: the peer's FIN ends the socket's
    * writing side, the socket's end sends FIN.
    */
-  relay(source: Readable, sink: Writable): void {
+  relay(source: RelaySource, sink: Writable): void {
     // Bytes (and the FIN) that came before the relay go first, in order.
     for (let early = this.read() as Buffer | null; early !== null; early = this.read() as Buffer | null) {
       this.sinkFull = !sink.write(early);
@@ -89,20 +114,20 @@ export class SpdyStream extends Duplex {
     // Nothing is pushed but the end, which must still be read for 'end' to come.
     this.resume();
     if (!this.sinkFull) this.connection.streamWantsData(this);
-    let paused = false;
-    const resume = () => {
-      if (!paused) return;
-      paused = false;
+    // A chunk the socket could not take at once stays lent until written.
+    let lent = false;
+    const release = () => {
+      if (!lent) return;
+      lent = false;
       source.resume();
     };
-    source.on('data', (chunk: Buffer) => {
-      if (this.remoteReset || this.connection.closed || this.writableEnded) return;
-      if (!this.connection.writeData(this.id, chunk, false, resume)) {
-        paused = true;
-        source.pause();
-      }
+    source.consume((bytes) => {
+      if (this.remoteReset || this.connection.closed || this.writableEnded) return true;
+      if (this.connection.sendData(this.id, bytes, release)) return true;
+      lent = true;
+      return false;
     });
-    source.once('end', () => this.end());
+    source.output.once('end', () => this.end());
   }
 
   /** Sends RST_STREAM and discards the stream. */
@@ -266,6 +291,24 @@ export class SpdyConnection extends EventEmitter {
     if (ok) callback();
     else this.drainWaiters.push(callback);
     return ok;
+  }
+
+  /**
+   * @internal Sends bytes as DATA frames. True when the socket has taken all
+   * of them (nothing refers to `data` any more); otherwise `onWritten` says
+   * when they have left.
+   */
+  sendData(streamId: number, data: Buffer, onWritten: () => void): boolean {
+    if (this.closed || this.socket.writableEnded) return true;
+    this.socket.cork();
+    for (let offset = 0; offset < data.length; offset += MAX_DATA_FRAME) {
+      const piece = data.subarray(offset, Math.min(offset + MAX_DATA_FRAME, data.length));
+      this.socket.write(dataFrameHeader(streamId, 0, piece.length));
+      if (offset + piece.length >= data.length) this.socket.write(piece, onWritten);
+      else this.socket.write(piece);
+    }
+    this.socket.uncork();
+    return this.socket.writableLength === 0;
   }
 
   /** @internal a stream's buffer is full: stop reading the socket. */

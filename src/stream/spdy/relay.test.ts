@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import { SpdyConnection, type SpdyStream } from './connection.js';
+import { SpdyConnection, readableSource, type SpdyStream } from './connection.js';
 
 async function listen(server: Server): Promise<number> {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -18,7 +18,7 @@ async function relayingPair(port: number) {
     conn.on('stream', (stream: SpdyStream) => {
       const target: Socket = connect(port, '127.0.0.1');
       // Late on purpose: the client's first bytes (even its FIN) arrive before the relay starts.
-      target.once('connect', () => setTimeout(() => stream.relay(target, target), 100));
+      target.once('connect', () => setTimeout(() => stream.relay(readableSource(target), target), 100));
       target.on('error', () => stream.reset());
       relayed.push(stream);
     });
