@@ -222,8 +222,8 @@ export async function dialInNetns(netnsPath: string, port: number): Promise<Netn
     dialers.set(netnsPath, created);
     dialer = created;
   }
-  const port_ = await dialer.dial(port);
-  const socket = port_.socket;
+  const dialled = await dialer.dial(port);
+  const socket = dialled.socket;
   socket.setNoDelay(true);
   let failure: string | null = null;
   socket.on('error', (err) => {
@@ -234,7 +234,7 @@ export async function dialInNetns(netnsPath: string, port: number): Promise<Netn
   return {
     input: socket,
     output: socket,
-    consume: (consumer) => port_.consume(consumer),
+    consume: (consumer) => dialled.consume(consumer),
     resume: () => socket.resume(),
     done,
     async settled(graceMs: number) {

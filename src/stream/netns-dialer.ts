@@ -20,7 +20,7 @@ if (!process.send) {
 process.on('message', (request: DialRequest) => {
   const socket = connect({ port: request.port, host: '127.0.0.1' });
   // Never read here: a port that speaks first (a MySQL or SSH greeting, a
-  // close) would have its bytes consumed by this copy, which Node closes once
+  // close) would have its bytes consumed by this copy, which is closed once
   // the handle is passed. Sends queue while an earlier handle awaits its ack,
   // and a queued socket would otherwise start reading as soon as it connects.
   socket.pause();
