@@ -31,7 +31,8 @@ import {
 import { wsCommandStreams } from './ws-command.js';
 import { serveWsPortForward } from './ws-portforward.js';
 import { runAttach, runExec, type CommandStreams } from './command.js';
-import { stopNetnsDialers } from './netns-dial.js';
+import { READ_BUFFER_BYTES, stopNetnsDialers } from './netns-dial.js';
+import { takeOverReads } from './own-reads.js';
 import { status as GrpcStatus } from '@grpc/grpc-js';
 import { http } from '../util/node-http.js';
 
@@ -287,8 +288,7 @@ export class StreamServer {
     if (negotiated.protocol) headers.push(['X-Stream-Protocol-Version', negotiated.protocol]);
     rawResponse(socket, 101, 'Switching Protocols', headers);
     (socket as Socket).setNoDelay?.(true);
-    if (head.length > 0) socket.unshift(head);
-    const conn = new SpdyConnection(socket, { role: 'server', idleTimeoutMs: idleMs });
+    const conn = this.spdyConnection(socket, head, idleMs);
     conn.on('error', (err: Error) => this.options.log.debug({ err: err.message }, 'SPDY protocol error'));
     await this.serve(pending, resolved, 'spdy', negotiated.protocol, {
       command: (choice) => spdyCommandStreams(conn, negotiated.protocol, choice, STREAM_CREATION_TIMEOUT_MS),
@@ -300,6 +300,30 @@ export class StreamServer {
           log: this.options.log,
         }),
     });
+  }
+
+  /**
+   * The SPDY connection over an upgraded socket, reading into a buffer of
+   * its own where the socket can be taken over (plain TCP; see own-reads.ts).
+   */
+  private spdyConnection(socket: Duplex, head: Buffer, idleMs: number): SpdyConnection {
+    // Reads start with the new socket; the connection that takes them comes next.
+    const reader: { conn?: SpdyConnection } = {};
+    const taken = takeOverReads(socket, Buffer.allocUnsafe(READ_BUFFER_BYTES), (bytes) =>
+      reader.conn ? reader.conn.receiveBorrowed(bytes, () => reader.conn?.resumeReading()) : true,
+    );
+    if (!taken) {
+      if (head.length > 0) socket.unshift(head);
+      return new SpdyConnection(socket, { role: 'server', idleTimeoutMs: idleMs });
+    }
+    const own = taken.socket;
+    this.sockets.add(own);
+    own.once('close', () => this.sockets.delete(own));
+    own.on('error', () => undefined);
+    const conn = new SpdyConnection(own, { role: 'server', idleTimeoutMs: idleMs, borrowedReads: true });
+    reader.conn = conn;
+    conn.receiveEarly(Buffer.concat([head, taken.early]));
+    return conn;
   }
 
   private async onWebSocket(

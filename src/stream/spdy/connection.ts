@@ -16,6 +16,7 @@ import {
   SpdyProtocolError,
   dataFrameHeader,
   encodeFrame,
+  ownFrame,
   type Frame,
 } from './frames.js';
 import { HeaderCodec, type SpdyHeaders } from './headers.js';
@@ -138,14 +139,35 @@ export class SpdyStream extends Duplex {
     this.destroy();
   }
 
-  /** @internal a DATA frame (or FIN) from the peer. */
-  receive(data: Buffer, fin: boolean): void {
+  /**
+   * @internal a DATA frame (or FIN) from the peer. `borrowed`: the bytes lie
+   * in the connection's reused read buffer (see SpdyConnection.receiveBorrowed).
+   */
+  receive(data: Buffer, fin: boolean, borrowed = false): void {
     if (this.readableEnded || this.destroyed) return;
     if (fin) this.finReceived = true;
     if (this.sink) {
-      if (data.length > 0 && !this.sink.write(data) && !this.sinkFull) {
-        this.sinkFull = true;
-        this.connection.streamFull(this);
+      if (data.length > 0) {
+        let written = false;
+        let lent = false;
+        const full = !this.sink.write(
+          data,
+          borrowed
+            ? () => {
+                written = true;
+                if (lent) this.connection.returned();
+              }
+            : undefined,
+        );
+        // Still queued in the socket: the read buffer may not be reused before it leaves.
+        if (borrowed && !written && this.sink.writableLength > 0) {
+          lent = true;
+          this.connection.lent();
+        }
+        if (full && !this.sinkFull) {
+          this.sinkFull = true;
+          this.connection.streamFull(this);
+        }
       }
       if (fin) {
         this.sink.end();
@@ -153,7 +175,7 @@ export class SpdyStream extends Duplex {
       }
       return;
     }
-    if (data.length > 0 && !this.push(data)) this.connection.streamFull(this);
+    if (data.length > 0 && !this.push(borrowed ? Buffer.from(data) : data)) this.connection.streamFull(this);
     if (fin) this.push(null);
   }
 
@@ -175,6 +197,11 @@ export class SpdyStream extends Duplex {
 
 export interface SpdyConnectionOptions {
   role: 'server' | 'client';
+  /**
+   * The socket's reads come through receiveBorrowed (a socket that reads
+   * into one buffer of its own), not its 'data' events.
+   */
+  borrowedReads?: boolean;
   /** Close the connection after this long without any traffic (0: never). */
   idleTimeoutMs?: number;
 }
@@ -193,6 +220,9 @@ export class SpdyConnection extends EventEmitter {
   /** Frames waiting behind an asynchronous header decompression, in order. */
   private readonly queue: Frame[] = [];
   private decoding = false;
+  /** Chunks of the current borrowed read still queued in a stream's socket. */
+  private lentChunks = 0;
+  private onReturned?: () => void;
   private nextStreamId: number;
   private lastPeerStreamId = 0;
   private closing = false;
@@ -204,7 +234,7 @@ export class SpdyConnection extends EventEmitter {
   ) {
     super();
     this.nextStreamId = options.role === 'client' ? 1 : 2;
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
+    if (!options.borrowedReads) socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('end', () => this.shutdown());
     socket.on('close', () => this.shutdown());
     socket.on('error', () => this.shutdown());
@@ -311,6 +341,41 @@ export class SpdyConnection extends EventEmitter {
     return this.socket.writableLength === 0;
   }
 
+  /**
+   * One read of a socket that reads into a buffer it reuses. Returns true
+   * when nothing refers to `bytes` any more; false when a relayed piece still
+   * waits in a stream's socket, and then `onReturned` is called once none
+   * does (the socket must not read into the buffer before: it is paused).
+   * Whatever outlives the call (an unfinished frame, frames behind a header
+   * decompression, bytes for a stream's own buffer) is copied.
+   */
+  receiveBorrowed(bytes: Buffer, onReturned: () => void): boolean {
+    this.onData(bytes, true);
+    this.parser.ownPending();
+    for (let i = 0; i < this.queue.length; i++) this.queue[i] = ownFrame(this.queue[i]);
+    if (this.lentChunks === 0) return true;
+    this.onReturned = onReturned;
+    return false;
+  }
+
+  /** Bytes read before the connection existed (an upgrade's head). */
+  receiveEarly(bytes: Buffer): void {
+    if (bytes.length > 0) this.onData(bytes);
+  }
+
+  /** @internal a stream's socket holds a piece of the current borrowed read. */
+  lent(): void {
+    this.lentChunks++;
+  }
+
+  /** @internal ... and has written it. */
+  returned(): void {
+    if (--this.lentChunks > 0) return;
+    const onReturned = this.onReturned;
+    this.onReturned = undefined;
+    onReturned?.();
+  }
+
   /** @internal a stream's buffer is full: stop reading the socket. */
   streamFull(stream: SpdyStream): void {
     this.full.add(stream);
@@ -319,7 +384,13 @@ export class SpdyConnection extends EventEmitter {
 
   /** @internal a stream's consumer wants more. */
   streamWantsData(stream: SpdyStream): void {
-    if (this.full.delete(stream) && this.full.size === 0 && !this.closed) this.socket.resume();
+    if (this.full.delete(stream) && this.full.size === 0 && !this.closed && this.lentChunks === 0)
+      this.socket.resume();
+  }
+
+  /** Reads again once no stream is full (after receiveBorrowed returned false). */
+  resumeReading(): void {
+    if (this.full.size === 0 && !this.closed && this.lentChunks === 0) this.socket.resume();
   }
 
   /** @internal */
@@ -328,18 +399,21 @@ export class SpdyConnection extends EventEmitter {
     this.streamWantsData(stream);
   }
 
-  private onData(chunk: Buffer): void {
+  private onData(chunk: Buffer, borrowed = false): void {
     let frames: Frame[];
     try {
       frames = this.parser.push(chunk);
     } catch (err) {
       return this.fail(err);
     }
-    this.queue.push(...frames);
-    this.drain();
+    for (const frame of frames) {
+      // Header blocks are decompressed off the thread: never from a borrowed buffer.
+      this.queue.push(borrowed && frame.type !== 'data' ? ownFrame(frame) : frame);
+    }
+    this.drain(borrowed);
   }
 
-  private drain(): void {
+  private drain(borrowed = false): void {
     while (!this.decoding && this.queue.length > 0 && !this.closed) {
       const frame = this.queue.shift()!;
       if (frame.type === 'syn_stream' || frame.type === 'syn_reply' || frame.type === 'headers') {
@@ -354,7 +428,7 @@ export class SpdyConnection extends EventEmitter {
         );
         return;
       }
-      this.onFrame(frame);
+      this.onFrame(frame, borrowed);
     }
   }
 
@@ -395,12 +469,12 @@ export class SpdyConnection extends EventEmitter {
     }
   }
 
-  private onFrame(frame: Frame): void {
+  private onFrame(frame: Frame, borrowed: boolean): void {
     switch (frame.type) {
       case 'data': {
         const stream = this.streams.get(frame.streamId);
         // Data for a stream already gone is dropped (it may have been reset).
-        stream?.receive(frame.data, (frame.flags & FLAG_FIN) !== 0);
+        stream?.receive(frame.data, (frame.flags & FLAG_FIN) !== 0, borrowed);
         break;
       }
       case 'rst_stream': {

@@ -255,6 +255,14 @@ export class FrameParser {
     return frames;
   }
 
+  /**
+   * Copies what is held for an incomplete frame, so that the buffers it came
+   * in may be reused (for readers that read into one buffer of their own).
+   */
+  ownPending(): void {
+    if (this.buffered > 0) this.chunks = [Buffer.concat(this.chunks, this.buffered)];
+  }
+
   /** Bytes held for an incomplete frame. */
   get pending(): number {
     return this.buffered;
@@ -302,5 +310,22 @@ export class FrameParser {
     }
     this.buffered -= n;
     return out;
+  }
+}
+
+/** The frame with every buffer it refers to copied (its source buffer may then be reused). */
+export function ownFrame(frame: Frame): Frame {
+  switch (frame.type) {
+    case 'data':
+      return { ...frame, data: Buffer.from(frame.data) };
+    case 'syn_stream':
+    case 'syn_reply':
+    case 'headers':
+      return { ...frame, headerBlock: Buffer.from(frame.headerBlock) };
+    case 'settings':
+    case 'unknown':
+      return { ...frame, payload: Buffer.from(frame.payload) };
+    default:
+      return frame;
   }
 }
