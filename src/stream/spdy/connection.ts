@@ -295,16 +295,9 @@ export class SpdyConnection extends EventEmitter {
     this.socket.write(encodeFrame(frame));
   }
 
-  /**
-   * @internal Sends data as DATA frames. True when the socket took it at once
-   * (callback already called); false when it is full, and the callback waits
-   * for the drain.
-   */
-  writeData(streamId: number, data: Buffer, fin: boolean, callback: () => void): boolean {
-    if (this.closed || this.socket.writableEnded) {
-      callback();
-      return true;
-    }
+  /** @internal Sends data as DATA frames; the callback waits for the drain when the socket is full. */
+  writeData(streamId: number, data: Buffer, fin: boolean, callback: () => void): void {
+    if (this.closed || this.socket.writableEnded) return callback();
     let ok = true;
     if (data.length === 0) {
       ok = this.socket.write(dataFrameHeader(streamId, fin ? FLAG_FIN : 0, 0));
@@ -320,7 +313,6 @@ export class SpdyConnection extends EventEmitter {
     this.socket.uncork();
     if (ok) callback();
     else this.drainWaiters.push(callback);
-    return ok;
   }
 
   /**
