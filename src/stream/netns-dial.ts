@@ -185,7 +185,10 @@ class NetnsDialer {
     });
     child.on('message', (message: DialReply, handle?: unknown) => {
       if (message.error !== undefined || !isStreamHandle(handle))
-        this.settle(message.id, new Error(message.error ?? 'no socket'));
+        this.settle(
+          message.id,
+          new Error(message.error ?? `the dialer in ${this.netnsPath} answered without a connected socket`),
+        );
       else this.settle(message.id, new PortSocket(handle));
     });
     const gone = (why: string) => {
