@@ -53,6 +53,8 @@ const { values: args } = parseArgs({
     'berth-toml': { type: 'string', default: '' },
     /** Seconds of nothing before one last pull; 0 skips it. Longer than an extra layer worker lives. */
     'quiet-spell': { type: 'string', default: String(LAYER_WORKER_IDLE_MS / 1000 + 5) },
+    /** Writes berth's log at debug level here (every layer's timing; every ListImages too). */
+    'debug-log': { type: 'string', default: '' },
   },
 });
 const QUIET_SPELL_MS = Number(args['quiet-spell']) * 1000;
@@ -165,7 +167,7 @@ async function main(): Promise<void> {
     await registry.push('bench/big', 'v1', image);
     const ref = `${registry.host}/bench/big:v1`;
     berth = await startBerth({
-      args: ['--log_level', 'info'],
+      args: ['--log_level', args['debug-log'] ? 'debug' : 'info'],
       toml: `${args['berth-toml'].replaceAll('\\n', '\n')}\n[image.registries."${registry.host}"]\ninsecure = true\n`,
     });
     // The template's debug level would log every RPC; info is what production runs.
@@ -377,6 +379,7 @@ async function main(): Promise<void> {
     );
   } finally {
     await containerd?.stop();
+    if (berth && args['debug-log']) await writeFile(args['debug-log'], berth.logs());
     await berth?.cleanup();
     await registry.stop();
     await rm(work, { recursive: true, force: true });

@@ -4,7 +4,6 @@
  * and unpacking the layer with synchronous file I/O, which blocks only this
  * thread.
  */
-import { createHash, type Hash } from 'node:crypto';
 import { closeSync, createReadStream, fsync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { setPriority } from 'node:os';
@@ -50,11 +49,15 @@ function wire(err: unknown): WireError {
   return { kind: 'error', message };
 }
 
-/** The compressed bytes: counted, hashed and written as they arrive. */
+/**
+ * The compressed bytes: counted and written as they arrive; their digest
+ * comes with the end of the job (the main thread hashes what it sends).
+ */
 class BlobSink {
-  private readonly hash: Hash = createHash('sha256');
   private readonly fd: number;
   bytes = 0;
+  /** sha256 of everything sent, as the sender computed it. */
+  sentDigest?: string;
   private open = true;
 
   constructor(private readonly spec: NonNullable<IngestSpec['blob']>) {
@@ -69,7 +72,6 @@ class BlobSink {
         `blob ${this.spec.digest}: more than the announced ${this.spec.size} bytes arrived`,
       );
     }
-    this.hash.update(chunk);
     for (let off = 0; off < chunk.length;) off += writeSync(this.fd, chunk, off, chunk.length - off);
   }
 
@@ -81,7 +83,9 @@ class BlobSink {
         `blob ${this.spec.digest}: ${this.bytes} bytes arrived, ${this.spec.size} were announced`,
       );
     }
-    const actual = `sha256:${this.hash.digest('hex')}`;
+    const actual = this.sentDigest;
+    if (actual === undefined)
+      throw new LayerFault('internal', `blob ${this.spec.digest}: no digest was sent`);
     if (actual !== this.spec.digest) {
       throw new LayerFault('mismatch', `blob ${this.spec.digest}: the content has digest ${actual}`);
     }
@@ -130,7 +134,12 @@ class Job {
     spec: IngestSpec,
     file: string | undefined,
   ) {
-    if (spec.blob) this.blob = new BlobSink(spec.blob);
+    if (spec.blob) {
+      // Its digest comes from the sender of the bytes: a file is read here, unhashed.
+      if (file !== undefined)
+        throw new LayerFault('internal', `blob ${spec.blob.digest}: cannot be stored from a file`);
+      this.blob = new BlobSink(spec.blob);
+    }
     const log = {
       warn: (obj: Record<string, unknown>, msg: string) => post({ type: 'warn', id, obj, msg }),
     };
@@ -206,9 +215,10 @@ class Job {
     post({ type: 'ack', id: this.id });
   }
 
-  end(): void {
+  end(digest: string | undefined): void {
     if (this.ended) return;
     this.ended = true;
+    if (this.blob) this.blob.sentDigest = digest;
     this.feed?.push(null);
     this.resolveEnd();
   }
@@ -266,6 +276,6 @@ port.on('message', (m: ToWorker) => {
   if (m.type === 'data') {
     job.data(m.chunk);
     collectSometimes(m.chunk.length);
-  } else if (m.type === 'end') job.end();
+  } else if (m.type === 'end') job.end(m.digest);
   else job.abort(m.message);
 });

@@ -4,7 +4,9 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer, type AddressInfo } from 'node:net';
 import { Readable } from 'node:stream';
+import { http1Request } from '../registry/http1.js';
 import { compress, file, sha256, tarEntries } from '../../../test/helpers/image-builder.js';
 import {
   LAYER_WORKER_IDLE_MS,
@@ -79,6 +81,95 @@ it(
     );
   },
 );
+
+it(
+  'a body read by its socket straight into the batches comes out byte for byte, several at once',
+  { timeout: 60_000 },
+  async () => {
+    const layers = await Promise.all(
+      [0, 1, 2].map(async (i) => {
+        const contents = [randomBytes(5 * 1024 * 1024 + i), Buffer.from('words '.repeat(500_000 + i))];
+        const tar = await tarEntries(contents.map((c, f) => file(`f${f}`, c)));
+        return { i, contents, tar, blob: await compress(tar, 'gzip') };
+      }),
+    );
+    // Each layer on a connection of its own, in uneven writes (the socket's reads fall anywhere).
+    const server = createServer((socket) => {
+      socket.once('data', (head: Buffer) => {
+        const i = Number(/GET \/(\d+) /.exec(head.toString())![1]);
+        const blob = layers[i]!.blob;
+        socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${blob.length}\r\n\r\n`);
+        const source = trickle(blob, i + 3);
+        source.pipe(socket);
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const { port } = server.address() as AddressInfo;
+    try {
+      await Promise.all(
+        layers.map(async ({ i, contents, tar, blob }) => {
+          const dir = join(work, `direct-${i}`);
+          await mkdir(join(dir, 'diff'), { recursive: true });
+          await mkdir(join(dir, 'scratch'));
+          const res = await http1Request(new URL(`http://127.0.0.1:${port}/${i}`), 'GET', {});
+          let received = 0;
+          const result = await runIngest(
+            {
+              blob: { temp: join(dir, 'blob'), digest: sha256(blob), size: blob.length },
+              unpack: { target: join(dir, 'diff'), scratch: join(dir, 'scratch'), name: `layer ${i}` },
+            },
+            res.body,
+            { onBytes: (n) => (received += n) },
+          );
+          assert.equal(received, blob.length);
+          assert.equal(result.bytes, blob.length);
+          assert.equal(result.unpack?.diffId, sha256(tar));
+          assert.deepEqual(await readFile(join(dir, 'blob')), blob);
+          for (const [f, content] of contents.entries()) {
+            assert.ok((await readFile(join(dir, 'diff', `f${f}`))).equals(content), `layer ${i} file f${f}`);
+          }
+        }),
+      );
+    } finally {
+      server.close();
+    }
+  },
+);
+
+it('a direct body cut short fails the ingest naming the layer, and leaves no blob', async () => {
+  const blob = await compress(await tarEntries([file('f', randomBytes(2 * 1024 * 1024))]), 'gzip');
+  const server = createServer((socket) => {
+    socket.once('data', () => {
+      socket.end(
+        Buffer.concat([
+          Buffer.from(`HTTP/1.1 200 OK\r\nContent-Length: ${blob.length}\r\n\r\n`),
+          blob.subarray(0, blob.length >> 1),
+        ]),
+      );
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  const dir = join(work, 'direct-short');
+  await mkdir(join(dir, 'diff'), { recursive: true });
+  await mkdir(join(dir, 'scratch'));
+  try {
+    const res = await http1Request(new URL(`http://127.0.0.1:${port}/`), 'GET', {});
+    await assert.rejects(
+      runIngest(
+        {
+          blob: { temp: join(dir, 'blob'), digest: sha256(blob), size: blob.length },
+          unpack: { target: join(dir, 'diff'), scratch: join(dir, 'scratch'), name: 'layer short' },
+        },
+        res.body,
+      ),
+      /reading layer short: connection closed \d+ bytes short of its Content-Length/,
+    );
+    await assert.rejects(readFile(join(dir, 'blob')), { code: 'ENOENT' });
+  } finally {
+    server.close();
+  }
+});
 
 it('no more worker threads than configured, however many layers come at once', async () => {
   for (const count of [1, 2]) {

@@ -481,7 +481,8 @@ export class Puller {
     const done = watchdog.watch(transfer);
     const started = Date.now();
     try {
-      const res = await client.blob(d.digest, signal);
+      // A layer's bytes go straight from its socket into the layer worker's batches.
+      const res = layer ? await client.directBlob(d.digest, signal) : await client.blob(d.digest, signal);
       if (res.length !== undefined && res.length !== d.size) {
         res.body.destroy();
         throw new ContentMismatchError(
@@ -489,7 +490,7 @@ export class Puller {
         );
       }
       if (!layer) {
-        await this.store.putBlob(d.digest, d.size, counted(res.body, transfer), signal);
+        await this.store.putBlob(d.digest, d.size, counted(res.body as Readable, transfer), signal);
       } else {
         await this.store
           .pullLayer(layer.layer, layer.parent, d.size, res.body, {

@@ -9,6 +9,7 @@
 import type { Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { undici } from './undici.js';
+import { http1Request, type Http1Body } from './http1.js';
 import {
   BerthError,
   NotFoundError,
@@ -49,16 +50,46 @@ export interface BlobResponse {
   length?: number;
 }
 
-function header(res: Dispatcher.ResponseData, name: string): string | undefined {
-  const v = res.headers[name];
+export interface DirectBlobResponse {
+  /** Read by the layer worker's batches straight from the socket (http1.ts). */
+  body: Http1Body;
+  length?: number;
+}
+
+/** What the auth and redirect handling needs of an answer, whichever client got it. */
+interface Answer {
+  statusCode: number;
+  headers: Record<string, string | string[] | undefined>;
+  /** Drops the body unread. */
+  discard(): void;
+  text(): Promise<string>;
+}
+
+interface UndiciAnswer extends Answer {
+  res: Dispatcher.ResponseData;
+}
+
+interface DirectAnswer extends Answer {
+  body: Http1Body;
+}
+
+type Send<A extends Answer> = (
+  url: URL,
+  method: 'GET' | 'HEAD',
+  headers: Record<string, string>,
+  signal?: AbortSignal,
+) => Promise<A>;
+
+function header(answer: Pick<Answer, 'headers'>, name: string): string | undefined {
+  const v = answer.headers[name];
   return Array.isArray(v) ? v[0] : v;
 }
 
 /** The registry's own error text (`{"errors":[{"code","message"}]}`), short. */
-async function registryError(res: Dispatcher.ResponseData): Promise<string> {
+async function registryError(answer: Answer): Promise<string> {
   let text: string;
   try {
-    text = await res.body.text();
+    text = await answer.text();
   } catch {
     return '';
   }
@@ -96,13 +127,46 @@ export class RepositoryClient {
     return `${this.endpoint.host}\0${this.scope}\0${credentialsKey(this.creds)}`;
   }
 
+  /** Requests through undici's pool for this endpoint. */
+  private readonly viaUndici: Send<UndiciAnswer> = async (url, method, headers, signal) => {
+    const res = await (
+      await undici()
+    ).request(url, { method, signal, dispatcher: this.endpoint.dispatcher, headers });
+    return {
+      statusCode: res.statusCode,
+      headers: res.headers,
+      discard: () => res.body.resume(),
+      text: () => res.body.text(),
+      res,
+    };
+  };
+
+  /** Requests on a connection of their own whose body the caller reads into its buffers. */
+  private readonly direct: Send<DirectAnswer> = async (url, method, headers, signal) => {
+    const res = await http1Request(url, method, headers, {
+      secureContext: this.endpoint.tls.secureContext,
+      rejectUnauthorized: this.endpoint.tls.rejectUnauthorized,
+      connectTimeoutMs: 15_000,
+      signal,
+    });
+    const body = res.body;
+    return {
+      statusCode: res.statusCode,
+      headers: res.headers,
+      discard: () => body.destroy(),
+      text: () => body.text(),
+      body,
+    };
+  };
+
   /** One request, trying HTTPS then HTTP on an insecure host; network failures become UNAVAILABLE. */
-  private async raw(
+  private async raw<A extends Answer>(
+    send: Send<A>,
     path: string,
     method: 'GET' | 'HEAD',
     headers: Record<string, string>,
     signal?: AbortSignal,
-  ): Promise<Dispatcher.ResponseData> {
+  ): Promise<A> {
     const host = this.endpoint.host;
     const known = schemeOf.get(host);
     const schemes: ('https' | 'http')[] = !this.endpoint.insecure
@@ -113,7 +177,7 @@ export class RepositoryClient {
     let lastError: unknown;
     for (const scheme of schemes) {
       try {
-        const res = await this.follow(new URL(`${scheme}://${host}${path}`), method, headers, signal);
+        const res = await this.follow(send, new URL(`${scheme}://${host}${path}`), method, headers, signal);
         if (this.endpoint.insecure) schemeOf.set(host, scheme);
         return res;
       } catch (err) {
@@ -127,28 +191,27 @@ export class RepositoryClient {
   }
 
   /** Sends, following redirects; the Authorization header only goes to the first origin. */
-  private async follow(
+  private async follow<A extends Answer>(
+    send: Send<A>,
     url: URL,
     method: 'GET' | 'HEAD',
     headers: Record<string, string>,
     signal?: AbortSignal,
-  ): Promise<Dispatcher.ResponseData> {
+  ): Promise<A> {
     const origin = url.origin;
     for (let hop = 0; ; hop++) {
       const sameOrigin = url.origin === origin;
-      const res = await (
-        await undici()
-      ).request(url, {
+      const res = await send(
+        url,
         method,
-        signal,
-        dispatcher: this.endpoint.dispatcher,
-        headers: sameOrigin
+        sameOrigin
           ? headers
           : Object.fromEntries(Object.entries(headers).filter(([k]) => k !== 'authorization')),
-      });
+        signal,
+      );
       if (![301, 302, 303, 307, 308].includes(res.statusCode)) return res;
       const location = header(res, 'location');
-      res.body.resume();
+      res.discard();
       if (!location || hop >= MAX_REDIRECTS) {
         throw new UnavailableError(`${this.what}: too many or empty redirects for ${url.pathname}`);
       }
@@ -160,23 +223,24 @@ export class RepositoryClient {
    * A request under /v2/<repository>/, answering the auth challenge once.
    * Resolves only for 200; everything else becomes an error naming `object`.
    */
-  private async get(
+  private async get<A extends Answer>(
+    send: Send<A>,
     sub: string,
     accept: string | undefined,
     object: string,
     signal?: AbortSignal,
-  ): Promise<Dispatcher.ResponseData> {
+  ): Promise<A> {
     const path = `/v2/${this.repository}/${sub}`;
     this.authorization ??= this.cachedToken();
     for (let attempt = 0; ; attempt++) {
       const headers: Record<string, string> = { 'user-agent': 'berth' };
       if (accept) headers.accept = accept;
       if (this.authorization) headers.authorization = this.authorization;
-      const res = await this.raw(path, 'GET', headers, signal);
+      const res = await this.raw(send, path, 'GET', headers, signal);
       if (res.statusCode === 200) return res;
       if (res.statusCode === 401 && attempt === 0) {
         const challenges = parseChallenges(res.headers['www-authenticate']);
-        res.body.resume();
+        res.discard();
         const next = await this.answer(challenges, signal);
         if (next !== undefined && next !== headers.authorization) {
           this.authorization = next;
@@ -238,7 +302,8 @@ export class RepositoryClient {
     accept: readonly string[],
     signal?: AbortSignal,
   ): Promise<FetchedManifest> {
-    const res = await this.get(
+    const { res } = await this.get(
+      this.viaUndici,
       `manifests/${reference}`,
       accept.join(', '),
       `manifest ${this.repository}:${reference}`.replace(':sha256:', '@sha256:'),
@@ -272,9 +337,30 @@ export class RepositoryClient {
 
   /** GET a blob as a stream; the caller verifies it. */
   async blob(digest: string, signal?: AbortSignal): Promise<BlobResponse> {
-    const res = await this.get(`blobs/${digest}`, undefined, `blob ${digest} of ${this.repository}`, signal);
+    const { res } = await this.get(
+      this.viaUndici,
+      `blobs/${digest}`,
+      undefined,
+      `blob ${digest} of ${this.repository}`,
+      signal,
+    );
     const length = Number(header(res, 'content-length') ?? NaN);
     return { body: res.body, length: Number.isFinite(length) ? length : undefined };
+  }
+
+  /**
+   * GET a (layer) blob on a connection of its own, its body read straight
+   * into the caller's buffers; the caller verifies it.
+   */
+  async directBlob(digest: string, signal?: AbortSignal): Promise<DirectBlobResponse> {
+    const { body } = await this.get(
+      this.direct,
+      `blobs/${digest}`,
+      undefined,
+      `blob ${digest} of ${this.repository}`,
+      signal,
+    );
+    return { body, length: body.length };
   }
 
   get name(): string {

@@ -5,6 +5,7 @@
  * plus the host's extra CA file (trust.ts).
  */
 import { readFile } from 'node:fs/promises';
+import type { SecureContext } from 'node:tls';
 import type { Agent } from 'undici';
 import type { RegistryConfig } from '../../config/schema.js';
 import { FailedPreconditionError, errorMessage } from '../../errors.js';
@@ -19,6 +20,8 @@ export interface Endpoint {
   insecure: boolean;
   mirror: boolean;
   dispatcher: Agent;
+  /** What the dispatcher's connections trust, for connections of berth's own (http1.ts). */
+  tls: { secureContext: SecureContext; rejectUnauthorized: boolean };
 }
 
 const KEEP_ALIVE_MS = 30_000;
@@ -34,7 +37,7 @@ function mirrorHost(mirror: string): string {
 }
 
 export class Endpoints {
-  private readonly agents = new Map<string, Agent>();
+  private readonly agents = new Map<string, { agent: Agent; tls: Endpoint['tls'] }>();
 
   constructor(private readonly registries: () => Record<string, RegistryConfig>) {}
 
@@ -48,8 +51,8 @@ export class Endpoints {
     const insecure = cfg?.insecure ?? false;
     const caFile = cfg?.ca_file ?? '';
     const key = `${host}\0${insecure}\0${caFile}`;
-    let agent = this.agents.get(key);
-    if (!agent) {
+    let pool = this.agents.get(key);
+    if (!pool) {
       let extraCa: string | undefined;
       if (!insecure && caFile) {
         try {
@@ -62,9 +65,13 @@ export class Endpoints {
       }
       const { Agent } = await undici();
       // Another pull may have made the pool while the CA file (or undici) was read.
-      agent = this.agents.get(key);
-      if (!agent) {
-        agent = new Agent({
+      pool = this.agents.get(key);
+      if (!pool) {
+        const tls = {
+          secureContext: registryTlsContext({ insecure, extraCa }),
+          rejectUnauthorized: !insecure,
+        };
+        const agent = new Agent({
           keepAliveTimeout: KEEP_ALIVE_MS,
           keepAliveMaxTimeout: 10 * KEEP_ALIVE_MS,
           connections: 16,
@@ -72,16 +79,13 @@ export class Endpoints {
           allowH2: false,
           // A context, not a CA list: given only `ca`, every new connection would
           // parse all the CAs again (~20 ms of the event loop for ~260 of them).
-          connect: {
-            secureContext: registryTlsContext({ insecure, extraCa }),
-            rejectUnauthorized: !insecure,
-            timeout: 15_000,
-          },
+          connect: { ...tls, timeout: 15_000 },
         });
-        this.agents.set(key, agent);
+        pool = { agent, tls };
+        this.agents.set(key, pool);
       }
     }
-    return { host, insecure, mirror, dispatcher: agent };
+    return { host, insecure, mirror, dispatcher: pool.agent, tls: pool.tls };
   }
 
   /** The endpoints to try for a registry, in order. */
@@ -112,6 +116,6 @@ export class Endpoints {
   async close(): Promise<void> {
     const agents = [...this.agents.values()];
     this.agents.clear();
-    await Promise.all(agents.map((a) => a.close().catch(() => undefined)));
+    await Promise.all(agents.map((a) => a.agent.close().catch(() => undefined)));
   }
 }

@@ -29,6 +29,7 @@ import type { BlobSink, Digest, ImageCommit, ImageConfigFile, ImageRecord, Layer
 import { BlobStore, digestHex } from './blobs.js';
 import { LayerStore, chainIdOf, type UnpackOptions } from './layers.js';
 import { FileLock } from './lock.js';
+import type { DirectSource } from '../registry/http1.js';
 
 /** An image as written in index.json (the config lives in the blob store). */
 type StoredImage = Omit<ImageRecord, 'config'>;
@@ -146,7 +147,7 @@ export class ImageStore implements BlobSink {
     layer: Omit<LayerRecord, 'chainId'>,
     parentChainId: Digest | undefined,
     size: number,
-    body: Readable,
+    body: Readable | DirectSource,
     options: Pick<UnpackOptions, 'signal' | 'onBytes' | 'onWritten'> = {},
   ): Promise<void> {
     const digest = layer.blobDigest;
