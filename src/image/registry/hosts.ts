@@ -12,6 +12,7 @@ import { FailedPreconditionError, errorMessage } from '../../errors.js';
 import { DOCKER_HUB } from '../reference.js';
 import { forgetRegistryTrust, registryTlsContext } from './trust.js';
 import { undici } from './undici.js';
+import { closeIdleConnections } from './http1.js';
 
 export interface Endpoint {
   /** host[:port] as configured, e.g. "127.0.0.1:5000" or "registry-1.docker.io". */
@@ -114,6 +115,7 @@ export class Endpoints {
 
   /** Closes every pooled connection. */
   async close(): Promise<void> {
+    closeIdleConnections();
     const agents = [...this.agents.values()];
     this.agents.clear();
     await Promise.all(agents.map((a) => a.agent.close().catch(() => undefined)));

@@ -2,7 +2,15 @@ import { it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
-import { ChunkedDecoder, Http1Error, http1Request, type DirectSink, type Http1Body } from './http1.js';
+import {
+  ChunkedDecoder,
+  Http1Error,
+  closeIdleConnections,
+  http1Request,
+  idleConnectionCount,
+  type DirectSink,
+  type Http1Body,
+} from './http1.js';
 
 /** A server that answers one connection with `answer`; resolves the request head it read. */
 async function serve(
@@ -91,7 +99,7 @@ it('Content-Length: the body arrives whole in the spaces given, with the head in
   assert.match(head, /^GET \/v2\/x\/blobs\/sha256:abc HTTP\/1\.1\r\n/);
   assert.match(head, /\r\nHost: 127\.0\.0\.1:\d+\r\n/);
   assert.match(head, /\r\nauthorization: Bearer t0k\r\n/);
-  assert.match(head, /\r\nConnection: close\r\n/);
+  assert.doesNotMatch(head, /\r\nConnection:/i, 'HTTP/1.1 keeps the connection by default');
 });
 
 it('chunked: extensions and trailers are dropped, the data compacted in place', async () => {
@@ -226,4 +234,113 @@ it('bad answers and bad requests are errors, not hangs', async () => {
     http1Request(new URL('http://127.0.0.1:9/'), 'GET', { authorization: 'Bearer x\r\nX-Evil: 1' }),
     /invalid request header "authorization"/,
   );
+});
+
+/**
+ * A keep-alive server: `answer(request index, connection index)` gives the
+ * bytes for each request (undefined: close that connection without a word).
+ */
+async function keepAliveServer(
+  answer: (request: number, connection: number) => string | undefined,
+): Promise<{ url: URL; connections: () => number; requests: () => number; close(): void }> {
+  let connections = 0;
+  let requests = 0;
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    const connection = connections++;
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+    socket.on('error', () => undefined);
+    let buffered = '';
+    socket.on('data', (d: Buffer) => {
+      buffered += d.toString('latin1');
+      let end: number;
+      while ((end = buffered.indexOf('\r\n\r\n')) !== -1) {
+        buffered = buffered.slice(end + 4);
+        const reply = answer(requests++, connection);
+        if (reply === undefined) socket.destroy();
+        else socket.write(reply);
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: new URL(`http://127.0.0.1:${port}/blob`),
+    connections: () => connections,
+    requests: () => requests,
+    close() {
+      server.close();
+      for (const s of sockets) s.destroy();
+    },
+  };
+}
+
+const ok = (body: string, extra = '') =>
+  `HTTP/1.1 200 OK\r\nContent-Length: ${Buffer.byteLength(body)}\r\n${extra}\r\n${body}`;
+
+async function readText(url: URL): Promise<string> {
+  const res = await http1Request(url, 'GET', {});
+  return (await collect(res.body, 1024)).bytes.toString();
+}
+
+it('keep-alive: answers read whole leave the connection for the next request', async () => {
+  closeIdleConnections();
+  const chunked = 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\ntwo\r\n0\r\n\r\n';
+  const server = await keepAliveServer((request) => (request === 1 ? chunked : ok(`answer ${request}`)));
+  try {
+    assert.equal(await readText(server.url), 'answer 0');
+    assert.equal(idleConnectionCount(), 1);
+    assert.equal(await readText(server.url), 'two');
+    assert.equal(await readText(server.url), 'answer 2');
+    assert.equal(server.connections(), 1, 'three requests on one connection');
+  } finally {
+    closeIdleConnections();
+    server.close();
+  }
+});
+
+it('keep-alive: not after Connection: close, an HTTP/1.0 answer, surplus bytes or a body left unread', async () => {
+  closeIdleConnections();
+  const answers = [
+    ok('a', 'Connection: close\r\n'),
+    'HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\nb',
+    `${ok('c')}GARBAGE`,
+    ok('x'.repeat(100_000)),
+  ];
+  const server = await keepAliveServer((request) => answers[request]);
+  try {
+    for (const expected of ['a', 'b', 'c']) {
+      assert.equal(await readText(server.url), expected);
+      assert.equal(idleConnectionCount(), 0, `not kept after ${JSON.stringify(expected)}`);
+    }
+    const res = await http1Request(server.url, 'GET', {});
+    res.body.destroy();
+    assert.equal(idleConnectionCount(), 0, 'not kept with its body unread');
+    assert.equal(server.connections(), 4);
+  } finally {
+    closeIdleConnections();
+    server.close();
+  }
+});
+
+it('keep-alive: a kept connection the server closed is left, and one closed as it is reused is retried', async () => {
+  closeIdleConnections();
+  // Connection 0 answers once, then drops the next request unanswered.
+  const server = await keepAliveServer((request, connection) =>
+    connection === 0 && request > 0 ? undefined : ok(`r${request} c${connection}`),
+  );
+  try {
+    assert.equal(await readText(server.url), 'r0 c0');
+    assert.equal(await readText(server.url), 'r2 c1', 'sent again on a new connection');
+    assert.equal(server.requests(), 3);
+    // The server closes the idle connection: it leaves the pool.
+    assert.equal(idleConnectionCount(), 1);
+    server.close();
+    for (let i = 0; i < 50 && idleConnectionCount() > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(idleConnectionCount(), 0);
+  } finally {
+    closeIdleConnections();
+    server.close();
+  }
 });

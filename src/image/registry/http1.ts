@@ -1,9 +1,10 @@
 /**
- * A small HTTP/1.1 client for layer blobs. One request per connection
- * (`Connection: close`); the response head is parsed here and the body is
- * read by the socket straight into buffers its consumer hands out (`onread`
- * with a buffer per read), so a layer's bytes are not copied between the
- * kernel and the layer worker. undici copies every byte into its parser's
+ * A small HTTP/1.1 client for layer blobs. The response head is parsed here
+ * and the body is read by the socket straight into buffers its consumer
+ * hands out (`onread` with a buffer per read), so a layer's bytes are not
+ * copied between the kernel and the layer worker. Connections are kept
+ * alive between blobs of one origin, as undici's pools keep them: against a
+ * distant registry a new TLS connection per layer would cost round trips. undici copies every byte into its parser's
  * memory and out again and emits a chunk object per read: ~7x the CPU per
  * byte of this path on loopback (bench/pull). undici keeps serving
  * manifests, configs and tokens, where keep-alive matters more than bytes.
@@ -79,15 +80,26 @@ type Framing =
  * Network failures reject with the socket's error; a malformed answer with
  * an Http1Error.
  */
-export function http1Request(
+export async function http1Request(
   url: URL,
   method: 'GET' | 'HEAD',
   headers: Record<string, string>,
   options: Http1Options = {},
 ): Promise<Http1Response> {
-  return new Promise((resolve, reject) => {
-    new Exchange(url, method, headers, options, resolve, reject);
-  });
+  const head = requestHead(url, method, headers);
+  const key = poolKey(url, options);
+  for (;;) {
+    const kept = Connection.take(key);
+    try {
+      return await new Promise<Http1Response>((resolve, reject) => {
+        new Exchange(kept ?? new Connection(key, url, options), head, method, options, resolve, reject);
+      });
+    } catch (err) {
+      // A server may close an idle connection just as it is reused; GETs are safe to send again.
+      if (err instanceof StaleConnectionError && !options.signal?.aborted) continue;
+      throw err;
+    }
+  }
 }
 
 function requestHead(url: URL, method: string, headers: Record<string, string>): string {
@@ -100,47 +112,70 @@ function requestHead(url: URL, method: string, headers: Record<string, string>):
     if (name.toLowerCase() === 'host' || name.toLowerCase() === 'connection') continue;
     lines.push(`${name}: ${value}`);
   }
-  lines.push('Connection: close', '', '');
+  lines.push('', '');
   return lines.join('\r\n');
 }
 
-/** head: reading it; waiting: head given, body not started (socket paused); body: reading it. */
-type Phase = 'head' | 'waiting' | 'body' | 'done';
+/** Idle connections kept per origin (and trust); more are closed once their answer is read. */
+const MAX_IDLE_PER_ORIGIN = 8;
+/** An idle connection is closed after this (or sooner when the server says so). */
+const IDLE_MS = 30_000;
+const idle = new Map<string, Connection[]>();
+const contextIds = new WeakMap<tls.SecureContext, number>();
+let nextContextId = 1;
+
+/** Connections to one origin with one trust may carry each other's requests. */
+function poolKey(url: URL, options: Http1Options): string {
+  if (url.protocol !== 'https:') return url.origin;
+  let id = 0;
+  if (options.secureContext) {
+    id = contextIds.get(options.secureContext) ?? nextContextId++;
+    contextIds.set(options.secureContext, id);
+  }
+  return `${url.origin}\0${id}\0${options.rejectUnauthorized ?? true}`;
+}
+
+/** Closes every idle kept-alive connection (shutdown; tests). */
+export function closeIdleConnections(): void {
+  for (const list of idle.values()) for (const conn of [...list]) conn.drop();
+  idle.clear();
+}
+
+/** Idle kept-alive connections now (tests). */
+export function idleConnectionCount(): number {
+  let n = 0;
+  for (const list of idle.values()) n += list.length;
+  return n;
+}
 
 /** tls.connect takes `onread` as net.connect does (not in @types/node's TLS options). */
 type TlsOptionsWithOnread = tls.ConnectionOptions & { onread: net.OnReadOpts };
 
-class Exchange implements Http1Body {
-  readonly direct = true;
-  length?: number;
-  private readonly socket: net.Socket;
-  private phase: Phase = 'head';
-  /** The head is read here; afterwards, the bytes of a read made while no sink space was set. */
-  private readonly scratch = Buffer.allocUnsafe(MAX_HEAD_BYTES);
-  private headUsed = 0;
-  /** Body bytes that came with the head or before the sink started (already de-chunked). */
-  private early: Buffer[] = [];
-  private framing: Framing = { kind: 'close' };
-  private sink?: DirectSink;
-  private failure?: Error;
+/**
+ * One socket, carrying one exchange at a time; between exchanges it waits
+ * in the idle pool, still reading so that a close by the server is seen.
+ */
+class Connection {
+  readonly socket: net.Socket;
+  exchange?: Exchange;
+  /** Requests it has carried, the current one included. */
+  requests = 0;
+  private connected = false;
+  private readonly idleBuffer = Buffer.allocUnsafe(4096);
+  private idleTimer?: NodeJS.Timeout;
   private connectTimer?: NodeJS.Timeout;
-  private settled = false;
-  private onAbort?: () => void;
+  private dropped = false;
 
   constructor(
+    readonly key: string,
     url: URL,
-    private readonly method: 'GET' | 'HEAD',
-    headers: Record<string, string>,
-    private readonly options: Http1Options,
-    private readonly resolveHead: (r: Http1Response) => void,
-    private readonly rejectHead: (e: Error) => void,
+    options: Http1Options,
   ) {
-    const head = requestHead(url, method, headers);
     const secure = url.protocol === 'https:';
     const port = Number(url.port) || (secure ? 443 : 80);
     const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
     const onread = {
-      buffer: () => this.nextBuffer(),
+      buffer: () => this.exchange?.nextBuffer() ?? this.idleBuffer,
       callback: (n: number, buf: Uint8Array) => this.onRead(n, buf),
     };
     this.socket = secure
@@ -156,16 +191,130 @@ class Exchange implements Http1Body {
       : net.connect({ host, port, onread });
     this.socket.setNoDelay(true);
     this.connectTimer = setTimeout(
-      () => this.fail(new Http1Error(`connect to ${url.host} timed out`)),
+      () => this.failWith(new Http1Error(`connect to ${url.host} timed out`)),
       options.connectTimeoutMs ?? 15_000,
     );
-    this.socket.once(secure ? 'secureConnect' : 'connect', () => clearTimeout(this.connectTimer));
-    this.socket.on('error', (err) => this.fail(err));
-    this.socket.on('end', () => this.onEnd());
+    this.socket.once(secure ? 'secureConnect' : 'connect', () => {
+      this.connected = true;
+      clearTimeout(this.connectTimer);
+    });
+    this.socket.on('error', (err) => this.failWith(err));
+    this.socket.on('end', () => (this.exchange ? this.exchange.onEnd() : this.drop()));
     this.socket.on('close', () => {
       clearTimeout(this.connectTimer);
-      if (this.phase !== 'done') this.fail(new Http1Error('connection closed'));
+      this.failWith(new Http1Error('connection closed'));
     });
+  }
+
+  get reused(): boolean {
+    return this.requests > 1;
+  }
+
+  private failWith(err: Error): void {
+    const exchange = this.exchange;
+    this.drop();
+    exchange?.fail(err);
+  }
+
+  private onRead(n: number, buf: Uint8Array): boolean {
+    const exchange = this.exchange;
+    if (!exchange) {
+      // Bytes while idle answer nothing that was asked: the connection is no good.
+      this.drop();
+      return false;
+    }
+    const keepReading = exchange.onRead(n, buf);
+    // Put back into the pool by that read: read on, to see the server close it.
+    if (this.exchange === undefined) return !this.dropped;
+    return keepReading;
+  }
+
+  /** Carries `exchange` (a new connection, or one taken from the pool). */
+  attach(exchange: Exchange): void {
+    this.exchange = exchange;
+    this.requests++;
+    clearTimeout(this.idleTimer);
+    this.socket.ref();
+    if (this.connected && this.socket.isPaused()) this.socket.resume();
+  }
+
+  /** The exchange is over and left the connection clean: kept for the next one, or closed. */
+  park(idleMs: number): void {
+    this.exchange = undefined;
+    const list = idle.get(this.key) ?? [];
+    if (this.dropped || idleMs <= 0 || list.length >= MAX_IDLE_PER_ORIGIN) {
+      this.drop();
+      return;
+    }
+    list.push(this);
+    idle.set(this.key, list);
+    this.socket.unref();
+    if (this.socket.isPaused()) this.socket.resume();
+    this.idleTimer = setTimeout(() => this.drop(), idleMs);
+    this.idleTimer.unref();
+  }
+
+  drop(): void {
+    if (this.dropped) return;
+    this.dropped = true;
+    this.exchange = undefined;
+    clearTimeout(this.idleTimer);
+    clearTimeout(this.connectTimer);
+    const list = idle.get(this.key);
+    const at = list?.indexOf(this) ?? -1;
+    if (list && at !== -1) {
+      list.splice(at, 1);
+      if (list.length === 0) idle.delete(this.key);
+    }
+    if (!this.socket.destroyed) this.socket.destroy();
+  }
+
+  static take(key: string): Connection | undefined {
+    const list = idle.get(key);
+    const conn = list?.pop();
+    if (list?.length === 0) idle.delete(key);
+    return conn;
+  }
+}
+
+/** A kept-alive connection that failed before any byte of an answer: the request goes again on a new one. */
+class StaleConnectionError extends Error {}
+
+/** head: reading it; waiting: head given, body not started (socket paused); body: reading it. */
+type Phase = 'head' | 'waiting' | 'body' | 'done';
+
+class Exchange implements Http1Body {
+  readonly direct = true;
+  length?: number;
+  private readonly socket: net.Socket;
+  private phase: Phase = 'head';
+  /** The head is read here; afterwards, the bytes of a read made while no sink space was set. */
+  private readonly scratch = Buffer.allocUnsafe(MAX_HEAD_BYTES);
+  private headUsed = 0;
+  /** Some byte of the answer arrived (a reused connection that fails before is retried). */
+  private answered = false;
+  /** Body bytes that came with the head or before the sink started (already de-chunked). */
+  private early: Buffer[] = [];
+  private framing: Framing = { kind: 'close' };
+  /** The connection may carry another request once this answer is read (ms it may idle), or 0. */
+  private keepAliveMs = 0;
+  /** Bytes arrived past the end of the answer: the connection is not clean. */
+  private surplus = false;
+  private sink?: DirectSink;
+  private failure?: Error;
+  private settled = false;
+  private onAbort?: () => void;
+
+  constructor(
+    private readonly conn: Connection,
+    head: string,
+    private readonly method: 'GET' | 'HEAD',
+    private readonly options: Http1Options,
+    private readonly resolveHead: (r: Http1Response) => void,
+    private readonly rejectHead: (e: Error) => void,
+  ) {
+    this.socket = conn.socket;
+    conn.attach(this);
     const signal = options.signal;
     if (signal) {
       if (signal.aborted) {
@@ -184,14 +333,23 @@ class Exchange implements Http1Body {
   }
 
   /** The buffer the socket reads into next (asked for after every read). */
-  private nextBuffer(): Uint8Array {
+  nextBuffer(): Uint8Array {
     if (this.phase === 'body' && this.sink) return this.sink.space();
     return this.headUsed > 0 ? this.scratch.subarray(this.headUsed) : this.scratch;
   }
 
-  private onRead(n: number, buf: Uint8Array): boolean {
+  onRead(n: number, buf: Uint8Array): boolean {
     if (this.phase === 'done') return false;
+    this.answered = true;
     if (this.phase === 'head') {
+      if (buf.buffer !== this.scratch.buffer || buf.byteOffset !== this.scratch.byteOffset + this.headUsed) {
+        // Read into the connection's idle buffer (the read asked for before this exchange).
+        if (this.headUsed + n > this.scratch.length) {
+          this.fail(new Http1Error(`response head larger than ${this.scratch.length} bytes`));
+          return false;
+        }
+        this.scratch.set(buf.subarray(0, n), this.headUsed);
+      }
       this.headUsed += n;
       this.parseHead();
       return this.current() === 'head';
@@ -220,10 +378,14 @@ class Exchange implements Http1Body {
       case 'length': {
         const kept = Math.min(n, f.remaining);
         f.remaining -= kept;
+        if (kept < n) this.surplus = true;
         return kept;
       }
-      case 'chunked':
-        return f.decoder.decode(buf, n);
+      case 'chunked': {
+        const kept = f.decoder.decode(buf, n);
+        if (f.decoder.consumed < n) this.surplus = true;
+        return kept;
+      }
       case 'close':
         return n;
       case 'none':
@@ -287,6 +449,7 @@ class Exchange implements Http1Body {
         return;
       }
       if (this.framing.kind === 'length') this.length = this.framing.remaining;
+      this.keepAliveMs = keepAliveMs(text, parsed.headers, this.framing);
       this.phase = 'waiting';
       this.socket.pause();
       if (rest.length > 0) {
@@ -301,7 +464,7 @@ class Exchange implements Http1Body {
       if (this.framingDone()) this.phase = 'done';
       this.settled = true;
       this.resolveHead({ statusCode: parsed.statusCode, headers: parsed.headers, body: this });
-      if (this.phase === 'done') this.close();
+      if (this.phase === 'done') this.release();
       return;
     }
   }
@@ -336,8 +499,10 @@ class Exchange implements Http1Body {
     if (this.phase === 'done') return;
     if (err) this.fail(err);
     else {
+      // Unread bytes would be the next request's answer: the connection goes.
       this.phase = 'done';
-      this.close();
+      this.detach();
+      this.conn.drop();
     }
   }
 
@@ -365,7 +530,8 @@ class Exchange implements Http1Body {
     });
   }
 
-  private onEnd(): void {
+  /** The server ended the connection. */
+  onEnd(): void {
     if (this.phase === 'done') return;
     if (this.phase === 'head') {
       this.fail(new Http1Error('connection closed before a response'));
@@ -385,32 +551,54 @@ class Exchange implements Http1Body {
     if (this.phase === 'done') return;
     const wasWaiting = this.phase === 'waiting';
     this.phase = 'done';
-    this.close();
+    this.release();
     // Not started yet: `start` ends the sink.
     if (!wasWaiting) this.sink?.end();
   }
 
-  private fail(err: Error): void {
+  /** Fails the exchange (once); the connection goes with it. */
+  fail(err: Error): void {
     if (this.phase === 'done' && this.settled) return;
     const sink = this.sink;
     const started = this.phase === 'body';
     this.failure ??= err;
     this.phase = 'done';
-    this.close();
+    this.detach();
+    this.conn.drop();
     if (!this.settled) {
       this.settled = true;
-      this.rejectHead(err);
+      const stale = this.conn.reused && !this.answered && !this.options.signal?.aborted;
+      this.rejectHead(stale ? new StaleConnectionError(err.message, { cause: err }) : err);
       return;
     }
     if (started) sink?.error(err);
   }
 
-  private close(): void {
-    clearTimeout(this.connectTimer);
+  /** The answer is read whole: the connection serves the next request, or closes. */
+  private release(): void {
+    this.detach();
+    if (this.keepAliveMs > 0 && !this.surplus) this.conn.park(this.keepAliveMs);
+    else this.conn.drop();
+  }
+
+  private detach(): void {
     if (this.onAbort) this.options.signal?.removeEventListener('abort', this.onAbort);
     this.onAbort = undefined;
-    if (!this.socket.destroyed) this.socket.destroy();
   }
+}
+
+/**
+ * How long the connection may wait for another request once this answer is
+ * read, or 0: only HTTP/1.1 answers framed by length or chunks, without
+ * `Connection: close`, within the server's own `Keep-Alive: timeout` less a second.
+ */
+function keepAliveMs(head: string, headers: Http1Response['headers'], framing: Framing): number {
+  if (framing.kind === 'close' || !head.startsWith('HTTP/1.1 ')) return 0;
+  const tokens = [headers.connection ?? []].flat().join(',').toLowerCase().split(',');
+  if (tokens.some((t) => t.trim() === 'close')) return 0;
+  const timeout = /(?:^|[,\s])timeout=(\d+)/i.exec([headers['keep-alive'] ?? []].flat().join(','));
+  if (timeout) return Math.min(IDLE_MS, Number(timeout[1]) * 1000 - 1000);
+  return IDLE_MS;
 }
 
 function abortReason(signal: AbortSignal): Error {
@@ -471,6 +659,9 @@ export class ChunkedDecoder {
   private lineBytes = 0;
   /** The trailer line being read is empty so far (an empty one ends the body). */
   private trailerEmpty = true;
+
+  /** Input bytes the last `decode` used (fewer than given once the body ended inside them). */
+  consumed = 0;
 
   get done(): boolean {
     return this.state === 'done';
@@ -542,6 +733,7 @@ export class ChunkedDecoder {
           break;
       }
     }
+    this.consumed = i;
     return w;
   }
 }
