@@ -42,6 +42,7 @@ import { median, percentile } from '../lib/stats.js';
 import { rssBytes, threadCpuDelta, threadCpuMs } from '../lib/proc.js';
 import { LAYER_WORKER_IDLE_MS } from '../../src/image/layer/ingest.js';
 import { leanUnpackMs } from './floor.js';
+import { startDelayProxy, type DelayProxy } from '../lib/delay-proxy.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -54,6 +55,8 @@ const { values: args } = parseArgs({
     'berth-toml': { type: 'string', default: '' },
     /** Seconds of nothing before one last pull; 0 skips it. Longer than an extra layer worker lives. */
     'quiet-spell': { type: 'string', default: String(LAYER_WORKER_IDLE_MS / 1000 + 5) },
+    /** A round trip to the registry of this many ms (a delaying relay in front of it), for berth and skopeo alike. */
+    rtt: { type: 'string', default: '0' },
     /** Writes berth's log at debug level here (every layer's timing; every ListImages too). */
     'debug-log': { type: 'string', default: '' },
   },
@@ -165,6 +168,7 @@ async function main(): Promise<void> {
   const registry = await startRegistry({ mode: 'open' });
   let berth: Awaited<ReturnType<typeof startBerth>> | undefined;
   let containerd: RunningContainerd | undefined;
+  let proxy: DelayProxy | undefined;
   const peers: Peer[] = [];
   try {
     console.log(`building a ${LAYERS}-layer image of about ${args.mib} MiB…`);
@@ -177,10 +181,16 @@ async function main(): Promise<void> {
     const floorMs = unpackFloorMs(image.layers);
     const leanMs = await leanUnpackMs(image.layers, cpus().length, join(work, 'lean-floor'));
     await registry.push('bench/big', 'v1', image);
-    const ref = `${registry.host}/bench/big:v1`;
+    const rttMs = Number(args.rtt);
+    if (rttMs > 0) {
+      proxy = await startDelayProxy(registry.host, rttMs / 2);
+      console.log(`the registry is reached through a relay adding ${rttMs} ms per round trip`);
+    }
+    const registryHost = proxy?.host ?? registry.host;
+    const ref = `${registryHost}/bench/big:v1`;
     berth = await startBerth({
       args: ['--log_level', args['debug-log'] ? 'debug' : 'info'],
-      toml: `${args['berth-toml'].replaceAll('\\n', '\n')}\n[image.registries."${registry.host}"]\ninsecure = true\n`,
+      toml: `${args['berth-toml'].replaceAll('\\n', '\n')}\n[image.registries."${registryHost}"]\ninsecure = true\n`,
     });
     // The template's debug level would log every RPC; info is what production runs.
     const b = berth;
@@ -215,7 +225,7 @@ async function main(): Promise<void> {
         sandboxImage: 'berth.bench/unused:1',
         cniConfDir: join(work, 'containerd-cni'),
         cniBinDir: CNI_BIN_DIR,
-        plainHttpRegistries: [registry.host],
+        plainHttpRegistries: [registryHost],
       });
       const peer = containerd;
       peers.push({
@@ -401,6 +411,7 @@ async function main(): Promise<void> {
     await containerd?.stop();
     if (berth && args['debug-log']) await writeFile(args['debug-log'], berth.logs());
     await berth?.cleanup();
+    await proxy?.close();
     await registry.stop();
     await rm(work, { recursive: true, force: true });
   }
