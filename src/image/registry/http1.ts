@@ -2,12 +2,12 @@
  * A small HTTP/1.1 client for layer blobs. The response head is parsed here
  * and the body is read by the socket straight into buffers its consumer
  * hands out (`onread` with a buffer per read), so a layer's bytes are not
- * copied between the kernel and the layer worker. Connections are kept
- * alive between blobs of one origin, as undici's pools keep them: against a
- * distant registry a new TLS connection per layer would cost round trips. undici copies every byte into its parser's
- * memory and out again and emits a chunk object per read: ~7x the CPU per
- * byte of this path on loopback (bench/pull). undici keeps serving
- * manifests, configs and tokens, where keep-alive matters more than bytes.
+ * copied between the kernel and the layer worker. undici copies every byte
+ * into its parser's memory and out again and emits a chunk object per read:
+ * 5-9x the CPU per byte of this path on loopback (bench/pull README); it
+ * keeps serving manifests, configs and tokens. Connections are kept alive
+ * between blobs of one origin, as undici's pools keep them: against a
+ * distant registry a new TLS connection per layer would cost round trips.
  */
 import net from 'node:net';
 import tls from 'node:tls';
