@@ -141,7 +141,7 @@ export class RepositoryClient {
     };
   };
 
-  /** Requests on a connection of their own whose body the caller reads into its buffers. */
+  /** Requests through berth's own HTTP/1.1 client, whose bodies the caller reads into its buffers. */
   private readonly direct: Send<DirectAnswer> = async (url, method, headers, signal) => {
     const res = await http1Request(url, method, headers, {
       secureContext: this.endpoint.tls.secureContext,
@@ -335,31 +335,23 @@ export class RepositoryClient {
     };
   }
 
+  private getBlob<A extends Answer>(send: Send<A>, digest: string, signal?: AbortSignal): Promise<A> {
+    return this.get(send, `blobs/${digest}`, undefined, `blob ${digest} of ${this.repository}`, signal);
+  }
+
   /** GET a blob as a stream; the caller verifies it. */
   async blob(digest: string, signal?: AbortSignal): Promise<BlobResponse> {
-    const { res } = await this.get(
-      this.viaUndici,
-      `blobs/${digest}`,
-      undefined,
-      `blob ${digest} of ${this.repository}`,
-      signal,
-    );
+    const { res } = await this.getBlob(this.viaUndici, digest, signal);
     const length = Number(header(res, 'content-length') ?? NaN);
     return { body: res.body, length: Number.isFinite(length) ? length : undefined };
   }
 
   /**
-   * GET a (layer) blob on a connection of its own, its body read straight
-   * into the caller's buffers; the caller verifies it.
+   * GET a (layer) blob through berth's own HTTP/1.1 client, its body read
+   * straight into the caller's buffers; the caller verifies it.
    */
   async directBlob(digest: string, signal?: AbortSignal): Promise<DirectBlobResponse> {
-    const { body } = await this.get(
-      this.direct,
-      `blobs/${digest}`,
-      undefined,
-      `blob ${digest} of ${this.repository}`,
-      signal,
-    );
+    const { body } = await this.getBlob(this.direct, digest, signal);
     return { body, length: body.length };
   }
 
