@@ -1,10 +1,11 @@
 /**
  * Layer ingestion off the event loop. A small pool of worker threads
- * (ingest-worker.ts) does the heavy part of a pull: hashing and writing a
- * blob as it arrives, decompressing it, hashing the tar (diff ID), parsing it
- * and writing the layer's files. The main thread only copies network chunks
- * into batches and hands them over, a few at a time (backpressure), so gRPC
- * calls stay answered while layers come in.
+ * (ingest-worker.ts) does the heavy part of a pull: writing a blob as it
+ * arrives, decompressing it, hashing the tar (diff ID), parsing it and
+ * writing the layer's files. The main thread fills batches (a direct source's
+ * socket reads into them; a stream's chunks are copied in), hashes them for
+ * the blob's digest and hands them over, a few at a time (backpressure), so
+ * gRPC calls stay answered while layers come in.
  */
 import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
