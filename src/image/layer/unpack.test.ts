@@ -222,3 +222,41 @@ test('unpack: a whiteout followed by new content at the same path becomes an opa
   }
   assert.deepEqual(await readdir(join(target, 'etc')), ['new']);
 });
+
+test('unpack: a later entry replaces what an earlier one of the same layer put at its path', async () => {
+  const { target } = await unpack([
+    file('a', 'first'),
+    file('a', 'second'),
+    file('b', 'a file'),
+    symlink('b', 'a'),
+    symlink('c', 'a'),
+    file('c', 'now a file'),
+    file('d/inner', 'in a dir'),
+    file('d', 'the dir is gone'),
+    file('e', 'a file'),
+    dir('e'),
+    file('e/child', 'under the new dir'),
+    file('f/g/h', 'deep'),
+    hardlink('h', 'a'),
+    file('h', 'not the link'),
+    dir('f', { mode: 0o711 }),
+  ]);
+  assert.equal(await readFile(join(target, 'a'), 'utf8'), 'second');
+  assert.equal(await readlink(join(target, 'b')), 'a');
+  assert.equal(await readFile(join(target, 'c'), 'utf8'), 'now a file');
+  assert.equal(await readFile(join(target, 'd'), 'utf8'), 'the dir is gone');
+  assert.equal(await readFile(join(target, 'e/child'), 'utf8'), 'under the new dir');
+  assert.equal(
+    await readFile(join(target, 'f/g/h'), 'utf8'),
+    'deep',
+    'a directory entry keeps what is in it',
+  );
+  assert.equal((await lstat(join(target, 'f'))).mode & 0o7777, 0o711);
+  assert.equal(await readFile(join(target, 'h'), 'utf8'), 'not the link');
+  assert.equal(
+    await readFile(join(target, 'a'), 'utf8'),
+    'second',
+    'replacing the link left its target alone',
+  );
+  assert.deepEqual((await readdir(target)).sort(), ['a', 'b', 'c', 'd', 'e', 'f', 'h']);
+});

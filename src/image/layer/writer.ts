@@ -98,6 +98,13 @@ class LayerWriter {
   private readonly knownDirs = new Set<string>();
   /** Whiteout devices this layer created (relative paths). */
   private readonly whiteouts = new Set<string>();
+  /**
+   * Relative paths this layer has created. The target starts empty, so only
+   * these can stand in a new entry's way: any other path needs no lstat.
+   * (Were the target not empty, the exclusive creates below would fail
+   * with EEXIST rather than write through what was there.)
+   */
+  private readonly made = new Set<string>();
   entries = 0;
 
   constructor(
@@ -155,6 +162,7 @@ class LayerWriter {
         if (!create)
           throw this.reject(entry, `refers to ${[...resolved, part].join('/')}, which does not exist`);
         mkdir(path, { mode: 0o755 });
+        this.made.add(candidate);
         this.knownDirs.add(candidate);
         resolved.push(part);
         continue;
@@ -193,6 +201,7 @@ class LayerWriter {
     unlink(this.abs(rel));
     this.whiteouts.delete(rel);
     mkdir(this.abs(rel), { mode: 0o755 });
+    this.made.add(rel);
     this.knownDirs.add(rel);
     this.opaques.push(rel);
   }
@@ -200,6 +209,7 @@ class LayerWriter {
   /** Removes whatever is at `path` unless it is a directory and `keepDir`. Returns true if a directory was kept. */
   private clear(path: string, keepDir: boolean): boolean {
     const rel = posix.relative(this.root, path);
+    if (!this.made.has(rel)) return false;
     const info = lstat(path, { throwIfNoEntry: false });
     if (!info) return false;
     if (info.isDirectory()) {
@@ -215,6 +225,7 @@ class LayerWriter {
   }
 
   private exists(path: string): boolean {
+    if (!this.made.has(posix.relative(this.root, path))) return false;
     return lstat(path, { throwIfNoEntry: false }) !== undefined;
   }
 
@@ -244,6 +255,7 @@ class LayerWriter {
     // Hardlinks of one 0/0 device: overlayfs checks only type and rdev, and a
     // link costs no process spawn per whiteout.
     link(this.whiteoutTemplate, path);
+    this.made.add(parentRel ? `${parentRel}/${target}` : target);
     this.whiteouts.add(parentRel ? `${parentRel}/${target}` : target);
   }
 
@@ -284,6 +296,7 @@ class LayerWriter {
       case 'directory': {
         if (this.whiteouts.has(rel)) this.replaceWhiteoutWithDir(rel);
         else if (!this.clear(path, true)) mkdir(path, { mode: 0o700 });
+        this.made.add(rel);
         this.knownDirs.add(rel);
         lchown(path, uid, gid);
         chmod(path, mode & 0o7777);
@@ -293,6 +306,7 @@ class LayerWriter {
       case 'file':
       case 'contiguous-file': {
         this.clear(path, false);
+        this.made.add(rel);
         const fd = openSync(
           path,
           constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
@@ -315,6 +329,7 @@ class LayerWriter {
       }
       case 'symlink': {
         this.clear(path, false);
+        this.made.add(rel);
         symlink(header.linkname ?? '', path);
         lchown(path, uid, gid);
         lutimes(path, mtime, mtime);
@@ -335,6 +350,7 @@ class LayerWriter {
         if (targetInfo.isDirectory()) throw this.reject(entry, 'is a hardlink to a directory');
         if (targetRel === rel) return;
         this.clear(path, false);
+        this.made.add(rel);
         link(this.abs(targetRel), path);
         break;
       }
@@ -342,6 +358,7 @@ class LayerWriter {
       case 'block-device':
       case 'fifo': {
         this.clear(path, false);
+        this.made.add(rel);
         const kind = type === 'fifo' ? 'p' : type === 'character-device' ? 'c' : 'b';
         await this.mknod(path, mode, kind, header.devmajor ?? 0, header.devminor ?? 0);
         lchown(path, uid, gid);
