@@ -1,7 +1,12 @@
 import { it } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createSecureContext, createServer as createTlsServer } from 'node:tls';
+import { runChecked } from '../../util/run.js';
 import {
   ChunkedDecoder,
   Http1Error,
@@ -342,5 +347,72 @@ it('keep-alive: a kept connection the server closed is left, and one closed as i
   } finally {
     closeIdleConnections();
     server.close();
+  }
+});
+
+it('over TLS: bodies read into the spaces given, paused and resumed, three requests on one kept connection', async () => {
+  closeIdleConnections();
+  const dir = await mkdtemp(join(tmpdir(), 'berth-http1-tls-'));
+  try {
+    await runChecked('/usr/bin/openssl', [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-days',
+      '1',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+      '-keyout',
+      join(dir, 'key.pem'),
+      '-out',
+      join(dir, 'cert.pem'),
+    ]);
+    const cert = await readFile(join(dir, 'cert.pem'));
+    const bodies = [randomBytes(1024 * 1024), randomBytes(300_000), randomBytes(5)];
+    let connections = 0;
+    let request = 0;
+    const server = createTlsServer({ key: await readFile(join(dir, 'key.pem')), cert }, (socket) => {
+      connections++;
+      socket.on('error', () => undefined);
+      let buffered = '';
+      socket.on('data', (d: Buffer) => {
+        buffered += d.toString('latin1');
+        let end: number;
+        while ((end = buffered.indexOf('\r\n\r\n')) !== -1) {
+          buffered = buffered.slice(end + 4);
+          const body = bodies[request++]!;
+          socket.write(
+            Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n`), body]),
+          );
+        }
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const url = new URL(`https://127.0.0.1:${(server.address() as AddressInfo).port}/blob`);
+    const options = { secureContext: createSecureContext({ ca: cert }), rejectUnauthorized: true };
+    try {
+      for (const [i, body] of bodies.entries()) {
+        const res = await http1Request(url, 'GET', {}, options);
+        let paused = false;
+        const got = await collect(res.body, 64 * 1024, (total) => {
+          if (i === 0 && !paused && total > 100_000) {
+            paused = true;
+            res.body.pause();
+            setTimeout(() => res.body.resume(), 50);
+          }
+        });
+        assert.ok(got.bytes.equals(body), `body ${i}`);
+      }
+      assert.equal(connections, 1, 'one TLS connection for the three');
+    } finally {
+      closeIdleConnections();
+      server.close();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 });
