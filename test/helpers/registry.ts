@@ -29,6 +29,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runChecked } from '../../src/util/run.js';
+import { selfSignedCert } from './certs.js';
 import { pushToRegistry, type BuiltImage, type BuiltIndex } from './image-builder.js';
 
 export type RegistryMode = 'open' | 'htpasswd' | 'token';
@@ -124,23 +125,9 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Test
       await writeFile(join(dir, 'htpasswd'), line.stdout.trim() + '\n');
       auth = `auth:\n  htpasswd:\n    realm: berth-test\n    path: ${join(dir, 'htpasswd')}\n`;
     } else if (mode === 'token') {
-      await runChecked('/usr/bin/openssl', [
-        'req',
-        '-x509',
-        '-newkey',
-        'rsa:2048',
-        '-nodes',
-        '-days',
-        '2',
-        '-subj',
-        '/CN=berth-test-token',
-        '-keyout',
-        join(dir, 'token.key'),
-        '-out',
-        join(dir, 'token.crt'),
-      ]);
-      const key = createPrivateKey(await readFile(join(dir, 'token.key')));
-      const cert = new X509Certificate(await readFile(join(dir, 'token.crt')));
+      const signer = await selfSignedCert(dir, { commonName: 'berth-test-token', days: 2, name: 'token' });
+      const key = createPrivateKey(await readFile(signer.key));
+      const cert = new X509Certificate(await readFile(signer.cert));
       const service = 'berth-test-registry';
       mint = (scope: string) => {
         const access = scope
@@ -199,7 +186,7 @@ export async function startRegistry(options: RegistryOptions = {}): Promise<Test
       });
       servers.push(realm);
       const realmPort = await listen(realm);
-      auth = `auth:\n  token:\n    realm: http://127.0.0.1:${realmPort}/token\n    service: ${service}\n    issuer: berth-test-issuer\n    rootcertbundle: ${join(dir, 'token.crt')}\n`;
+      auth = `auth:\n  token:\n    realm: http://127.0.0.1:${realmPort}/token\n    service: ${service}\n    issuer: berth-test-issuer\n    rootcertbundle: ${signer.cert}\n`;
     }
     await writeFile(
       join(dir, 'config.yml'),

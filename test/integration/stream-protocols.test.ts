@@ -10,9 +10,9 @@ import assert from 'node:assert/strict';
 import { setTimeout } from 'node:timers/promises';
 import { WebSocket } from 'ws';
 import { StreamFixture } from './stream-fixture.js';
+import { selfSignedCert } from '../helpers/certs.js';
 import { spdyUpgrade, readText as readAll } from '../../src/stream/spdy/client.js';
-import { run, runChecked } from '../../src/util/run.js';
-import { join } from 'node:path';
+import { run } from '../../src/util/run.js';
 
 const fixture = new StreamFixture();
 let main: string;
@@ -242,27 +242,11 @@ describe('TLS and idle timeout', () => {
   const tls = new StreamFixture();
   before(async () => {
     await tls.setup();
-    const cert = join(tls.dir, 'cert.pem');
-    const key = join(tls.dir, 'key.pem');
-    await runChecked('openssl', [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-days',
-      '1',
-      '-subj',
-      '/CN=127.0.0.1',
-      '-addext',
-      'subjectAltName=IP:127.0.0.1',
-      '-keyout',
-      key,
-      '-out',
-      cert,
-    ]);
+    const { cert, key } = await selfSignedCert(tls.dir, {
+      commonName: '127.0.0.1',
+      ipAddress: '127.0.0.1',
+      keyType: 'ec',
+    });
     await tls.server.close();
     tls.config.tls_cert_file = cert;
     tls.config.tls_key_file = key;

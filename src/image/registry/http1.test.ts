@@ -6,7 +6,7 @@ import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createSecureContext, createServer as createTlsServer } from 'node:tls';
-import { runChecked } from '../../util/run.js';
+import { selfSignedCert } from '../../../test/helpers/certs.js';
 import {
   ChunkedDecoder,
   Http1Error,
@@ -246,12 +246,13 @@ it('bad answers and bad requests are errors, not hangs', async () => {
  * bytes for each request (undefined: close that connection without a word).
  */
 async function keepAliveServer(
-  answer: (request: number, connection: number) => string | undefined,
+  answer: (request: number, connection: number) => string | Buffer | undefined,
+  tls?: { key: Buffer; cert: Buffer },
 ): Promise<{ url: URL; connections: () => number; requests: () => number; close(): void }> {
   let connections = 0;
   let requests = 0;
   const sockets = new Set<Socket>();
-  const server = createServer((socket) => {
+  const onConnection = (socket: Socket) => {
     const connection = connections++;
     sockets.add(socket);
     socket.on('close', () => sockets.delete(socket));
@@ -267,11 +268,12 @@ async function keepAliveServer(
         else socket.write(reply);
       }
     });
-  });
+  };
+  const server = tls ? createTlsServer(tls, onConnection) : createServer(onConnection);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const { port } = server.address() as AddressInfo;
   return {
-    url: new URL(`http://127.0.0.1:${port}/blob`),
+    url: new URL(`${tls ? 'https' : 'http'}://127.0.0.1:${port}/blob`),
     connections: () => connections,
     requests: () => requests,
     close() {
@@ -354,45 +356,18 @@ it('over TLS: bodies read into the spaces given, paused and resumed, three reque
   closeIdleConnections();
   const dir = await mkdtemp(join(tmpdir(), 'berth-http1-tls-'));
   try {
-    await runChecked('/usr/bin/openssl', [
-      'req',
-      '-x509',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-days',
-      '1',
-      '-subj',
-      '/CN=127.0.0.1',
-      '-addext',
-      'subjectAltName=IP:127.0.0.1',
-      '-keyout',
-      join(dir, 'key.pem'),
-      '-out',
-      join(dir, 'cert.pem'),
-    ]);
-    const cert = await readFile(join(dir, 'cert.pem'));
+    const made = await selfSignedCert(dir, { commonName: '127.0.0.1', ipAddress: '127.0.0.1' });
+    const cert = await readFile(made.cert);
     const bodies = [randomBytes(1024 * 1024), randomBytes(300_000), randomBytes(5)];
-    let connections = 0;
-    let request = 0;
-    const server = createTlsServer({ key: await readFile(join(dir, 'key.pem')), cert }, (socket) => {
-      connections++;
-      socket.on('error', () => undefined);
-      let buffered = '';
-      socket.on('data', (d: Buffer) => {
-        buffered += d.toString('latin1');
-        let end: number;
-        while ((end = buffered.indexOf('\r\n\r\n')) !== -1) {
-          buffered = buffered.slice(end + 4);
-          const body = bodies[request++]!;
-          socket.write(
-            Buffer.concat([Buffer.from(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\n\r\n`), body]),
-          );
-        }
-      });
-    });
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-    const url = new URL(`https://127.0.0.1:${(server.address() as AddressInfo).port}/blob`);
+    const server = await keepAliveServer(
+      (request) =>
+        Buffer.concat([
+          Buffer.from(`HTTP/1.1 200 OK\r\nContent-Length: ${bodies[request]!.length}\r\n\r\n`),
+          bodies[request]!,
+        ]),
+      { key: await readFile(made.key), cert },
+    );
+    const url = server.url;
     const options = { secureContext: createSecureContext({ ca: cert }), rejectUnauthorized: true };
     try {
       for (const [i, body] of bodies.entries()) {
@@ -407,7 +382,7 @@ it('over TLS: bodies read into the spaces given, paused and resumed, three reque
         });
         assert.ok(got.bytes.equals(body), `body ${i}`);
       }
-      assert.equal(connections, 1, 'one TLS connection for the three');
+      assert.equal(server.connections(), 1, 'one TLS connection for the three');
     } finally {
       closeIdleConnections();
       server.close();
