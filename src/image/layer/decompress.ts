@@ -4,7 +4,6 @@
  */
 import { PassThrough, Transform, type Readable, type TransformCallback } from 'node:stream';
 import { createGunzip, createZstdDecompress } from 'node:zlib';
-import { createHash } from 'node:crypto';
 
 export type Compression = 'gzip' | 'zstd' | 'none';
 
@@ -83,20 +82,4 @@ export function decompressor(compression: Compression, onConsumed?: (chunk: Buff
     };
   }
   return inflate;
-}
-
-/** Pass-through that hashes (sha256) and counts what flows. */
-export class DigestingStream extends Transform {
-  private readonly hash = createHash('sha256');
-  bytes = 0;
-  override _transform(chunk: Buffer, _enc: BufferEncoding, callback: () => void): void {
-    this.hash.update(chunk);
-    this.bytes += chunk.length;
-    this.push(chunk);
-    callback();
-  }
-  /** "sha256:<hex>" of everything that passed; call once, after the end. */
-  digest(): string {
-    return `sha256:${this.hash.digest('hex')}`;
-  }
 }

@@ -1,6 +1,20 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm } from 'node:fs/promises';
+import {
+  chmod,
+  lchown,
+  link,
+  lstat,
+  mkdir,
+  mkdtemp,
+  readFile,
+  readdir,
+  readlink,
+  rm,
+  symlink as symlinkFs,
+  utimes,
+  writeFile,
+} from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -259,4 +273,138 @@ test('unpack: a later entry replaces what an earlier one of the same layer put a
     'replacing the link left its target alone',
   );
   assert.deepEqual((await readdir(target)).sort(), ['a', 'b', 'c', 'd', 'e', 'f', 'h']);
+});
+
+/** What a tree holds, as comparable lines: types, modes, owners, times, data, links, xattrs. */
+async function manifest(root: string): Promise<string[]> {
+  const lines: string[] = [];
+  const inodes = new Map<number, string>();
+  const walk = async (rel: string) => {
+    for (const name of (await readdir(join(root, rel))).sort()) {
+      const path = rel ? `${rel}/${name}` : name;
+      const full = join(root, path);
+      const info = await lstat(full);
+      const kind = info.isDirectory()
+        ? 'dir'
+        : info.isSymbolicLink()
+          ? `symlink->${await readlink(full)}`
+          : info.isFile()
+            ? `file:${sha256(await readFile(full))}`
+            : info.isFIFO()
+              ? 'fifo'
+              : `dev:${info.rdev}:${info.isCharacterDevice() ? 'c' : 'b'}`;
+      const first = info.nlink > 1 && !info.isDirectory() ? inodes.get(info.ino) : undefined;
+      if (info.nlink > 1 && !info.isDirectory() && !first) inodes.set(info.ino, path);
+      const attrs = await run('/usr/bin/getfattr', ['-h', '-d', '-e', 'hex', '-m', '^user\\.', '--', full]);
+      const xattrs = attrs.stdout
+        .split('\n')
+        .filter((l) => l.startsWith('user.'))
+        .join(',');
+      lines.push(
+        [
+          path,
+          kind,
+          (info.mode & 0o7777).toString(8),
+          `${info.uid}:${info.gid}`,
+          info.isSymbolicLink() ? '' : Math.floor(info.mtimeMs / 1000),
+          first ? `same inode as ${first}` : '',
+          xattrs,
+        ].join(' '),
+      );
+      if (info.isDirectory()) await walk(path);
+    }
+  };
+  await walk('');
+  return lines;
+}
+
+test('unpack: the same tree as GNU tar extracts, from GNU tar archives in gnu and posix format', async () => {
+  const work = await mkdtemp(join(tmpdir(), 'berth-unpack-'));
+  dirs.push(work);
+  const src = join(work, 'src');
+  const longDir = `${'p'.repeat(90)}/${'q'.repeat(90)}`;
+  await mkdir(join(src, longDir), { recursive: true });
+  const put = (path: string, data: string | Buffer) => writeFile(join(src, path), data);
+  await put('small', 'hello');
+  await put(`${longDir}/${'n'.repeat(120)}`, 'a long path');
+  await put('big', Buffer.alloc(300_000, 'b'));
+  await put('empty', '');
+  await put('setuid', '#!/bin/sh\n');
+  await chmod(join(src, 'setuid'), 0o4755);
+  await lchown(join(src, 'small'), 1000, 1001);
+  await lchown(join(src, 'big'), 20_000_000, 20_000_001);
+  await link(join(src, 'small'), join(src, 'hard'));
+  await link(join(src, `${longDir}/${'n'.repeat(120)}`), join(src, 'hard-to-long'));
+  await symlinkFs('small', join(src, 'rel-link'));
+  await symlinkFs('t'.repeat(150), join(src, 'long-link'));
+  await symlinkFs('/etc/passwd', join(src, 'abs-link'));
+  await run('/usr/bin/mkfifo', [join(src, 'fifo')]);
+  await run('/usr/bin/mknod', [join(src, 'null'), 'c', '1', '3']);
+  await run('/usr/bin/setfattr', ['-n', 'user.note', '-v', 'a note', join(src, 'small')]);
+  await mkdir(join(src, 'sub/deeper'), { recursive: true });
+  await chmod(join(src, 'sub'), 0o750);
+  await put('sub/deeper/x', 'x');
+  const t = 1_600_000_000;
+  for (const path of [
+    'small',
+    'big',
+    'empty',
+    'setuid',
+    'fifo',
+    'null',
+    'sub/deeper/x',
+    'sub/deeper',
+    'sub',
+    longDir,
+  ]) {
+    await utimes(join(src, path), t, t);
+  }
+  for (const format of ['gnu', 'posix'] as const) {
+    const archive = join(work, `${format}.tar`);
+    // --xattrs makes GNU tar write pax headers even in gnu format: only with posix, so that
+    // the gnu archive keeps its own encodings (base-256 owners, long-name entries).
+    const xattrs = format === 'posix' ? ['--xattrs'] : [];
+    await run(
+      '/usr/bin/tar',
+      [`--format=${format}`, ...xattrs, '--numeric-owner', '-C', src, '-cf', archive, '.'],
+      {
+        timeoutMs: 60_000,
+      },
+    );
+    const byTar = join(work, `${format}-by-tar`);
+    await mkdir(byTar);
+    const res = await run(
+      '/usr/bin/tar',
+      [
+        '--xattrs',
+        '--xattrs-include=user.*',
+        '--numeric-owner',
+        '--same-owner',
+        '-p',
+        '-C',
+        byTar,
+        '-xf',
+        archive,
+      ],
+      { timeoutMs: 60_000 },
+    );
+    assert.equal(res.code, 0, res.stderr);
+    const byBerth = join(work, `${format}-by-berth`);
+    const scratch = join(work, `${format}-scratch`);
+    await mkdir(byBerth);
+    await mkdir(scratch);
+    await unpackLayerStream(Readable.from([await compress(await readFile(archive), 'gzip')]), {
+      target: byBerth,
+      scratch,
+      name: format,
+    });
+    const expected = await manifest(byTar);
+    if (format === 'posix') {
+      assert.ok(
+        expected.some((l) => l.includes('user.note')),
+        'GNU tar kept the xattr',
+      );
+    } else assert.ok(!(await readFile(archive)).includes('PaxHeader'), 'no pax headers in the gnu archive');
+    assert.deepEqual(await manifest(byBerth), expected, format);
+  }
 });

@@ -27,15 +27,13 @@ import {
   chmodSync as chmod,
   writeSync,
 } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { posix } from 'node:path';
 import type { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import tar from 'tar-stream';
 import { LayerFault, errnoCode, errorMessage } from './faults.js';
 import { runChecked, run } from '../../util/run.js';
-import { DigestingStream, decompressor, peek, sniffCompression } from './decompress.js';
-import { Tripwire, raced } from '../../util/tripwire.js';
-import { PaxXattrTap } from './pax-tap.js';
+import { decompressor, peek, sniffCompression } from './decompress.js';
+import { TarFormatError, TarReader, type TarBody, type TarEntryResult, type TarHeader } from './tar.js';
 
 const MKNOD = '/usr/bin/mknod';
 const SETFATTR = '/usr/bin/setfattr';
@@ -75,8 +73,6 @@ interface PendingXattr {
   value: Buffer;
 }
 
-type Header = tar.Header;
-
 /** getfattr's quoting for "# file:" lines and names: octal escapes for unsafe bytes. */
 function quote(text: string): string {
   let out = '';
@@ -91,7 +87,7 @@ function quote(text: string): string {
 
 class LayerWriter {
   private whiteoutTemplate?: string;
-  private readonly dirTimes: { rel: string; mtime: Date }[] = [];
+  private readonly dirTimes: { rel: string; mtime: number }[] = [];
   private readonly xattrs: PendingXattr[] = [];
   private readonly opaques: string[] = [];
   /** Relative paths known to be real directories (not symlinks): saves an lstat per parent per entry. */
@@ -105,13 +101,14 @@ class LayerWriter {
    * with EEXIST rather than write through what was there.)
    */
   private readonly made = new Set<string>();
+  /** The file whose data is being written (closed if unpacking stops). */
+  private openFile?: number;
   entries = 0;
 
   constructor(
     private readonly root: string,
     private readonly scratch: string,
     private readonly name: string,
-    private readonly tap: PaxXattrTap,
     private readonly log?: LayerLog,
   ) {}
 
@@ -241,41 +238,52 @@ class LayerWriter {
     await runChecked(MKNOD, args, { timeoutMs: 30_000 });
   }
 
-  private async whiteout(entry: string, parentRel: string, target: string): Promise<void> {
+  /** Returns a promise only for the layer's first whiteout, which makes the template device. */
+  private whiteout(entry: string, parentRel: string, target: string): Promise<undefined> | undefined {
     if (target === '' || target === '.' || target === '..' || target.includes('/')) {
       throw this.reject(entry, 'is a whiteout for an invalid name');
     }
-    const path = this.abs(parentRel ? `${parentRel}/${target}` : target);
+    const rel = parentRel ? `${parentRel}/${target}` : target;
     // A whiteout hides lower layers only; what this layer itself put there stays.
-    if (this.exists(path)) return;
-    if (!this.whiteoutTemplate) {
-      this.whiteoutTemplate = posix.join(this.scratch, 'whiteout');
-      await this.mknod(this.whiteoutTemplate, 0, 'c', 0, 0);
+    if (this.exists(this.abs(rel))) return undefined;
+    if (this.whiteoutTemplate) {
+      this.linkWhiteout(rel);
+      return undefined;
     }
-    // Hardlinks of one 0/0 device: overlayfs checks only type and rdev, and a
-    // link costs no process spawn per whiteout.
-    link(this.whiteoutTemplate, path);
-    this.made.add(parentRel ? `${parentRel}/${target}` : target);
-    this.whiteouts.add(parentRel ? `${parentRel}/${target}` : target);
+    const template = posix.join(this.scratch, 'whiteout');
+    return this.mknod(template, 0, 'c', 0, 0).then(() => {
+      this.whiteoutTemplate = template;
+      this.linkWhiteout(rel);
+      return undefined;
+    });
   }
 
-  async entry(header: Header, body: AsyncIterable<Buffer>): Promise<void> {
+  private linkWhiteout(rel: string): void {
+    // Hardlinks of one 0/0 device: overlayfs checks only type and rdev, and a
+    // link costs no process spawn per whiteout.
+    link(this.whiteoutTemplate!, this.abs(rel));
+    this.made.add(rel);
+    this.whiteouts.add(rel);
+  }
+
+  /**
+   * Creates what one tar entry describes. Synchronous but for device nodes
+   * and the first whiteout (a process spawn each); a regular file's data is
+   * written as the reader passes it to the returned body.
+   */
+  entry(header: TarHeader): TarEntryResult {
     this.entries++;
     const entry = header.name;
     const parts = this.components(entry, entry);
-    const type = header.type ?? 'file';
-    const mode = header.mode ?? 0o644;
-    const uid = header.uid ?? 0;
-    const gid = header.gid ?? 0;
-    const mtime = header.mtime ?? new Date(0);
+    const { type, mode, uid, gid, mtime } = header;
     if (parts.length === 0) {
       // "./": the layer root itself.
       if (type !== 'directory') throw this.reject(entry, 'names the layer root but is not a directory');
       lchown(this.root, uid, gid);
-      chmod(this.root, mode & 0o7777);
+      chmod(this.root, mode);
       this.dirTimes.push({ rel: '', mtime });
       this.collectXattrs(header, '');
-      return;
+      return undefined;
     }
     const base = parts.at(-1)!;
     const parentRel = this.resolveDir(entry, parts.slice(0, -1), true);
@@ -284,13 +292,11 @@ class LayerWriter {
 
     if (base === OPAQUE_MARKER) {
       this.opaques.push(parentRel);
-      return;
+      return undefined;
     }
-    if (base.startsWith(WHITEOUT_PREFIX + WHITEOUT_PREFIX)) return; // other aufs metadata
-    if (base.startsWith(WHITEOUT_PREFIX)) {
-      await this.whiteout(entry, parentRel, base.slice(WHITEOUT_PREFIX.length));
-      return;
-    }
+    if (base.startsWith(WHITEOUT_PREFIX + WHITEOUT_PREFIX)) return undefined; // other aufs metadata
+    if (base.startsWith(WHITEOUT_PREFIX))
+      return this.whiteout(entry, parentRel, base.slice(WHITEOUT_PREFIX.length));
 
     switch (type) {
       case 'directory': {
@@ -299,7 +305,7 @@ class LayerWriter {
         this.made.add(rel);
         this.knownDirs.add(rel);
         lchown(path, uid, gid);
-        chmod(path, mode & 0o7777);
+        chmod(path, mode);
         this.dirTimes.push({ rel, mtime });
         break;
       }
@@ -312,43 +318,29 @@ class LayerWriter {
           constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
           0o600,
         );
-        try {
-          // Synchronous writes: this runs in a layer worker thread, where a
-          // thread-pool round trip per chunk would only add latency.
-          for await (const chunk of body) {
-            for (let off = 0; off < chunk.length;) off += writeSync(fd, chunk, off, chunk.length - off);
-          }
-          fchownSync(fd, uid, gid);
-          // After chown, which clears set-id bits.
-          fchmodSync(fd, mode & 0o7777);
-          futimesSync(fd, mtime, mtime);
-        } finally {
-          closeSync(fd);
-        }
-        break;
+        this.openFile = fd;
+        this.collectXattrs(header, rel);
+        return this.fileBody(fd, uid, gid, mode, mtime);
       }
       case 'symlink': {
         this.clear(path, false);
         this.made.add(rel);
-        symlink(header.linkname ?? '', path);
+        symlink(header.linkname, path);
         lchown(path, uid, gid);
         lutimes(path, mtime, mtime);
         break;
       }
       case 'link': {
-        const targetParts = this.components(entry, header.linkname ?? '');
+        const targetParts = this.components(entry, header.linkname);
         if (targetParts.length === 0) throw this.reject(entry, 'is a hardlink to the layer root');
         const targetParent = this.resolveDir(entry, targetParts.slice(0, -1), false);
         const targetRel = targetParent ? `${targetParent}/${targetParts.at(-1)!}` : targetParts.at(-1)!;
-        let targetInfo;
-        try {
-          targetInfo = lstat(this.abs(targetRel));
-        } catch (err) {
-          if (errnoCode(err) !== 'ENOENT') throw err;
+        const targetInfo = lstat(this.abs(targetRel), { throwIfNoEntry: false });
+        if (!targetInfo) {
           throw this.reject(entry, `is a hardlink to ${header.linkname}, which is not in this layer`);
         }
         if (targetInfo.isDirectory()) throw this.reject(entry, 'is a hardlink to a directory');
-        if (targetRel === rel) return;
+        if (targetRel === rel) return undefined;
         this.clear(path, false);
         this.made.add(rel);
         link(this.abs(targetRel), path);
@@ -360,29 +352,64 @@ class LayerWriter {
         this.clear(path, false);
         this.made.add(rel);
         const kind = type === 'fifo' ? 'p' : type === 'character-device' ? 'c' : 'b';
-        await this.mknod(path, mode, kind, header.devmajor ?? 0, header.devminor ?? 0);
-        lchown(path, uid, gid);
-        if (mode & 0o7000) chmod(path, mode & 0o7777);
-        lutimes(path, mtime, mtime);
-        break;
+        return this.mknod(path, mode, kind, header.devmajor, header.devminor).then(() => {
+          lchown(path, uid, gid);
+          if (mode & 0o7000) chmod(path, mode);
+          lutimes(path, mtime, mtime);
+          this.collectXattrs(header, rel);
+          return undefined;
+        });
       }
       default:
-        this.log?.warn({ layer: this.name, entry, type }, 'skipping a tar entry of an unsupported type');
-        return;
+        this.log?.warn(
+          { layer: this.name, entry, typeflag: header.typeflag },
+          'skipping a tar entry of an unsupported type',
+        );
+        return undefined;
     }
     this.collectXattrs(header, rel);
+    return undefined;
   }
 
-  private collectXattrs(header: Header, rel: string): void {
-    for (const [key, value] of Object.entries((header.pax ?? {}) as Record<string, string>)) {
-      if (typeof value !== 'string') continue;
-      if (!key.startsWith('SCHILY.xattr.')) continue;
-      const name = key.slice('SCHILY.xattr.'.length);
+  private fileBody(fd: number, uid: number, gid: number, mode: number, mtime: number): TarBody {
+    return {
+      // Synchronous writes: this runs in a layer worker thread, where a
+      // thread-pool round trip per chunk would only add latency.
+      write: (data) => {
+        for (let off = 0; off < data.length;) off += writeSync(fd, data, off, data.length - off);
+      },
+      end: () => {
+        this.openFile = undefined;
+        try {
+          fchownSync(fd, uid, gid);
+          // After chown, which clears set-id bits.
+          fchmodSync(fd, mode);
+          futimesSync(fd, mtime, mtime);
+        } finally {
+          closeSync(fd);
+        }
+      },
+    };
+  }
+
+  /** Unpacking stopped: closes the file being written, if any. */
+  abandon(): void {
+    if (this.openFile === undefined) return;
+    const fd = this.openFile;
+    this.openFile = undefined;
+    try {
+      closeSync(fd);
+    } catch {
+      // already closed
+    }
+  }
+
+  private collectXattrs(header: TarHeader, rel: string): void {
+    if (!header.xattrs) return;
+    for (const [name, value] of header.xattrs) {
       // The opaque marker is berth's to set (from .wh..wh..opq), never the tar's.
       if (name.startsWith('trusted.overlay.')) continue;
-      // The tap has the exact bytes; tar-stream's string is UTF-8-decoded.
-      const raw = this.tap.value(this.entries - 1, name) ?? Buffer.from(value, 'utf8');
-      this.xattrs.push({ rel, name, value: raw });
+      this.xattrs.push({ rel, name, value });
     }
   }
 
@@ -460,83 +487,51 @@ export async function unpackInThisThread(
     onConsumed?: (chunk: Buffer) => void;
   },
 ): Promise<UnpackResult> {
-  const tap = new PaxXattrTap();
   const onTarBytes = options.onTarBytes;
-  const writer = new LayerWriter(options.target, options.scratch, options.name, tap, options.log);
-  const head = await peek(source, 4);
-  const digesting = new DigestingStream();
-  const extract = tar.extract();
-  /** Ends the feed when unpacking failed first (the feed may be waiting on the extractor). */
-  const stopFeeding = new AbortController();
-  const stopped = new Promise<never>((_, reject) => {
-    const stop = () => reject(new Error('unpacking stopped'));
-    stopFeeding.signal.addEventListener('abort', stop, { once: true });
-    options.signal?.addEventListener('abort', () => stopFeeding.abort(), { once: true });
-    if (options.signal?.aborted) stopFeeding.abort();
-  });
-  stopped.catch(() => undefined);
-  // tar-stream's streams are streamx, not node streams: feed the extractor by hand.
-  const feeding = pipeline(
-    source,
-    decompressor(sniffCompression(head), options.onConsumed),
-    digesting,
-    async (chunks: AsyncIterable<Buffer>, options?: { signal?: AbortSignal }) => {
-      const signal = options?.signal ?? stopFeeding.signal;
-      for await (const chunk of chunks) {
-        // Destroyed (a bad entry, a write error): it emits nothing more to wait for.
-        if (isDestroyed(extract)) throw new Error('the tar extractor stopped');
-        tap.write(chunk);
-        onTarBytes?.(chunk.length);
-        // The pipeline failed upstream (source destroyed, bad compression):
-        // it waits for this function, so this must not wait for the extractor.
-        if (!extract.write(chunk)) await drained(extract, signal);
-        signal.throwIfAborted();
-      }
-      (extract as unknown as { end(): void }).end();
-    },
-    { signal: stopFeeding.signal },
-  );
-  // A failed feed (bad compression, source error, abort) ends the entry loop
-  // below: destroying the extractor alone does not always wake a reader of
-  // the current entry, so every read also races the failure.
-  const fed = Promise.race([
-    stopped,
-    feeding.then(
-      () => new Promise<never>(() => undefined),
-      (err: unknown) => {
-        throw err instanceof Error ? err : new Error(String(err));
-      },
-    ),
-  ]).catch((err: unknown) => {
-    extract.destroy(err as Error);
-    throw err;
-  });
-  fed.catch(() => undefined);
-  const tripwire = new Tripwire(fed);
+  const writer = new LayerWriter(options.target, options.scratch, options.name, options.log);
+  const reader = new TarReader((header) => writer.entry(header));
+  const diff = createHash('sha256');
+  let tarBytes = 0;
+  const signal = options.signal;
+  let stream: Readable = source;
+  const stop = () => stream.destroy(new Error('unpacking stopped'));
+  signal?.addEventListener('abort', stop, { once: true });
   try {
-    for await (const entry of raced(
-      extract as unknown as AsyncIterable<{ header: Header; resume(): void }>,
-      tripwire,
-    )) {
-      await writer.entry(entry.header, raced(entry as unknown as AsyncIterable<Buffer>, tripwire));
-      entry.resume();
+    signal?.throwIfAborted();
+    const compression = sniffCompression(await peek(source, 4));
+    if (compression !== 'none') {
+      // Not pipeline(): one whose source is destroyed after it ended may never
+      // settle, and this must end whichever way the bytes stop coming.
+      const inflate = decompressor(compression, options.onConsumed);
+      source.once('error', (err) => inflate.destroy(err));
+      stream = source.pipe(inflate);
     }
-    await feeding;
+    if (signal?.aborted) stop();
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      // Every byte counts for the diff ID, including any after the end of the archive.
+      diff.update(chunk);
+      tarBytes += chunk.length;
+      onTarBytes?.(chunk.length);
+      const paused = reader.write(chunk);
+      if (paused) await paused;
+    }
+    reader.end();
   } catch (err) {
-    extract.destroy(err instanceof Error ? err : new Error(String(err)));
+    writer.abandon();
+    stream.destroy();
     source.destroy();
-    stopFeeding.abort();
-    // Not awaited: the feed only writes to the (destroyed) extractor, never
-    // to disk, and a pipeline whose source was destroyed after it ended may
-    // never settle.
-    feeding.catch(() => undefined);
     if (err instanceof LayerFault) throw err;
+    if (err instanceof TarFormatError) {
+      throw new LayerFault('rejected', `layer ${options.name}: not a valid tar archive: ${err.message}`);
+    }
     const code = errnoCode(err);
     // Local filesystem trouble is berth's, not the layer's fault.
     if (code !== undefined && /^E[A-Z]+$/.test(code)) throw err;
     throw new LayerFault('rejected', `layer ${options.name}: cannot unpack: ${errorMessage(err)}`);
+  } finally {
+    signal?.removeEventListener('abort', stop);
   }
-  const diffId = digesting.digest();
+  const diffId = `sha256:${diff.digest('hex')}`;
   if (options.expectedDiffId !== undefined && diffId !== options.expectedDiffId) {
     throw new LayerFault(
       'mismatch',
@@ -544,35 +539,5 @@ export async function unpackInThisThread(
     );
   }
   await writer.finish();
-  return { diffId, tarBytes: digesting.bytes, entries: writer.entries };
-}
-
-function isDestroyed(stream: unknown): boolean {
-  return (
-    (stream as { destroyed?: boolean; destroying?: boolean }).destroyed === true ||
-    (stream as { destroying?: boolean }).destroying === true
-  );
-}
-
-function drained(
-  stream: {
-    on(event: string, fn: () => void): unknown;
-    off(event: string, fn: () => void): unknown;
-  },
-  signal?: AbortSignal,
-): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      stream.off('drain', done);
-      stream.off('close', done);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    stream.on('drain', done);
-    stream.on('close', done);
-    signal?.addEventListener('abort', done, { once: true });
-    if (signal?.aborted) done();
-    // Destroyed already: no 'close' is coming.
-    if (isDestroyed(stream)) done();
-  });
+  return { diffId, tarBytes, entries: writer.entries };
 }
