@@ -263,13 +263,10 @@ export class TarReader {
   /** Returns the entry callback's result, or NOT_AN_ENTRY for zero and extended headers. */
   private readHeader(b: Buffer, at: number): TarEntryResult | typeof NOT_AN_ENTRY {
     this.current = undefined;
-    let unsigned = 0;
-    let signed = 0;
-    for (let i = at; i < at + BLOCK; i++) {
-      const byte = i >= at + 148 && i < at + 156 ? 0x20 : b[i];
-      unsigned += byte;
-      signed += byte < 128 ? byte : byte - 256;
-    }
+    // The checksum counts its own field as eight spaces.
+    let unsigned = 8 * 0x20;
+    for (let i = at; i < at + 148; i++) unsigned += b[i];
+    for (let i = at + 156; i < at + BLOCK; i++) unsigned += b[i];
     if (unsigned === 8 * 0x20 && allZero(b, at + 148, 8)) {
       // A zero block: two in a row end the archive.
       if (this.sawZeroBlock) this.state = 'end';
@@ -278,7 +275,8 @@ export class TarReader {
     }
     if (this.sawZeroBlock) throw this.fail('a zero block is followed by another header');
     const recorded = this.octal(b, at + 148, 8, 'checksum');
-    if (recorded !== unsigned && recorded !== signed) {
+    // Some old writers summed signed bytes.
+    if (recorded !== unsigned && recorded !== signedSum(b, at)) {
       throw this.fail(
         `a header's checksum is wrong (${recorded} recorded, ${unsigned} computed): not a tar archive, or a corrupt one`,
       );
@@ -302,12 +300,11 @@ export class TarReader {
       return NOT_AN_ENTRY;
     }
 
-    const magicUstar = b[at + 257] === 0x75 && b.toString('latin1', at + 257, at + 263) === 'ustar\0';
-    const versionPosix = magicUstar && b[at + 263] === 0x30 && b[at + 264] === 0x30;
+    const versionPosix = startsWith(b, at + 257, USTAR_POSIX);
     let name = text(b, at, 100);
     if (versionPosix && b[at + 345] !== 0) {
       // star's variant keeps atime/ctime after a 131-byte prefix and ends with "tar\0".
-      const star = b.toString('latin1', at + 508, at + 512) === 'tar\0';
+      const star = startsWith(b, at + 508, STAR_TRAILER);
       name = `${text(b, at + 345, star ? 131 : 155)}/${name}`;
     }
     let linkname = text(b, at + 157, 100);
@@ -488,6 +485,23 @@ export class TarReader {
 }
 
 const NOT_AN_ENTRY = Symbol('not an entry');
+/** Magic and version of ustar and pax headers (GNU's are "ustar  \0"). */
+const USTAR_POSIX = Buffer.from('ustar\x0000', 'latin1');
+const STAR_TRAILER = Buffer.from('tar\0', 'latin1');
+
+function startsWith(b: Buffer, off: number, expected: Buffer): boolean {
+  for (let i = 0; i < expected.length; i++) if (b[off + i] !== expected[i]) return false;
+  return true;
+}
+
+function signedSum(b: Buffer, at: number): number {
+  let sum = 8 * 0x20;
+  for (let i = at; i < at + BLOCK; i++) {
+    if (i >= at + 148 && i < at + 156) continue;
+    sum += b[i] < 128 ? b[i] : b[i] - 256;
+  }
+  return sum;
+}
 
 function allZero(b: Buffer, off: number, len: number): boolean {
   for (let i = off; i < off + len; i++) if (b[i] !== 0) return false;

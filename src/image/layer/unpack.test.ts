@@ -159,6 +159,10 @@ const escapes: [string, TarEntry[]][] = [
     'a directory replaced by an escaping symlink later in the layer',
     [dir('d'), file('d/x', 'x'), symlink('d', '/etc'), file('d/evil', 'x')],
   ],
+  [
+    'a directory whose parent is replaced by an escaping symlink later in the layer',
+    [dir('a/b'), file('a/b/x', 'x'), symlink('a', '/etc'), file('a/b/evil', 'x')],
+  ],
   ['a hardlink to a path outside', [hardlink('h', '../../etc/passwd')]],
   ['a hardlink through an escaping symlink', [symlink('l', '/etc'), hardlink('h', 'l/passwd')]],
   ['a hardlink to something not in the layer', [hardlink('h', 'nope')]],

@@ -105,19 +105,24 @@ class LayerWriter {
   private openFile?: number;
   entries = 0;
 
+  private readonly root: string;
+
   constructor(
-    private readonly root: string,
+    root: string,
     private readonly scratch: string,
     private readonly name: string,
     private readonly log?: LayerLog,
-  ) {}
+  ) {
+    this.root = posix.resolve(root);
+  }
 
   private reject(entry: string, why: string): LayerFault {
     return new LayerFault('rejected', `layer ${this.name} rejected: entry ${JSON.stringify(entry)} ${why}`);
   }
 
+  /** `rel` is always normalised here (no empty, `.` or `..` parts): joining is concatenating. */
   private abs(rel: string): string {
-    return rel === '' ? this.root : posix.join(this.root, rel);
+    return rel === '' ? this.root : `${this.root}/${rel}`;
   }
 
   /** Entry name → path components, rejecting absolute paths and `..`. */
@@ -137,6 +142,10 @@ class LayerWriter {
    */
   private resolveDir(entry: string, parts: readonly string[], create: boolean): string {
     const resolved: string[] = [];
+    // A parent seen before: every part of it was checked then (and the record
+    // of it and of everything under it is dropped if it is replaced).
+    const whole = parts.join('/');
+    if (this.knownDirs.has(whole)) return whole;
     const pending = [...parts];
     let links = 0;
     while (pending.length > 0) {
@@ -152,7 +161,7 @@ class LayerWriter {
         resolved.push(part);
         continue;
       }
-      const path = posix.join(this.root, ...resolved, part);
+      const path = this.abs(candidate);
       // Missing is the common case in a fresh layer: no exception built for it.
       const info = lstat(path, { throwIfNoEntry: false });
       if (!info) {
@@ -203,10 +212,10 @@ class LayerWriter {
     this.opaques.push(rel);
   }
 
-  /** Removes whatever is at `path` unless it is a directory and `keepDir`. Returns true if a directory was kept. */
-  private clear(path: string, keepDir: boolean): boolean {
-    const rel = posix.relative(this.root, path);
+  /** Removes what this layer put at `rel` unless it is a directory and `keepDir`. Returns true if a directory was kept. */
+  private clear(rel: string, keepDir: boolean): boolean {
     if (!this.made.has(rel)) return false;
+    const path = this.abs(rel);
     const info = lstat(path, { throwIfNoEntry: false });
     if (!info) return false;
     if (info.isDirectory()) {
@@ -221,9 +230,9 @@ class LayerWriter {
     return false;
   }
 
-  private exists(path: string): boolean {
-    if (!this.made.has(posix.relative(this.root, path))) return false;
-    return lstat(path, { throwIfNoEntry: false }) !== undefined;
+  private exists(rel: string): boolean {
+    if (!this.made.has(rel)) return false;
+    return lstat(this.abs(rel), { throwIfNoEntry: false }) !== undefined;
   }
 
   private async mknod(
@@ -245,7 +254,7 @@ class LayerWriter {
     }
     const rel = parentRel ? `${parentRel}/${target}` : target;
     // A whiteout hides lower layers only; what this layer itself put there stays.
-    if (this.exists(this.abs(rel))) return undefined;
+    if (this.exists(rel)) return undefined;
     if (this.whiteoutTemplate) {
       this.linkWhiteout(rel);
       return undefined;
@@ -301,7 +310,7 @@ class LayerWriter {
     switch (type) {
       case 'directory': {
         if (this.whiteouts.has(rel)) this.replaceWhiteoutWithDir(rel);
-        else if (!this.clear(path, true)) mkdir(path, { mode: 0o700 });
+        else if (!this.clear(rel, true)) mkdir(path, { mode: 0o700 });
         this.made.add(rel);
         this.knownDirs.add(rel);
         lchown(path, uid, gid);
@@ -311,7 +320,7 @@ class LayerWriter {
       }
       case 'file':
       case 'contiguous-file': {
-        this.clear(path, false);
+        this.clear(rel, false);
         this.made.add(rel);
         const fd = openSync(
           path,
@@ -323,7 +332,7 @@ class LayerWriter {
         return this.fileBody(fd, uid, gid, mode, mtime);
       }
       case 'symlink': {
-        this.clear(path, false);
+        this.clear(rel, false);
         this.made.add(rel);
         symlink(header.linkname, path);
         lchown(path, uid, gid);
@@ -341,7 +350,7 @@ class LayerWriter {
         }
         if (targetInfo.isDirectory()) throw this.reject(entry, 'is a hardlink to a directory');
         if (targetRel === rel) return undefined;
-        this.clear(path, false);
+        this.clear(rel, false);
         this.made.add(rel);
         link(this.abs(targetRel), path);
         break;
@@ -349,7 +358,7 @@ class LayerWriter {
       case 'character-device':
       case 'block-device':
       case 'fifo': {
-        this.clear(path, false);
+        this.clear(rel, false);
         this.made.add(rel);
         const kind = type === 'fifo' ? 'p' : type === 'character-device' ? 'c' : 'b';
         return this.mknod(path, mode, kind, header.devmajor, header.devminor).then(() => {
