@@ -468,3 +468,33 @@ test('tar: input that ends inside a header or an entry is refused; between entri
     );
   }
 });
+
+test('tar: damaged archives are read or refused as tar errors, never anything else', async () => {
+  const tar = await tarEntries([
+    dir('d'),
+    file('d/a', Buffer.alloc(1500, 'a')),
+    file(`d/${'long'.repeat(40)}`, 'x', { xattrs: { 'user.k': 'v' } }),
+    symlinkEntry('d/l', 'a'),
+    hardlink('d/h', 'd/a'),
+  ]);
+  // A fixed generator: the same damage in every run.
+  let seed = 42;
+  const next = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31);
+  let refused = 0;
+  for (let round = 0; round < 2000; round++) {
+    const damaged = Buffer.from(tar);
+    for (let flips = 1 + (next() % 3); flips > 0; flips--) damaged[next() % damaged.length] = next() % 256;
+    let delivered = 0;
+    const reader = new TarReader(() => ({ write: (d) => (delivered += d.length), end: () => undefined }));
+    try {
+      for (let off = 0; off < damaged.length; off += 1000)
+        assert.equal(reader.write(damaged.subarray(off, off + 1000)), undefined);
+      reader.end();
+    } catch (err) {
+      assert.ok(err instanceof TarFormatError, `round ${round}: ${String(err)}`);
+      refused++;
+    }
+    assert.ok(delivered <= damaged.length, `round ${round}: no more data than there is`);
+  }
+  assert.ok(refused > 500, `most damage is caught by the checksums (${refused} of 2000 refused)`);
+});
