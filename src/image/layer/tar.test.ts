@@ -23,7 +23,14 @@ import {
   symlink as symlinkEntry,
   tarEntries,
 } from '../../../test/helpers/image-builder.js';
-import { TarFormatError, TarReader, type TarBody, type TarEntryResult, type TarHeader } from './tar.js';
+import {
+  TarFormatError,
+  TarReader,
+  displayName,
+  type TarBody,
+  type TarEntryResult,
+  type TarHeader,
+} from './tar.js';
 
 const dirs: string[] = [];
 after(async () => {
@@ -143,6 +150,8 @@ function pax(records: Record<string, string | Buffer>, typeflag = 'x'): Buffer {
 }
 
 const END = Buffer.alloc(1024);
+/** A name as the reader gives it: its UTF-8 bytes, one char each. */
+const bytes = (text: string) => Buffer.from(text, 'utf8').toString('latin1');
 const archive = (...parts: Buffer[]) => Buffer.concat([...parts, END]);
 
 test('tar: any split of the input reads the same entries, also when the callback waits', async () => {
@@ -174,7 +183,7 @@ test('tar: any split of the input reads the same entries, also when the callback
       ['d/link', 'symlink', 0],
       ['d/hard', 'link', 0],
       ['d/attrs', 'file', 1],
-      ['d/héllo-✓', 'file', 5],
+      [bytes('d/héllo-✓'), 'file', 5],
     ],
   );
   assert.ok(whole[5].data.equals(big));
@@ -302,7 +311,8 @@ test('tar: pax records set name, link, size, owner, fractional mtime and binary 
   assert.ok(f.data.equals(data));
   assert.deepEqual([f.header.uid, f.header.gid, f.header.mtime], [4_000_000_000, 12, 1_600_000_000.25]);
   assert.deepEqual(f.header.xattrs, { 'security.capability': binary.toString('hex') });
-  assert.equal(l.header.linkname, 'ñ'.repeat(80));
+  assert.equal(l.header.linkname, bytes('ñ'.repeat(80)));
+  assert.equal(displayName(l.header.linkname), 'ñ'.repeat(80));
   assert.equal(l.header.xattrs, undefined, 'an entry header applies to one entry only');
 });
 
@@ -355,7 +365,7 @@ test('tar: ustar prefixes, GNU long names, base-256 numbers, old-style directori
       ['sized', 'file', 5000],
       ['olddir/', 'directory', 0],
       ['v7', 'file', 2],
-      ['signed-\u00ff', 'file', 0],
+      [bytes('signed-\u00ff'), 'file', 0],
     ],
   );
   assert.equal(entries[3].header.uid, 9_000_000_000);
@@ -497,4 +507,31 @@ test('tar: damaged archives are read or refused as tar errors, never anything el
     assert.ok(delivered <= damaged.length, `round ${round}: no more data than there is`);
   }
   assert.ok(refused > 500, `most damage is caught by the checksums (${refused} of 2000 refused)`);
+});
+
+test('tar: names and link targets are the bytes the archive holds, UTF-8 or not', async () => {
+  const latin1Name = Buffer.from([0x63, 0x61, 0x66, 0xe9]); // "café" in Latin-1
+  // header() writes names as UTF-8: put the raw bytes in, then mend the checksum.
+  const named = entry({ name: 'x' });
+  named.fill(0, 0, 100);
+  latin1Name.copy(named, 0);
+  named.fill(0x20, 148, 156);
+  let sum = 0;
+  for (const byte of named.subarray(0, 512)) sum += byte;
+  named.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+  const entries = await read(
+    archive(
+      named,
+      pax({ path: Buffer.from([0x64, 0x2f, 0xff, 0xfe]), linkpath: latin1Name }),
+      entry({ name: 'l', typeflag: '2' }),
+    ),
+  );
+  assert.deepEqual(
+    entries.map((e) => [Buffer.from(e.header.name, 'latin1'), Buffer.from(e.header.linkname, 'latin1')]),
+    [
+      [latin1Name, Buffer.alloc(0)],
+      [Buffer.from([0x64, 0x2f, 0xff, 0xfe]), latin1Name],
+    ],
+  );
+  assert.equal(displayName(entries[0].header.name), 'caf\ufffd');
 });

@@ -32,6 +32,11 @@ export type TarEntryType =
   | 'contiguous-file'
   | 'unsupported';
 
+/**
+ * Names and link targets are byte strings: one char per byte (latin1), so
+ * that a name that is not UTF-8 reaches the filesystem as the bytes it was
+ * (Buffer.from(name, 'latin1')); `displayName` turns one into text for people.
+ */
 export interface TarHeader {
   name: string;
   type: TarEntryType;
@@ -115,11 +120,17 @@ function padding(size: number): number {
   return (BLOCK - (size % BLOCK)) % BLOCK;
 }
 
+/** A NUL-terminated name field as a byte string. */
 function text(b: Buffer, off: number, len: number): string {
   let end = off;
   const limit = off + len;
   while (end < limit && b[end] !== 0) end++;
-  return b.toString('utf8', off, end);
+  return b.toString('latin1', off, end);
+}
+
+/** A byte-string name as text (UTF-8 where it is, replacement characters where not). */
+export function displayName(name: string): string {
+  return Buffer.from(name, 'latin1').toString('utf8');
 }
 
 export class TarReader {
@@ -129,6 +140,8 @@ export class TarReader {
   private blockFill = 0;
   /** Data bytes left of the current entry or extended header. */
   private remaining = 0;
+  /** Data bytes of the current entry (its padding follows them). */
+  private entrySize = 0;
   private paddingLeft = 0;
   private body?: TarBody;
   private extended?: Extended;
@@ -231,7 +244,7 @@ export class TarReader {
     const where =
       this.state === 'header' || this.current === undefined
         ? 'a header'
-        : `entry ${JSON.stringify(this.current)}`;
+        : `entry ${JSON.stringify(displayName(this.current))}`;
     throw new TarFormatError(`the archive ends in the middle of ${where}`);
   }
 
@@ -248,8 +261,6 @@ export class TarReader {
     body?.end();
     this.skipPadding(size);
   }
-
-  private entrySize = 0;
 
   private skipPadding(size: number): void {
     this.paddingLeft = padding(size);
@@ -324,10 +335,10 @@ export class TarReader {
       for (const [key, value] of pax) {
         switch (key) {
           case 'path':
-            name = value.toString('utf8');
+            name = value.toString('latin1');
             break;
           case 'linkpath':
-            linkname = value.toString('utf8');
+            linkname = value.toString('latin1');
             break;
           case 'size':
             size = this.decimal(key, value);
@@ -346,14 +357,16 @@ export class TarReader {
               (xattrs ??= new Map()).set(key.slice(XATTR_PREFIX.length), value);
             } else if (key.startsWith('GNU.sparse.')) {
               throw this.fail(
-                `entry ${JSON.stringify(name)} is a GNU sparse file, which berth does not unpack`,
+                `entry ${JSON.stringify(displayName(name))} is a GNU sparse file, which berth does not unpack`,
               );
             }
         }
       }
     }
     if (flag === 'S')
-      throw this.fail(`entry ${JSON.stringify(name)} is a GNU sparse file, which berth does not unpack`);
+      throw this.fail(
+        `entry ${JSON.stringify(displayName(name))} is a GNU sparse file, which berth does not unpack`,
+      );
     let type = TYPES[flag] ?? 'unsupported';
     if (type === 'file' && name.endsWith('/')) type = 'directory';
     if (HEADER_ONLY.has(type)) size = 0;

@@ -127,7 +127,7 @@ test('unpack: a whiteout does not hide what the same layer put there', async () 
 });
 
 test('unpack: device nodes, fifos and xattrs from PAX headers', async () => {
-  const { target } = await unpack([
+  const { target, scratch } = await unpack([
     dir('dev'),
     { path: 'dev/null', type: 'character-device', devmajor: 1, devminor: 3, mode: 0o666 },
     { path: 'dev/loop9', type: 'block-device', devmajor: 7, devminor: 9, mode: 0o660, gid: 6 },
@@ -148,6 +148,7 @@ test('unpack: device nodes, fifos and xattrs from PAX headers', async () => {
     undefined,
     'tar cannot forge overlay xattrs',
   );
+  assert.deepEqual(await readdir(scratch), [], 'nodes made in the scratch directory were moved into place');
 });
 
 const escapes: [string, TarEntry[]][] = [
@@ -279,46 +280,55 @@ test('unpack: a later entry replaces what an earlier one of the same layer put a
   assert.deepEqual((await readdir(target)).sort(), ['a', 'b', 'c', 'd', 'e', 'f', 'h']);
 });
 
-/** What a tree holds, as comparable lines: types, modes, owners, times, data, links, xattrs. */
+/**
+ * What a tree holds, as comparable lines: types, modes, owners, times, data,
+ * links, user xattrs. Names are read as bytes (some are not UTF-8).
+ */
 async function manifest(root: string): Promise<string[]> {
   const lines: string[] = [];
   const inodes = new Map<number, string>();
-  const walk = async (rel: string) => {
-    for (const name of (await readdir(join(root, rel))).sort()) {
-      const path = rel ? `${rel}/${name}` : name;
-      const full = join(root, path);
+  const walk = async (rel: Buffer) => {
+    const dir = rel.length > 0 ? Buffer.concat([Buffer.from(`${root}/`), rel]) : Buffer.from(root);
+    for (const name of (await readdir(dir, { encoding: 'buffer' })).sort(Buffer.compare)) {
+      const path = rel.length > 0 ? Buffer.concat([rel, Buffer.from('/'), name]) : name;
+      const shown = JSON.stringify(path.toString('latin1'));
+      const full = Buffer.concat([Buffer.from(`${root}/`), path]);
       const info = await lstat(full);
       const kind = info.isDirectory()
         ? 'dir'
         : info.isSymbolicLink()
-          ? `symlink->${await readlink(full)}`
+          ? `symlink->${JSON.stringify((await readlink(full, { encoding: 'buffer' })).toString('latin1'))}`
           : info.isFile()
             ? `file:${sha256(await readFile(full))}`
             : info.isFIFO()
               ? 'fifo'
               : `dev:${info.rdev}:${info.isCharacterDevice() ? 'c' : 'b'}`;
       const first = info.nlink > 1 && !info.isDirectory() ? inodes.get(info.ino) : undefined;
-      if (info.nlink > 1 && !info.isDirectory() && !first) inodes.set(info.ino, path);
-      const attrs = await run('/usr/bin/getfattr', ['-h', '-d', '-e', 'hex', '-m', '^user\\.', '--', full]);
-      const xattrs = attrs.stdout
-        .split('\n')
-        .filter((l) => l.startsWith('user.'))
-        .join(',');
+      if (info.nlink > 1 && !info.isDirectory() && !first) inodes.set(info.ino, shown);
       lines.push(
         [
-          path,
+          shown,
           kind,
           (info.mode & 0o7777).toString(8),
           `${info.uid}:${info.gid}`,
           info.isSymbolicLink() ? '' : Math.floor(info.mtimeMs / 1000),
           first ? `same inode as ${first}` : '',
-          xattrs,
         ].join(' '),
       );
       if (info.isDirectory()) await walk(path);
     }
   };
-  await walk('');
+  await walk(Buffer.alloc(0));
+  // getfattr names each file with octal escapes: its blocks, sorted, compare across trees.
+  const attrs = await run('/usr/bin/getfattr', ['-R', '-h', '-d', '-e', 'hex', '-m', '^user\\.', '.'], {
+    cwd: root,
+  });
+  lines.push(
+    ...attrs.stdout
+      .split('\n\n')
+      .filter((block) => block.trim() !== '')
+      .sort(),
+  );
   return lines;
 }
 
@@ -348,6 +358,12 @@ test('unpack: the same tree as GNU tar extracts, from GNU tar archives in gnu an
   await mkdir(join(src, 'sub/deeper'), { recursive: true });
   await chmod(join(src, 'sub'), 0o750);
   await put('sub/deeper/x', 'x');
+  // Names that are not UTF-8 (Latin-1 "café", a lone 0xff) and a UTF-8 one; a link to one.
+  const latin1 = Buffer.from([0x63, 0x61, 0x66, 0xe9]);
+  await writeFile(Buffer.concat([Buffer.from(`${src}/`), latin1]), 'latin-1 name');
+  await mkdir(Buffer.concat([Buffer.from(`${src}/`), Buffer.from([0xff])]));
+  await put('héllo-✓', 'utf-8 name');
+  await symlinkFs(latin1, Buffer.concat([Buffer.from(`${src}/link-to-`), latin1]));
   const t = 1_600_000_000;
   for (const path of [
     'small',
@@ -403,6 +419,10 @@ test('unpack: the same tree as GNU tar extracts, from GNU tar archives in gnu an
       name: format,
     });
     const expected = await manifest(byTar);
+    assert.ok(
+      expected.some((l) => l.startsWith(JSON.stringify(latin1.toString('latin1')))),
+      'the Latin-1 name is in the tree',
+    );
     if (format === 'posix') {
       assert.ok(
         expected.some((l) => l.includes('user.note')),

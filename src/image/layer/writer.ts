@@ -33,7 +33,14 @@ import type { Readable } from 'node:stream';
 import { LayerFault, errnoCode, errorMessage } from './faults.js';
 import { runChecked, run } from '../../util/run.js';
 import { decompressor, peek, sniffCompression } from './decompress.js';
-import { TarFormatError, TarReader, type TarBody, type TarEntryResult, type TarHeader } from './tar.js';
+import {
+  TarFormatError,
+  TarReader,
+  displayName,
+  type TarBody,
+  type TarEntryResult,
+  type TarHeader,
+} from './tar.js';
 
 const MKNOD = '/usr/bin/mknod';
 const SETFATTR = '/usr/bin/setfattr';
@@ -74,9 +81,9 @@ interface PendingXattr {
 }
 
 /** getfattr's quoting for "# file:" lines and names: octal escapes for unsafe bytes. */
-function quote(text: string): string {
+function quote(bytes: Buffer): string {
   let out = '';
-  for (const byte of Buffer.from(text, 'utf8')) {
+  for (const byte of bytes) {
     out +=
       byte <= 0x20 || byte >= 0x7f || byte === 0x5c || byte === 0x3d || byte === 0x22
         ? '\\' + byte.toString(8).padStart(3, '0')
@@ -113,16 +120,23 @@ class LayerWriter {
     private readonly name: string,
     private readonly log?: LayerLog,
   ) {
-    this.root = posix.resolve(root);
+    this.root = Buffer.from(posix.resolve(root), 'utf8').toString('latin1');
   }
 
   private reject(entry: string, why: string): LayerFault {
-    return new LayerFault('rejected', `layer ${this.name} rejected: entry ${JSON.stringify(entry)} ${why}`);
+    return new LayerFault(
+      'rejected',
+      `layer ${this.name} rejected: entry ${JSON.stringify(displayName(entry))} ${displayName(why)}`,
+    );
   }
 
-  /** `rel` is always normalised here (no empty, `.` or `..` parts): joining is concatenating. */
-  private abs(rel: string): string {
-    return rel === '' ? this.root : `${this.root}/${rel}`;
+  /**
+   * The path of `rel` for the filesystem. Paths here are byte strings (see
+   * TarHeader), the root's too; `rel` is always normalised (no empty, `.` or
+   * `..` parts), so joining is concatenating.
+   */
+  private abs(rel: string): Buffer {
+    return Buffer.from(rel === '' ? this.root : `${this.root}/${rel}`, 'latin1');
   }
 
   /** Entry name → path components, rejecting absolute paths and `..`. */
@@ -175,7 +189,7 @@ class LayerWriter {
       }
       if (info.isSymbolicLink()) {
         if (++links > MAX_LINKS) throw this.reject(entry, 'passes through too many symlinks');
-        const target = readlink(path);
+        const target = readlink(path, { encoding: 'buffer' }).toString('latin1');
         if (posix.isAbsolute(target)) {
           throw this.reject(
             entry,
@@ -235,6 +249,7 @@ class LayerWriter {
     return lstat(this.abs(rel), { throwIfNoEntry: false }) !== undefined;
   }
 
+  /** Makes a device node or fifo at `path` (in the scratch directory: its name is plain text). */
   private async mknod(
     path: string,
     mode: number,
@@ -245,6 +260,23 @@ class LayerWriter {
     const args = ['-m', (mode & 0o7777).toString(8), '--', path, kind];
     if (kind !== 'p') args.push(String(major), String(minor));
     await runChecked(MKNOD, args, { timeoutMs: 30_000 });
+  }
+
+  private nodes = 0;
+
+  /**
+   * A device node or fifo at `rel`: made in the scratch directory (an argument
+   * to mknod must be text, a name in the layer may not be) and linked into
+   * place, which fails rather than replace anything.
+   */
+  private async makeNode(rel: string, mode: number, kind: 'c' | 'b' | 'p', major: number, minor: number) {
+    const temp = posix.join(this.scratch, `node-${this.nodes++}`);
+    await this.mknod(temp, mode, kind, major, minor);
+    try {
+      link(temp, this.abs(rel));
+    } finally {
+      unlink(temp);
+    }
   }
 
   /** Returns a promise only for the layer's first whiteout, which makes the template device. */
@@ -288,8 +320,8 @@ class LayerWriter {
     if (parts.length === 0) {
       // "./": the layer root itself.
       if (type !== 'directory') throw this.reject(entry, 'names the layer root but is not a directory');
-      lchown(this.root, uid, gid);
-      chmod(this.root, mode);
+      lchown(this.abs(''), uid, gid);
+      chmod(this.abs(''), mode);
       this.dirTimes.push({ rel: '', mtime });
       this.collectXattrs(header, '');
       return undefined;
@@ -334,7 +366,7 @@ class LayerWriter {
       case 'symlink': {
         this.clear(rel, false);
         this.made.add(rel);
-        symlink(header.linkname, path);
+        symlink(Buffer.from(header.linkname, 'latin1'), path);
         lchown(path, uid, gid);
         lutimes(path, mtime, mtime);
         break;
@@ -361,7 +393,7 @@ class LayerWriter {
         this.clear(rel, false);
         this.made.add(rel);
         const kind = type === 'fifo' ? 'p' : type === 'character-device' ? 'c' : 'b';
-        return this.mknod(path, mode, kind, header.devmajor, header.devminor).then(() => {
+        return this.makeNode(rel, mode, kind, header.devmajor, header.devminor).then(() => {
           lchown(path, uid, gid);
           if (mode & 0o7000) chmod(path, mode);
           lutimes(path, mtime, mtime);
@@ -371,7 +403,7 @@ class LayerWriter {
       }
       default:
         this.log?.warn(
-          { layer: this.name, entry, typeflag: header.typeflag },
+          { layer: this.name, entry: displayName(entry), typeflag: header.typeflag },
           'skipping a tar entry of an unsupported type',
         );
         return undefined;
@@ -441,11 +473,12 @@ class LayerWriter {
     let dump = '';
     for (const x of items) {
       this.assertNoSymlinkParents(x.rel);
-      dump += `# file: ${quote(x.rel === '' ? '.' : x.rel)}\n${quote(x.name)}=0s${x.value.toString('base64')}\n\n`;
+      const file = Buffer.from(x.rel === '' ? '.' : x.rel, 'latin1');
+      dump += `# file: ${quote(file)}\n${quote(Buffer.from(x.name, 'utf8'))}=0s${x.value.toString('base64')}\n\n`;
     }
     // One setfattr for the whole layer; -h so a symlink itself is the target.
     const res = await run(SETFATTR, ['-h', '--restore=-'], {
-      cwd: this.root,
+      cwd: this.abs('').toString('utf8'),
       input: dump,
       timeoutMs: 120_000,
     });
