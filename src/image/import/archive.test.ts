@@ -101,3 +101,33 @@ test('import: neither layout nor docker archive is a clear INVALID_ARGUMENT', as
     },
   );
 });
+
+test('import: layers larger than the stream buffers come in whole; an archive cut short stores nothing', async () => {
+  const work = await temp();
+  const { randomBytes } = await import('node:crypto');
+  // Incompressible: several MiB of blob, so the store must slow the reader down.
+  const big = randomBytes(6 * 1024 * 1024);
+  const image = await buildImage({ base: false, layers: [{ entries: [file('big', big)] }] });
+  const layout = join(work, 'layout');
+  await writeOciLayout(layout, [{ tag: 'example.com/big:1', image }]);
+  await writeDirectoryTar(layout, join(work, 'layout.tar'));
+  const whole = await readFile(join(work, 'layout.tar'));
+
+  const cutStore = await ImageStore.open(join(work, 'cut-root'), silentLogger);
+  const cut = join(work, 'cut.tar');
+  await writeFile(cut, whole.subarray(0, Math.floor(whole.length / 2)));
+  await assert.rejects(importArchive(cut, cutStore, { log: silentLogger }), (err: Error) => {
+    assert.equal((err as { code?: number }).code, 3);
+    assert.match(err.message, /cannot import .*cut\.tar: .*ends in the middle of entry/);
+    return true;
+  });
+  assert.deepEqual(await cutStore.list(), []);
+  assert.equal(await cutStore.hasBlob(image.layers[0].digest), false);
+  assert.deepEqual(await readdir(join(work, 'cut-root', 'images', 'ingest')), []);
+
+  const store = await ImageStore.open(join(work, 'root'), silentLogger);
+  const [result] = await importArchive(join(work, 'layout.tar'), store, { log: silentLogger });
+  assert.deepEqual(result.repoTags, ['example.com/big:1']);
+  const [record] = await store.list();
+  assert.ok((await readFile(join(store.layerDirs(record)[0], 'big'))).equals(big));
+});

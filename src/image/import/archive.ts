@@ -8,13 +8,13 @@
  * their digest); an image becomes visible only at its commit, so a failed or
  * killed import leaves no image that looks complete.
  */
+import { once } from 'node:events';
 import { createReadStream } from 'node:fs';
-import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import tar from 'tar-stream';
+import { PassThrough, type Readable } from 'node:stream';
 import { InvalidArgumentError, errorMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { decompressor, peek, sniffCompression } from '../layer/decompress.js';
+import { TarReader, displayName, type TarBody, type TarEntryResult, type TarHeader } from '../layer/tar.js';
 import { normalizeReference, parseReference, repositoryName, taggedName } from '../reference.js';
 import { sha256Of } from '../store/blobs.js';
 import type { ImageStore } from '../store/store.js';
@@ -79,72 +79,96 @@ interface Collected {
   stored: Map<string, { digest: Digest; size: number }>;
 }
 
+/** The blob being stored from the archive entry being read. */
+interface Storing {
+  sink: PassThrough;
+  done: Promise<unknown>;
+}
+
 async function collect(file: string, store: ImageStore, options: ImportOptions): Promise<Collected> {
   const metadata = new Map<string, Buffer>();
   const stored = new Map<string, { digest: Digest; size: number }>();
-  const source = createReadStream(file);
-  const head = await peek(source, 4);
-  const extract = tar.extract();
-  const feeding = pipeline(
-    source,
-    decompressor(sniffCompression(head)),
-    async (chunks: AsyncIterable<Buffer>) => {
-      for await (const chunk of chunks) {
-        if (!extract.write(chunk)) {
-          await new Promise<void>((resolve) => {
-            const done = () => {
-              extract.off('drain', done);
-              extract.off('close', done);
-              resolve();
-            };
-            extract.on('drain', done);
-            extract.on('close', done);
-          });
-        }
-      }
-      (extract as unknown as { end(): void }).end();
-    },
-    { signal: options.signal },
-  );
-  feeding.catch((err: unknown) => extract.destroy(err instanceof Error ? err : new Error(String(err))));
-  try {
-    for await (const entry of extract) {
-      const name = entry.header.name.replace(/^(\.\/)+/, '').replace(/\/+$/, '');
-      const body = Readable.from(
-        (async function* () {
-          yield* entry as unknown as AsyncIterable<Buffer>;
-        })(),
-      );
-      const blob = /^blobs\/sha256\/([a-f0-9]{64})$/.exec(name);
-      if (entry.header.type !== 'file' && entry.header.type !== 'contiguous-file') {
-        entry.resume();
-        continue;
-      }
-      if (blob) {
-        const digest = `sha256:${blob[1]}`;
-        // Already stored (an earlier import or pull): skip the bytes.
-        if (!(await store.hasBlob(digest)))
-          await store.putBlob(digest, entry.header.size, body, options.signal);
-        stored.set(name, { digest, size: entry.header.size });
-      } else if (name.endsWith('.json') || name === 'repositories' || name === 'oci-layout') {
-        if (entry.header.size > MAX_METADATA_BYTES) throw bad(file, `${name} is larger than 16 MiB`);
-        const chunks: Buffer[] = [];
-        for await (const c of body) chunks.push(c as Buffer);
-        metadata.set(name, Buffer.concat(chunks));
-      } else if (name.endsWith('.tar') || name.endsWith('/layer')) {
-        // docker-save layers: named by path, digest unknown until hashed.
-        stored.set(name, await store.blobs.ingest(body, options.signal));
-      }
-      // Drain whatever was not read, so the extractor moves on.
-      entry.resume();
+  const { signal } = options;
+  let storing: Storing | undefined;
+
+  /** The entry's bytes go through a stream to `consume` (a store method), which must finish before the next entry. */
+  const storeFrom = (consume: (body: Readable) => Promise<unknown>): TarBody => {
+    const sink = new PassThrough({ highWaterMark: 1024 * 1024 });
+    // A store that failed destroyed the stream; its own promise carries the error.
+    sink.on('error', () => undefined);
+    const done = consume(sink);
+    done.catch(() => undefined);
+    storing = { sink, done };
+    return { write: (data) => void sink.write(data), end: () => void sink.end() };
+  };
+
+  const begin = (header: TarHeader): TarEntryResult => {
+    const name = displayName(header.name)
+      .replace(/^(\.\/)+/, '')
+      .replace(/\/+$/, '');
+    if (header.type !== 'file' && header.type !== 'contiguous-file') return undefined;
+    const blob = /^blobs\/sha256\/([a-f0-9]{64})$/.exec(name);
+    if (blob) {
+      const digest = `sha256:${blob[1]}`;
+      stored.set(name, { digest, size: header.size });
+      // Already stored (an earlier import or pull): the bytes are skipped.
+      return store
+        .hasBlob(digest)
+        .then((has) =>
+          has ? undefined : storeFrom((body) => store.putBlob(digest, header.size, body, signal)),
+        );
     }
-    await feeding;
+    if (name.endsWith('.json') || name === 'repositories' || name === 'oci-layout') {
+      if (header.size > MAX_METADATA_BYTES) throw bad(file, `${name} is larger than 16 MiB`);
+      const chunks: Buffer[] = [];
+      return {
+        write: (data) => chunks.push(Buffer.from(data)),
+        end: () => metadata.set(name, Buffer.concat(chunks)),
+      };
+    }
+    if (name.endsWith('.tar') || name.endsWith('/layer')) {
+      // docker-save layers: named by path, digest unknown until hashed.
+      return storeFrom(async (body) => stored.set(name, await store.blobs.ingest(body, signal)));
+    }
+    return undefined;
+  };
+
+  const reader = new TarReader((header) => {
+    const previous = storing;
+    storing = undefined;
+    return previous ? previous.done.then(() => begin(header)) : begin(header);
+  });
+  const source = createReadStream(file);
+  let stream: Readable = source;
+  const stop = () => stream.destroy(new Error('the import was cancelled'));
+  signal?.addEventListener('abort', stop, { once: true });
+  try {
+    const compression = sniffCompression(await peek(source, 4));
+    if (compression !== 'none') {
+      const inflate = decompressor(compression);
+      source.once('error', (err) => inflate.destroy(err));
+      stream = source.pipe(inflate);
+    }
+    for await (const chunk of stream as AsyncIterable<Buffer>) {
+      signal?.throwIfAborted();
+      const paused = reader.write(chunk);
+      if (paused) await paused;
+      const current = storing;
+      // The store reads at its own pace: wait for it rather than buffer the archive.
+      if (current?.sink.writableNeedDrain) await Promise.race([once(current.sink, 'drain'), current.done]);
+    }
+    reader.end();
+    await storing?.done;
   } catch (err) {
-    extract.destroy(err instanceof Error ? err : new Error(String(err)));
     source.destroy();
-    await feeding.catch(() => undefined);
+    stream.destroy();
+    storing?.sink.destroy();
+    // The store removes its temp file before it settles.
+    await storing?.done.catch(() => undefined);
     if (err instanceof InvalidArgumentError) throw err;
     throw bad(file, errorMessage(err));
+  } finally {
+    signal?.removeEventListener('abort', stop);
   }
   return { metadata, stored };
 }
