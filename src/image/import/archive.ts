@@ -13,7 +13,7 @@ import { createReadStream } from 'node:fs';
 import { PassThrough, type Readable } from 'node:stream';
 import { InvalidArgumentError, errorMessage } from '../../errors.js';
 import type { Logger } from '../../log.js';
-import { decompressor, peek, sniffCompression } from '../layer/decompress.js';
+import { decompressed } from '../layer/decompress.js';
 import { TarReader, displayName, type TarBody, type TarEntryResult, type TarHeader } from '../layer/tar.js';
 import { normalizeReference, parseReference, repositoryName, taggedName } from '../reference.js';
 import { sha256Of } from '../store/blobs.js';
@@ -143,12 +143,7 @@ async function collect(file: string, store: ImageStore, options: ImportOptions):
   const stop = () => stream.destroy(new Error('the import was cancelled'));
   signal?.addEventListener('abort', stop, { once: true });
   try {
-    const compression = sniffCompression(await peek(source, 4));
-    if (compression !== 'none') {
-      const inflate = decompressor(compression);
-      source.once('error', (err) => inflate.destroy(err));
-      stream = source.pipe(inflate);
-    }
+    stream = await decompressed(source);
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       signal?.throwIfAborted();
       const paused = reader.write(chunk);

@@ -2,7 +2,7 @@
  * Layer decompression: gzip, zstd or none, chosen by the stream's magic bytes
  * (media types lie often enough, e.g. docker's ".tar.gzip" for plain tars).
  */
-import { PassThrough, Transform, type Readable, type TransformCallback } from 'node:stream';
+import type { Readable, Transform, TransformCallback } from 'node:stream';
 import { createGunzip, createZstdDecompress } from 'node:zlib';
 
 export type Compression = 'gzip' | 'zstd' | 'none';
@@ -62,13 +62,14 @@ export function peek(stream: Readable, n: number): Promise<Buffer> {
 const CHUNK = 256 * 1024;
 
 /**
- * A decompressing transform for the sniffed compression. `onConsumed` is
- * told each input chunk once the decompressor has read all of it and keeps
- * no reference (so its memory may be reused); a plain tar passes its chunks
- * on as they are, so they are never reported.
+ * A decompressing transform. `onConsumed` is told each input chunk once the
+ * decompressor has read all of it and keeps no reference (so its memory may
+ * be reused).
  */
-export function decompressor(compression: Compression, onConsumed?: (chunk: Buffer) => void): Transform {
-  if (compression === 'none') return new PassThrough();
+function decompressor(
+  compression: Exclude<Compression, 'none'>,
+  onConsumed?: (chunk: Buffer) => void,
+): Transform {
   const inflate =
     compression === 'gzip' ? createGunzip({ chunkSize: CHUNK }) : createZstdDecompress({ chunkSize: CHUNK });
   if (onConsumed) {
@@ -82,4 +83,22 @@ export function decompressor(compression: Compression, onConsumed?: (chunk: Buff
     };
   }
   return inflate;
+}
+
+/**
+ * `source` decompressed as its first bytes say (a plain tar is `source`
+ * itself, whose chunks are then never reported to `onConsumed`). Not
+ * pipeline(): one whose source is destroyed after it ended may never settle;
+ * this stream ends or fails whichever way the source stops (a source error
+ * destroys it with that error), so a `for await` over it always finishes.
+ */
+export async function decompressed(
+  source: Readable,
+  onConsumed?: (chunk: Buffer) => void,
+): Promise<Readable> {
+  const compression = sniffCompression(await peek(source, 4));
+  if (compression === 'none') return source;
+  const inflate = decompressor(compression, onConsumed);
+  source.once('error', (err) => inflate.destroy(err));
+  return source.pipe(inflate);
 }

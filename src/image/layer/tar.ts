@@ -156,7 +156,6 @@ export class TarReader {
   /** The entry being read (for errors). */
   private current?: string;
   private paused = false;
-  entries = 0;
 
   constructor(private readonly onEntry: (header: TarHeader) => TarEntryResult) {}
 
@@ -372,7 +371,6 @@ export class TarReader {
     if (HEADER_ONLY.has(type)) size = 0;
     mode &= 0o7777;
 
-    this.entries++;
     this.current = name;
     this.remaining = size;
     this.entrySize = size;

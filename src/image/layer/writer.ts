@@ -32,7 +32,7 @@ import { posix } from 'node:path';
 import type { Readable } from 'node:stream';
 import { LayerFault, errnoCode, errorMessage } from './faults.js';
 import { runChecked, run } from '../../util/run.js';
-import { decompressor, peek, sniffCompression } from './decompress.js';
+import { decompressed } from './decompress.js';
 import {
   TarFormatError,
   TarReader,
@@ -525,7 +525,7 @@ export async function unpackInThisThread(
     signal?: AbortSignal;
     /** Told the size of every decompressed chunk (the worker paces its GCs by it). */
     onTarBytes?: (n: number) => void;
-    /** Told each compressed input chunk the decompressor is done with (see decompressor()). */
+    /** Told each compressed input chunk the decompressor is done with (see decompressed()). */
     onConsumed?: (chunk: Buffer) => void;
   },
 ): Promise<UnpackResult> {
@@ -540,14 +540,7 @@ export async function unpackInThisThread(
   signal?.addEventListener('abort', stop, { once: true });
   try {
     signal?.throwIfAborted();
-    const compression = sniffCompression(await peek(source, 4));
-    if (compression !== 'none') {
-      // Not pipeline(): one whose source is destroyed after it ended may never
-      // settle, and this must end whichever way the bytes stop coming.
-      const inflate = decompressor(compression, options.onConsumed);
-      source.once('error', (err) => inflate.destroy(err));
-      stream = source.pipe(inflate);
-    }
+    stream = await decompressed(source, options.onConsumed);
     if (signal?.aborted) stop();
     for await (const chunk of stream as AsyncIterable<Buffer>) {
       // Every byte counts for the diff ID, including any after the end of the archive.
