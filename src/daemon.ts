@@ -48,6 +48,7 @@ import { StreamServer } from './stream/server.js';
 import { criStreamBackend } from './stream/cri-backend.js';
 import { streamRpcs } from './server/stream-rpcs.js';
 import { http } from './util/node-http.js';
+import { settleUsernsChecks } from './oci/userns/support.js';
 
 /** How long shutdown waits for handlers whose clients already left (a pod start or a pull). */
 const SHUTDOWN_DRAIN_MS = 60_000;
@@ -336,6 +337,8 @@ export class Daemon {
       await this.streamServer?.close();
       // Pulls have ended by now: their layer worker threads go too.
       await stopLayerWorkers();
+      // A user-namespace self-test still running holds mounts in its scratch dir.
+      await settleUsernsChecks();
       // Pods and their conmons keep running; only berth's watches end.
       this.containers?.close();
       this.pods?.sandboxes.close();

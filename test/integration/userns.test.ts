@@ -307,3 +307,21 @@ describe('user namespaces', () => {
     assert.deepEqual(await readdir(netnsDir).catch(() => []), netnsBefore);
   });
 });
+
+describe('the self-test at start-up', () => {
+  it('SIGTERM while it runs: berth exits only after unmounting and removing its scratch dir', async () => {
+    // Searchable, as in before(): otherwise the test stops before it mounts anything.
+    const dir = await mkdtemp(join(work, 'early-stop-'));
+    await chmod(dir, 0o711);
+    const root = join(dir, 'root');
+    // The self-test starts as the daemon starts serving and takes a few hundred
+    // ms of helper processes and mounts: a stop right away lands inside it.
+    for (let round = 1; round <= 3; round++) {
+      const early = await startBerth({ dir });
+      assert.equal(await early.stop(), 0, early.logs());
+      const scratch = (await readdir(root)).filter((n) => n.startsWith('.userns-check-'));
+      assert.deepEqual(scratch, [], `round ${round}: scratch dir left in ${root}`);
+      assert.deepEqual(await mountsMentioning(dir), [], `round ${round}: mounts left under ${dir}`);
+    }
+  });
+});

@@ -46,6 +46,14 @@ export function usernsSupport(root: string): Promise<UsernsSupport> {
   return found;
 }
 
+/**
+ * Waits for the self-tests already started: each removes its scratch mounts
+ * when it ends, and a daemon stopping mid-test must not leave them behind.
+ */
+export async function settleUsernsChecks(): Promise<void> {
+  await Promise.all(cache.values());
+}
+
 async function searchableAncestors(root: string): Promise<string | undefined> {
   for (let dir = root; ; dir = dirname(dir)) {
     const mode = (await stat(dir)).mode;
