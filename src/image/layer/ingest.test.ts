@@ -12,6 +12,7 @@ import {
   LAYER_WORKER_IDLE_MS,
   layerWorkerCount,
   layerWorkerThreadIds,
+  prepareLayerWorker,
   runIngest,
   setLayerWorkerCount,
   stopLayerWorkers,
@@ -230,4 +231,33 @@ it('an idle spell retires the extra workers but keeps one warm for the next pull
   assert.deepEqual(layerWorkerThreadIds(), [kept], 'the last worker stays however long the daemon is idle');
   await ingestAll('after', 1);
   assert.deepEqual(layerWorkerThreadIds(), [kept], 'the next pull runs on the warm thread');
+});
+
+it('a worker prepared ahead of a pull: used, it is the one kept warm; never used, it retires when idle', async (t) => {
+  await stopLayerWorkers();
+  setLayerWorkerCount(1);
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  prepareLayerWorker();
+  const [unused] = layerWorkerThreadIds();
+  assert.ok(unused !== undefined);
+  prepareLayerWorker();
+  assert.deepEqual(layerWorkerThreadIds(), [unused], 'one prepared worker at most');
+  t.mock.timers.tick(LAYER_WORKER_IDLE_MS - 1);
+  assert.equal(layerWorkerCount(), 1, 'nothing retired before the idle time');
+  t.mock.timers.tick(1);
+  assert.equal(layerWorkerCount(), 0, 'no layer came (all present): it retired');
+
+  prepareLayerWorker();
+  const [prepared] = layerWorkerThreadIds();
+  const dir = join(work, 'prepared');
+  await mkdir(join(dir, 'diff'), { recursive: true });
+  await mkdir(join(dir, 'scratch'));
+  const blob = await compress(await tarEntries([file('f', randomBytes(64 * 1024))]), 'gzip');
+  await runIngest(
+    { unpack: { target: join(dir, 'diff'), scratch: join(dir, 'scratch'), name: 'prepared' } },
+    trickle(blob, 5),
+  );
+  assert.deepEqual(layerWorkerThreadIds(), [prepared], 'the layer ran on the prepared thread');
+  t.mock.timers.tick(10 * LAYER_WORKER_IDLE_MS);
+  assert.deepEqual(layerWorkerThreadIds(), [prepared], 'used, it stays warm');
 });

@@ -130,6 +130,8 @@ class LayerWorker {
   readonly jobs = new Map<number, Pending>();
   private idle?: NodeJS.Timeout;
   dead = false;
+  /** Has run a job: only such a worker is kept warm for the daemon's life. */
+  private used = false;
 
   constructor(private readonly onGone: (w: LayerWorker) => void) {
     this.worker = new Worker(new URL('./ingest-worker.js', import.meta.url), {
@@ -181,6 +183,7 @@ class LayerWorker {
   add(id: number, pending: Pending): void {
     clearTimeout(this.idle);
     this.idle = undefined;
+    this.used = true;
     if (this.jobs.size === 0) this.worker.ref();
     this.jobs.set(id, pending);
   }
@@ -188,7 +191,11 @@ class LayerWorker {
   private finished(id: number): void {
     this.jobs.delete(id);
     if (this.jobs.size > 0 || this.dead) return;
-    // Idle: let the process exit without it, and retire it if it stays idle.
+    this.idleNow();
+  }
+
+  /** Idle: let the process exit without it, and retire it if it stays idle. */
+  idleNow(): void {
     this.worker.unref();
     this.idle = setTimeout(() => this.retireIfIdle(), LAYER_WORKER_IDLE_MS);
     this.idle.unref();
@@ -196,7 +203,7 @@ class LayerWorker {
 
   private retireIfIdle(): void {
     if (this.jobs.size > 0 || this.dead) return;
-    if (workers.length <= 1) {
+    if (workers.length <= 1 && this.used) {
       // The one kept warm. Its spare batches go: back-to-back pulls reuse
       // them, an idle daemon would only carry them in its RSS.
       spareBatches.length = 0;
@@ -248,22 +255,35 @@ function workerLimit(): number {
   return Math.max(1, Math.min(availableParallelism() - 1, MAX_AUTO_WORKERS));
 }
 
+function startWorker(): LayerWorker {
+  const worker = new LayerWorker((gone) => {
+    const at = workers.indexOf(gone);
+    if (at !== -1) workers.splice(at, 1);
+    if (workers.length === 0) spareBatches.length = 0;
+  });
+  workers.push(worker);
+  return worker;
+}
+
 /** Jobs go to the least busy worker; a new one is started while under the limit. */
 function pickWorker(): LayerWorker {
   const limit = workerLimit();
-  let best = workers.reduce<LayerWorker | undefined>(
+  const best = workers.reduce<LayerWorker | undefined>(
     (b, w) => (b === undefined || w.jobs.size < b.jobs.size ? w : b),
     undefined,
   );
-  if (!best || (best.jobs.size > 0 && workers.length < limit)) {
-    best = new LayerWorker((gone) => {
-      const at = workers.indexOf(gone);
-      if (at !== -1) workers.splice(at, 1);
-      if (workers.length === 0) spareBatches.length = 0;
-    });
-    workers.push(best);
-  }
+  if (!best || (best.jobs.size > 0 && workers.length < limit)) return startWorker();
   return best;
+}
+
+/**
+ * Starts a layer worker now if there is none, so that its thread boots
+ * (~115 ms here: an isolate and the unpack modules) while a pull is still
+ * resolving its manifest and config, not after its first layer arrived.
+ * One that gets no job (every layer was present) retires when idle.
+ */
+export function prepareLayerWorker(): void {
+  if (workers.length === 0) startWorker().idleNow();
 }
 
 export interface IngestOptions {

@@ -23,6 +23,7 @@ import {
 } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { ContentMismatchError, LayerRejectedError } from '../layer/errors.js';
+import { prepareLayerWorker } from '../layer/ingest.js';
 import {
   formatReference,
   parseReference,
@@ -230,6 +231,8 @@ export class Puller {
     const cfg = this.config().image;
     const watchdog = new Watchdog(image, cfg.pull_progress_timeout_seconds * 1000, controller);
     const signal = controller.signal;
+    // The first pull of a daemon: the layer worker boots during the manifest round trips.
+    prepareLayerWorker();
     try {
       const { client, top, topDigest } = await this.resolveManifest(ref, creds, watchdog, signal);
       let manifestBytes = top.bytes;
