@@ -1,7 +1,8 @@
 /**
  * Image volumes (Kubernetes' `image` volume source, KEP-4639): a CRI Mount
- * that names an image instead of a host path. The image's unpacked layers are
- * mounted as a read-only overlay (no upper dir) under the container's dir,
+ * that names an image instead of a host path. The image's unpacked layers (an
+ * OCI artifact's: the directory of its named files) are mounted as a
+ * read-only overlay (no upper dir) under the container's dir,
  * and the Mount becomes a read-only bind of it, or of `image_sub_path` inside
  * it, into the container. The mounts go with the container's dir on removal.
  */
@@ -17,8 +18,8 @@ import { rootfsPaths } from './rootfs.js';
 
 export interface ImageVolumeImages {
   resolve(ref: string): Promise<{ record: { id: string } } | undefined>;
-  /** Unpacked layer dirs, lowest first. */
-  layerDirs(record: { id: string }): string[];
+  /** What the volume shows, lowest first: an image's unpacked layers, or an artifact's files. */
+  volumeDirs(record: { id: string }): string[];
 }
 
 /** An image volume as the container record keeps it (RemoveImage's in-use check). */
@@ -60,7 +61,7 @@ export async function planImageVolumes(
       index,
       containerPath: dest,
       imageId: resolved.record.id,
-      layerDirs: images.layerDirs(resolved.record),
+      layerDirs: images.volumeDirs(resolved.record),
     });
   }
   return planned;

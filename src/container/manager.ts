@@ -227,6 +227,7 @@ export class ContainerManager {
         );
       }
       const image = resolved.record;
+      this.deps.images.requireRunnable(image, imageRef, `CreateContainer ${meta.name}`);
       const imageVolumes = await planImageVolumes(
         config.mounts,
         this.deps.images,

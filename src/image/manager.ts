@@ -81,6 +81,19 @@ export class ImageManager {
     return this.store.layerDirs(record);
   }
 
+  /** What an image volume of this image shows, lowest first: its layers, or an artifact's files. */
+  volumeDirs(record: ImageRecord): string[] {
+    return record.artifact ? [this.store.artifactFilesDir(record)] : this.store.layerDirs(record);
+  }
+
+  /** Refuses an OCI artifact where a container image is needed (`what` names the asker). */
+  requireRunnable(record: ImageRecord, ref: string, what: string): void {
+    if (!record.artifact) return;
+    throw new FailedPreconditionError(
+      `${what}: ${JSON.stringify(ref)} is an OCI artifact (${record.artifact.artifactType}), not a container image; it can only be mounted as an image volume`,
+    );
+  }
+
   /** Normalised names a reference can mean here: itself, or one per search registry for a short name. */
   private candidates(input: string): ImageReference[] {
     const parsed = parseReference(input);

@@ -40,9 +40,29 @@ export interface LayerRecord {
   chainId: Digest;
 }
 
+/** A layer of an OCI artifact: a blob kept as it came, shown as a file when it is named. */
+export interface ArtifactFile {
+  blobDigest: Digest;
+  mediaType: string;
+  size: number;
+  /**
+   * Its path in the artifact's directory (org.opencontainers.image.title, or
+   * a model's org.cncf.model.filepath); '' for a layer that names none.
+   */
+  name: string;
+}
+
+/** What makes an ImageRecord an OCI artifact (KEP-4639 image volumes mount these). */
+export interface ArtifactInfo {
+  artifactType: string;
+  configDigest: Digest;
+  configMediaType: string;
+  files: ArtifactFile[];
+}
+
 /** An image as berth knows it: complete only once committed. */
 export interface ImageRecord {
-  /** Image ID: the config digest. */
+  /** Image ID: the config digest (an artifact's: its manifest digest, as configs are often shared). */
   id: Digest;
   /** Normalised tags, e.g. "docker.io/library/busybox:1.36". */
   repoTags: string[];
@@ -54,10 +74,24 @@ export interface ImageRecord {
   /** Sum of layer blob sizes plus the config size. */
   size: number;
   config: ImageConfigFile;
-  /** Lowest layer first. */
+  /** Lowest layer first (none for an artifact). */
   layers: LayerRecord[];
   /** Nanoseconds since the epoch when berth committed the image. */
   createdAtNs: string;
+  /** Set for an OCI artifact: no container runs from it; image volumes show its files. */
+  artifact?: ArtifactInfo;
+}
+
+/** What a pull hands to the store to make an OCI artifact visible (every blob stored). */
+export interface ArtifactCommit {
+  manifestDigest: Digest;
+  manifestMediaType: string;
+  manifest: Uint8Array;
+  artifact: ArtifactInfo;
+  /** The index it was chosen from: its digest is another name of the artifact. */
+  index?: { digest: Digest; bytes: Uint8Array };
+  tag?: string;
+  repository?: string;
 }
 
 /** What a pull or an import hands to the store to make an image visible. */

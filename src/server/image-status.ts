@@ -39,15 +39,18 @@ export function imageStatusRpcs(ctx: ServerContext): ImageImpl {
       if (request.verbose) {
         const manifest = Buffer.from(await ctx.images.store.readBlob(record.manifestDigest)).toString('utf8');
         info.manifest = manifest;
-        info.config = JSON.stringify(record.config);
+        const { artifact } = record;
+        info.config = artifact
+          ? Buffer.from(await ctx.images.store.readBlob(artifact.configDigest)).toString('utf8')
+          : JSON.stringify(record.config);
         info.info = JSON.stringify({
           id: record.id,
           manifestDigest: record.manifestDigest,
           manifestMediaType: record.manifestMediaType,
-          layers: record.layers,
-          layerDirs: ctx.images.layerDirs(record),
           createdAtNs: record.createdAtNs,
-          imageSpec: record.config,
+          ...(artifact
+            ? { artifact, filesDir: ctx.images.volumeDirs(record)[0] }
+            : { layers: record.layers, layerDirs: ctx.images.layerDirs(record), imageSpec: record.config }),
         });
       }
       return ImageStatusResponse.fromPartial({ image: await toCriImage(ctx.images, record), info });

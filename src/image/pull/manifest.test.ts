@@ -86,19 +86,6 @@ test('parseManifest: rejects schema 1, bad digests, foreign configs and unknown 
       parseManifest(
         enc({
           schemaVersion: 2,
-          config: { mediaType: 'application/vnd.cncf.helm.config.v1+json', digest: d(1), size: 1 },
-          layers: [],
-        }),
-        '',
-        'chart',
-      ),
-    code(status.FAILED_PRECONDITION, /not a container image.*helm/),
-  );
-  assert.throws(
-    () =>
-      parseManifest(
-        enc({
-          schemaVersion: 2,
           config: { digest: d(1), size: 1 },
           layers: [
             { mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip+encrypted', digest: d(2), size: 1 },
@@ -164,4 +151,60 @@ test('selectPlatform: no match is NOT_FOUND listing every platform offered, once
     },
   );
   assert.throws(() => selectPlatform(index(), amd64, 'empty'), /offers no platforms/);
+});
+
+test('OCI artifacts: told from images by artifactType or a config that is not an image config', () => {
+  const weights = {
+    mediaType: 'application/octet-stream',
+    digest: d(2),
+    size: 9,
+    annotations: { 'org.opencontainers.image.title': 'model/weights.bin', 'not.a.string': 3 },
+  };
+  const parse = (doc: Record<string, unknown>, contentType: string = MEDIA_TYPES.ociManifest) =>
+    parseManifest(enc({ schemaVersion: 2, ...doc }), contentType, 'x');
+  const declared = parse({
+    mediaType: MEDIA_TYPES.ociManifest,
+    artifactType: 'application/vnd.example.model',
+    config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: d(1), size: 2 },
+    layers: [weights],
+  });
+  assert.equal(declared.kind, 'manifest');
+  if (declared.kind !== 'manifest') return;
+  assert.equal(declared.artifactType, 'application/vnd.example.model');
+  assert.deepEqual(declared.layers[0].annotations, { 'org.opencontainers.image.title': 'model/weights.bin' });
+  // An image config with artifactType is still an artifact (image-spec: artifactType says so).
+  const withImageConfig = parse({
+    artifactType: 'application/vnd.example.sbom',
+    config: { mediaType: MEDIA_TYPES.ociConfig, digest: d(1), size: 2 },
+    layers: [weights],
+  });
+  assert.equal(
+    withImageConfig.kind === 'manifest' && withImageConfig.artifactType,
+    'application/vnd.example.sbom',
+  );
+  // No artifactType: the config's media type names the kind (a Helm chart; layers of any type).
+  const chart = parse({
+    config: { mediaType: 'application/vnd.cncf.helm.config.v1+json', digest: d(1), size: 1 },
+    layers: [{ mediaType: 'application/vnd.cncf.helm.chart.content.v1.tar+gzip', digest: d(2), size: 1 }],
+  });
+  assert.equal(chart.kind === 'manifest' && chart.artifactType, 'application/vnd.cncf.helm.config.v1+json');
+  // Images stay images: image or missing config media type, no artifactType.
+  for (const configType of [MEDIA_TYPES.ociConfig, MEDIA_TYPES.dockerConfig, undefined]) {
+    const image = parse({
+      config: { mediaType: configType, digest: d(1), size: 1 },
+      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: d(2), size: 1 }],
+    });
+    assert.equal(image.kind === 'manifest' && image.artifactType, undefined, String(configType));
+  }
+  // A Docker manifest never declares an artifactType; an image config keeps it an image.
+  const docker = parse(
+    {
+      mediaType: MEDIA_TYPES.dockerManifest,
+      artifactType: 'application/vnd.example.x',
+      config: { mediaType: MEDIA_TYPES.dockerConfig, digest: d(1), size: 1 },
+      layers: [],
+    },
+    MEDIA_TYPES.dockerManifest,
+  );
+  assert.equal(docker.kind === 'manifest' && docker.artifactType, undefined);
 });

@@ -50,6 +50,8 @@ export interface Descriptor {
   digest: string;
   size: number;
   platform?: Platform;
+  /** String-valued annotations (an artifact's layers name their files there). */
+  annotations?: Record<string, string>;
 }
 
 export interface ImageManifest {
@@ -57,6 +59,11 @@ export interface ImageManifest {
   mediaType: string;
   config: Descriptor;
   layers: Descriptor[];
+  /**
+   * Set when the manifest describes an OCI artifact rather than a container
+   * image: its `artifactType`, or else its config's media type.
+   */
+  artifactType?: string;
 }
 
 export interface IndexManifest {
@@ -86,6 +93,12 @@ function descriptor(what: string, value: unknown, field: string): Descriptor {
     digest: d.digest,
     size: d.size,
   };
+  if (typeof d.annotations === 'object' && d.annotations !== null && !Array.isArray(d.annotations)) {
+    const strings = Object.entries(d.annotations).filter(
+      (e): e is [string, string] => typeof e[1] === 'string',
+    );
+    if (strings.length > 0) out.annotations = Object.fromEntries(strings);
+  }
   const p = d.platform as Record<string, unknown> | undefined;
   if (p && typeof p === 'object' && typeof p.os === 'string' && typeof p.architecture === 'string') {
     out.platform = {
@@ -141,6 +154,9 @@ export function parseManifest(bytes: Uint8Array, contentType: string, what: stri
   if (!Array.isArray(doc.layers)) throw malformed(what, 'a manifest without "layers"');
   const config = descriptor(what, doc.config, 'config');
   const layers = doc.layers.map((l, i) => descriptor(what, l, `layers[${i}]`));
+  const artifactType = artifactTypeOf(doc, mediaType, config);
+  // An artifact's layers are files kept as they are, whatever their media type.
+  if (artifactType !== undefined) return { kind: 'manifest', mediaType, config, layers, artifactType };
   for (const [i, l] of layers.entries()) {
     if (
       l.mediaType !== '' &&
@@ -152,16 +168,27 @@ export function parseManifest(bytes: Uint8Array, contentType: string, what: stri
       );
     }
   }
-  if (
-    config.mediaType &&
-    config.mediaType !== MEDIA_TYPES.ociConfig &&
-    config.mediaType !== MEDIA_TYPES.dockerConfig
-  ) {
-    throw new FailedPreconditionError(
-      `${what} is not a container image: its config has media type ${config.mediaType}`,
-    );
-  }
   return { kind: 'manifest', mediaType, config, layers };
+}
+
+/**
+ * The artifact type when a manifest is an OCI artifact (image-spec's rule,
+ * as CRI-O applies it): an OCI manifest that declares `artifactType`, or any
+ * manifest whose config is not an image config (a Helm chart's, the empty
+ * descriptor of a plain file set, a model's).
+ */
+function artifactTypeOf(
+  doc: Record<string, unknown>,
+  mediaType: string,
+  config: Descriptor,
+): string | undefined {
+  const declared = typeof doc.artifactType === 'string' ? doc.artifactType : '';
+  if (declared !== '' && mediaType === MEDIA_TYPES.ociManifest) return declared;
+  const imageConfig =
+    config.mediaType === '' ||
+    config.mediaType === MEDIA_TYPES.ociConfig ||
+    config.mediaType === MEDIA_TYPES.dockerConfig;
+  return imageConfig ? undefined : declared || config.mediaType;
 }
 
 const NODE_ARCH: Record<string, string> = {

@@ -16,6 +16,7 @@ import { status as GrpcStatus } from '@grpc/grpc-js';
 import type { BerthConfig } from '../../config/schema.js';
 import {
   BerthError,
+  FailedPreconditionError,
   InternalError,
   InvalidArgumentError,
   UnavailableError,
@@ -41,6 +42,7 @@ import {
 } from '../registry/auth.js';
 import { RepositoryClient, type FetchedManifest } from '../registry/client.js';
 import { Endpoints } from '../registry/hosts.js';
+import { artifactFileName, artifactNamesProblem } from '../store/artifacts.js';
 import { chainIdOf } from '../store/layers.js';
 import { sha256Of } from '../store/blobs.js';
 import type { ImageStore } from '../store/store.js';
@@ -257,6 +259,18 @@ export class Puller {
           );
         }
       }
+      if (manifest.artifactType !== undefined) {
+        const record = await this.pullArtifact(client, ref, manifest, watchdog, controller, {
+          bytes: manifestBytes,
+          digest: manifestDigest,
+          index,
+        });
+        this.log.info(
+          { image, id: record.id, endpoint: client.name, ms: Date.now() - started },
+          'artifact pulled',
+        );
+        return record;
+      }
       const config = await this.fetchConfig(client, manifest, image, watchdog, signal);
       const diffIds = config.rootfs.diff_ids;
       if (diffIds.length !== manifest.layers.length) {
@@ -348,6 +362,48 @@ export class Puller {
     } finally {
       watchdog.stop();
     }
+  }
+
+  /**
+   * An OCI artifact: its config and layers are stored as they are (verified
+   * like any blob), nothing is unpacked; its named layers become the files
+   * an image volume shows.
+   */
+  private async pullArtifact(
+    client: RepositoryClient,
+    ref: ImageReference,
+    manifest: ImageManifest,
+    watchdog: Watchdog,
+    controller: AbortController,
+    found: { bytes: Buffer; digest: Digest; index?: { digest: Digest; bytes: Buffer } },
+  ): Promise<ImageRecord> {
+    const image = formatReference(ref);
+    const files = manifest.layers.map((l) => ({
+      blobDigest: l.digest,
+      mediaType: l.mediaType,
+      size: l.size,
+      name: artifactFileName(l.annotations),
+    }));
+    const problem = artifactNamesProblem(files);
+    if (problem) throw new FailedPreconditionError(`artifact ${image}: ${problem}`);
+    const blobs = [manifest.config, ...manifest.layers];
+    await eachLimited(blobs, this.config().image.max_concurrent_downloads, controller, (d) =>
+      this.ensureBlob(client, d, `pull of ${image}`, watchdog, controller.signal),
+    );
+    return this.store.commitArtifact({
+      manifestDigest: found.digest,
+      manifestMediaType: manifest.mediaType,
+      manifest: found.bytes,
+      artifact: {
+        artifactType: manifest.artifactType ?? manifest.config.mediaType,
+        configDigest: manifest.config.digest,
+        configMediaType: manifest.config.mediaType,
+        files,
+      },
+      index: found.index,
+      tag: ref.digest ? undefined : taggedName(ref),
+      repository: repositoryName(ref),
+    });
   }
 
   /** The top manifest from the first endpoint that has it (mirrors first). */

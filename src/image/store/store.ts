@@ -1,6 +1,7 @@
 /**
- * The local image store: blobs, unpacked layers and the image index, under
- * `<root>/images`. Implements BlobSink for pulls and imports.
+ * The local image store: blobs, unpacked layers, OCI artifacts' file trees
+ * and the image index, under `<root>/images`. Implements BlobSink for pulls
+ * and imports.
  *
  * Crash safety: blobs and layers appear only by rename of complete content;
  * an image appears only when `commitImage` rewrites the index atomically,
@@ -25,7 +26,16 @@ import {
 } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { writeJsonAtomic } from '../../util/atomic-file.js';
-import type { BlobSink, Digest, ImageCommit, ImageConfigFile, ImageRecord, LayerRecord } from '../types.js';
+import type {
+  ArtifactCommit,
+  BlobSink,
+  Digest,
+  ImageCommit,
+  ImageConfigFile,
+  ImageRecord,
+  LayerRecord,
+} from '../types.js';
+import { ArtifactStore } from './artifacts.js';
 import { BlobStore, digestHex } from './blobs.js';
 import { LayerStore, chainIdOf, type UnpackOptions } from './layers.js';
 import { FileLock } from './lock.js';
@@ -37,6 +47,37 @@ type StoredImage = Omit<ImageRecord, 'config'>;
 interface IndexFile {
   version: 1;
   images: StoredImage[];
+}
+
+/** An artifact's stand-in for an image config: nothing to run, no user, no layers. */
+const ARTIFACT_CONFIG: ImageConfigFile = Object.freeze({
+  architecture: '',
+  os: '',
+  rootfs: Object.freeze({ type: 'layers', diff_ids: [] }),
+}) as ImageConfigFile;
+
+/** Every blob an image needs: config, manifest, layers (an artifact's config and files). */
+function blobsOf(image: StoredImage): Digest[] {
+  const all = [image.id, image.manifestDigest, ...image.layers.map((l) => l.blobDigest)];
+  if (image.artifact) all.push(image.artifact.configDigest, ...image.artifact.files.map((f) => f.blobDigest));
+  return [...new Set(all)];
+}
+
+/**
+ * Gives `tag` to the image `id` alone: another image holding it loses it
+ * (keeping repo@digest when that was its last name).
+ */
+function claimTag(images: Map<Digest, StoredImage>, id: Digest, tag: string | undefined): void {
+  if (!tag) return;
+  for (const other of images.values()) {
+    if (other.id === id || !other.repoTags.includes(tag)) continue;
+    other.repoTags = other.repoTags.filter((t) => t !== tag);
+    // Like CRI-O's "previous name": an image that loses its last name
+    // keeps repo@digest, so crictl shows it as <none> and kubelet lists it.
+    if (other.repoTags.length === 0 && other.repoDigests.length === 0) {
+      other.repoDigests.push(`${tag.slice(0, tag.lastIndexOf(':'))}@${other.manifestDigest}`);
+    }
+  }
 }
 
 /** Unreferenced blobs and layers older than this are removed at start-up. */
@@ -51,6 +92,7 @@ export class ImageStore implements BlobSink {
   readonly imagesDir: string;
   readonly blobs: BlobStore;
   readonly layers: LayerStore;
+  readonly artifacts: ArtifactStore;
   private readonly indexPath: string;
   private readonly lock: FileLock;
   private records = new Map<Digest, ImageRecord>();
@@ -76,6 +118,7 @@ export class ImageStore implements BlobSink {
     this.imagesDir = join(root, 'images');
     this.blobs = new BlobStore(this.imagesDir);
     this.layers = new LayerStore(join(this.imagesDir, 'layers'), log, { syncLayers });
+    this.artifacts = new ArtifactStore(join(this.imagesDir, 'artifacts'), this.blobs, log);
     this.indexPath = join(this.imagesDir, INDEX_FILE);
     this.lock = new FileLock(join(this.imagesDir, 'index.lock'));
   }
@@ -96,6 +139,7 @@ export class ImageStore implements BlobSink {
     store.watchIndex();
     await store.blobs.init();
     await store.layers.init();
+    await store.artifacts.init();
     await store.reconcile(options.sweepOrphans ?? true);
     return store;
   }
@@ -218,17 +262,7 @@ export class ImageStore implements BlobSink {
       }
       const existing = images.get(commit.configDigest);
       const repoDigest = commit.repository ? `${commit.repository}@${commit.manifestDigest}` : undefined;
-      for (const other of images.values()) {
-        if (other.id === commit.configDigest || !commit.tag || !other.repoTags.includes(commit.tag)) continue;
-        other.repoTags = other.repoTags.filter((t) => t !== commit.tag);
-        // Like CRI-O's "previous name": an image that loses its last name
-        // keeps repo@digest, so crictl shows it as <none> and kubelet lists it.
-        if (other.repoTags.length === 0 && other.repoDigests.length === 0) {
-          other.repoDigests.push(
-            `${commit.tag.slice(0, commit.tag.lastIndexOf(':'))}@${other.manifestDigest}`,
-          );
-        }
-      }
+      claimTag(images, commit.configDigest, commit.tag);
       const stored: StoredImage = existing ?? {
         id: commit.configDigest,
         repoTags: [],
@@ -255,6 +289,63 @@ export class ImageStore implements BlobSink {
     return { ...record, config };
   }
 
+  /**
+   * Records a complete OCI artifact (every blob stored by the caller): its
+   * named files become a directory tree first, then the index names it.
+   */
+  async commitArtifact(commit: ArtifactCommit): Promise<ImageRecord> {
+    const id = commit.manifestDigest;
+    const { artifact } = commit;
+    await this.blobs.putBytes(id, commit.manifest);
+    this.touch(id);
+    if (commit.index) {
+      await this.blobs.putBytes(commit.index.digest, commit.index.bytes);
+      this.touch(commit.index.digest);
+    }
+    await this.artifacts.materialize(id, artifact.files);
+    const record = await this.update(async (images) => {
+      const stored: StoredImage = images.get(id) ?? {
+        id,
+        repoTags: [],
+        repoDigests: [],
+        manifestDigest: id,
+        manifestMediaType: commit.manifestMediaType,
+        size: commit.manifest.length + artifact.files.reduce((sum, f) => sum + f.size, 0),
+        layers: [],
+        createdAtNs: (BigInt(Date.now()) * 1_000_000n).toString(),
+        artifact,
+      };
+      // Re-check under the lock: a concurrent removal may have collected them.
+      for (const d of blobsOf(stored)) {
+        if (!(await this.blobs.has(d))) {
+          throw new UnavailableError(`artifact ${id}: blob ${d} was removed meanwhile; pull again`);
+        }
+      }
+      if (!(await this.artifacts.has(id))) {
+        throw new UnavailableError(`artifact ${id}: its files were removed meanwhile; pull again`);
+      }
+      claimTag(images, id, commit.tag);
+      const names = [
+        ...(commit.tag ? [commit.tag] : []),
+        ...(commit.repository ? [`${commit.repository}@${id}`] : []),
+        ...(commit.repository && commit.index ? [`${commit.repository}@${commit.index.digest}`] : []),
+      ];
+      for (const name of names) {
+        const list = name.includes('@') ? stored.repoDigests : stored.repoTags;
+        if (!list.includes(name)) list.push(name);
+      }
+      images.set(id, stored);
+      return stored;
+    });
+    for (const d of [...blobsOf(record), ...(commit.index ? [commit.index.digest] : [])])
+      this.touched.delete(d);
+    this.log.info(
+      { image: id, tags: record.repoTags, artifactType: artifact.artifactType },
+      'artifact committed',
+    );
+    return { ...record, config: ARTIFACT_CONFIG };
+  }
+
   // ---- queries ----
 
   /** Every complete image, re-reading the index if another process changed it. */
@@ -271,6 +362,11 @@ export class ImageStore implements BlobSink {
   /** The overlay lower directories of an image, lowest first. */
   layerDirs(record: ImageRecord): string[] {
     return record.layers.map((l) => this.layers.diffDir(l.chainId));
+  }
+
+  /** The directory of an artifact's named files. */
+  artifactFilesDir(record: ImageRecord): string {
+    return this.artifacts.filesDir(record.id);
   }
 
   // ---- mutations ----
@@ -298,15 +394,12 @@ export class ImageStore implements BlobSink {
       const keepBlobs = new Set<string>();
       const keepLayers = new Set<string>();
       for (const other of images.values()) {
-        keepBlobs.add(other.id);
-        keepBlobs.add(other.manifestDigest);
-        for (const l of other.layers) {
-          keepBlobs.add(l.blobDigest);
-          keepLayers.add(l.chainId);
-        }
+        for (const b of blobsOf(other)) keepBlobs.add(b);
+        for (const l of other.layers) keepLayers.add(l.chainId);
       }
-      const blobs = [image.id, image.manifestDigest, ...image.layers.map((l) => l.blobDigest)];
-      for (const b of blobs) if (!keepBlobs.has(b) && !this.isTouched(b)) await this.blobs.remove(b);
+      // The artifact's tree first: its files are links to the blobs below.
+      if (image.artifact) await this.artifacts.remove(image.id);
+      for (const b of blobsOf(image)) if (!keepBlobs.has(b) && !this.isTouched(b)) await this.blobs.remove(b);
       for (const l of image.layers) {
         if (!keepLayers.has(l.chainId) && !this.isTouched(l.chainId)) doomedLayers.push(l.chainId);
       }
@@ -420,7 +513,7 @@ export class ImageStore implements BlobSink {
       for (const s of stored) {
         const known = this.records.get(s.id);
         try {
-          const config = known?.config ?? (await this.readConfig(s.id));
+          const config = s.artifact ? ARTIFACT_CONFIG : (known?.config ?? (await this.readConfig(s.id)));
           next.set(s.id, { ...s, config });
         } catch (err) {
           this.log.warn({ image: s.id, err: errorMessage(err) }, 'image config unreadable; image hidden');
@@ -462,7 +555,7 @@ export class ImageStore implements BlobSink {
     const dropped: string[] = [];
     for (const image of await this.readIndex()) {
       const missing: string[] = [];
-      for (const d of [image.id, image.manifestDigest, ...image.layers.map((l) => l.blobDigest)]) {
+      for (const d of blobsOf(image)) {
         if (!(await this.blobs.has(d))) missing.push(d);
       }
       if (missing.length > 0) {
@@ -474,6 +567,10 @@ export class ImageStore implements BlobSink {
         continue;
       }
       try {
+        if (image.artifact && !(await this.artifacts.has(image.id))) {
+          this.log.warn({ image: image.id }, 'artifact directory missing; making it again');
+          await this.artifacts.materialize(image.id, image.artifact.files);
+        }
         for (const [i, layer] of image.layers.entries()) {
           if (!(await this.layers.has(layer.chainId))) {
             this.log.warn(
@@ -513,13 +610,11 @@ export class ImageStore implements BlobSink {
       const images = await this.readIndex();
       const blobs = new Set<string>();
       const layers = new Set<string>();
+      const artifacts = new Set<string>();
       for (const image of images) {
-        blobs.add(image.id);
-        blobs.add(image.manifestDigest);
-        for (const l of image.layers) {
-          blobs.add(l.blobDigest);
-          layers.add(l.chainId);
-        }
+        for (const b of blobsOf(image)) blobs.add(b);
+        for (const l of image.layers) layers.add(l.chainId);
+        if (image.artifact) artifacts.add(image.id);
       }
       const old = async (path: string) => (await stat(path).catch(() => undefined))?.mtimeMs ?? Infinity;
       for (const d of await this.blobs.list()) {
@@ -530,6 +625,11 @@ export class ImageStore implements BlobSink {
       }
       for (const c of await this.layers.list()) {
         if (!layers.has(c) && (await old(join(this.layers.dir, digestHex(c)))) < cutoff) doomedLayers.push(c);
+      }
+      for (const a of await this.artifacts.list()) {
+        if (!artifacts.has(a) && (await old(join(this.artifacts.dir, digestHex(a)))) < cutoff) {
+          await this.artifacts.remove(a);
+        }
       }
     });
     for (const c of doomedLayers) await this.layers.remove(c);

@@ -63,6 +63,7 @@ export async function resolvePause(
     }
   }
   const { record } = found;
+  images.requireRunnable(record, ref, 'pause image (runtime.pause_image)');
   const imageConfig = record.config.config ?? {};
   const args =
     config.runtime.pause_command.length > 0
