@@ -303,6 +303,8 @@ export class ImageStore implements BlobSink {
       this.touch(commit.index.digest);
     }
     await this.artifacts.materialize(id, artifact.files);
+    // As for an image: config and layers (files), not the manifest.
+    const configSize = await this.blobs.size(artifact.configDigest);
     const record = await this.update(async (images) => {
       const stored: StoredImage = images.get(id) ?? {
         id,
@@ -310,7 +312,7 @@ export class ImageStore implements BlobSink {
         repoDigests: [],
         manifestDigest: id,
         manifestMediaType: commit.manifestMediaType,
-        size: commit.manifest.length + artifact.files.reduce((sum, f) => sum + f.size, 0),
+        size: configSize + artifact.files.reduce((sum, f) => sum + f.size, 0),
         layers: [],
         createdAtNs: (BigInt(Date.now()) * 1_000_000n).toString(),
         artifact,
