@@ -17,6 +17,7 @@ import {
   containerConfig,
   execOk,
   grpcCode,
+  imageVolume,
   podConfig,
   startEnv,
   waitForState,
@@ -94,14 +95,6 @@ after(async () => {
   await registry?.stop();
 });
 
-const volume = (containerPath: string, imageSubPath = '', image = ref) => ({
-  containerPath,
-  hostPath: '',
-  readonly: true,
-  image: ImageSpec.fromPartial({ image }),
-  imageSubPath,
-});
-
 it('pulls an artifact, lists it, mounts its titled files read-only; it stays while mounted and goes whole', async () => {
   const images = env.berth.cri.image;
   const rt = env.berth.cri.runtime;
@@ -136,7 +129,7 @@ it('pulls an artifact, lists it, mounts its titled files read-only; it stays whi
     podSandboxId: pod,
     config: containerConfig('reader', {
       command: ['sleep', '1000'],
-      mounts: [volume('/model'), volume('/weights', 'models', imageRef)],
+      mounts: [imageVolume('/model', ref), imageVolume('/weights', imageRef, 'models')],
     }),
     sandboxConfig: undefined,
   });

@@ -14,6 +14,7 @@ import { startBerth, BERTH_MAIN, type RunningBerth } from '../helpers/berth-proc
 import { buildImage, writeDockerArchive } from '../helpers/image-builder.js';
 import {
   ContainerConfig,
+  ImageSpec,
   NamespaceMode,
   PodSandboxConfig,
   type ContainerStatus,
@@ -214,6 +215,15 @@ export function containerConfig(name: string, partial: ContainerConfigInput = {}
     },
   });
 }
+
+/** A read-only image volume as kubelet sends it: the Mount names an image, not a host path. */
+export const imageVolume = (containerPath: string, image: string, imageSubPath = '') => ({
+  containerPath,
+  hostPath: '',
+  readonly: true,
+  image: ImageSpec.fromPartial({ image }),
+  imageSubPath,
+});
 
 export async function waitForState(
   berth: RunningBerth,

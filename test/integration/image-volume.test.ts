@@ -16,6 +16,7 @@ import {
   execOk,
   importArchive,
   grpcCode,
+  imageVolume,
   podConfig,
   startEnv,
   waitForState,
@@ -56,13 +57,8 @@ after(async () => {
   await env?.cleanup();
 });
 
-const imageMount = (containerPath: string, imageSubPath = '', image = ARTIFACT) => ({
-  containerPath,
-  hostPath: '',
-  readonly: true,
-  image: ImageSpec.fromPartial({ image }),
-  imageSubPath,
-});
+const imageMount = (containerPath: string, imageSubPath = '', image = ARTIFACT) =>
+  imageVolume(containerPath, image, imageSubPath);
 
 async function create(name: string, mounts: ReturnType<typeof imageMount>[]): Promise<string> {
   const { containerId } = await env.berth.cri.runtime.createContainer({

@@ -5,14 +5,14 @@
  * exists is complete. Image volumes show it read-only (an overlay, as for an
  * image's layers).
  */
-import { chmod, link, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { chmod, link, mkdir, rename, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { errnoCode } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { fsyncDir } from '../../util/atomic-file.js';
 import type { ArtifactFile, Digest } from '../types.js';
 import { digestHex, type BlobStore } from './blobs.js';
-import { leftBehind, tempName } from './temp.js';
+import { DigestDirs } from './digest-dirs.js';
 
 /** Annotations that name a layer's file, first found wins (the second is CNCF ModelPack's). */
 export const ARTIFACT_NAME_ANNOTATIONS = ['org.opencontainers.image.title', 'org.cncf.model.filepath'];
@@ -56,35 +56,22 @@ export function artifactNamesProblem(files: readonly ArtifactFile[]): string | u
   return undefined;
 }
 
-export class ArtifactStore {
+export class ArtifactStore extends DigestDirs {
   constructor(
-    readonly dir: string,
+    dir: string,
     private readonly blobs: BlobStore,
-    private readonly log: Logger,
-  ) {}
-
-  async init(): Promise<void> {
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    for (const name of await readdir(this.dir)) {
-      if (name.startsWith('.') && leftBehind(name)) {
-        this.log.info({ dir: name }, 'removing an incomplete artifact directory left by an earlier run');
-        await rm(join(this.dir, name), { recursive: true, force: true });
-      }
-    }
+    log: Logger,
+  ) {
+    super(dir, log, 'artifact');
   }
 
   /** The directory an image volume of this artifact shows. */
   filesDir(manifestDigest: Digest): string {
-    return join(this.dir, digestHex(manifestDigest), 'files');
+    return join(this.treeDir(manifestDigest), 'files');
   }
 
-  async has(manifestDigest: Digest): Promise<boolean> {
-    try {
-      return (await stat(this.filesDir(manifestDigest))).isDirectory();
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return false;
-      throw err;
-    }
+  has(manifestDigest: Digest): Promise<boolean> {
+    return this.isDir(this.filesDir(manifestDigest));
   }
 
   /** Makes the files tree of an artifact whose blobs are all stored (idempotent). */
@@ -92,7 +79,7 @@ export class ArtifactStore {
     if (await this.has(manifestDigest)) return;
     const problem = artifactNamesProblem(files);
     if (problem) throw new Error(`artifact ${manifestDigest}: ${problem}`);
-    const temp = join(this.dir, `.${tempName(digestHex(manifestDigest))}`);
+    const temp = this.tempDir(digestHex(manifestDigest).slice(0, 16));
     try {
       const root = join(temp, 'files');
       const made = new Set<string>([temp]);
@@ -110,29 +97,15 @@ export class ArtifactStore {
       }
       // Names durable before the rename makes the tree visible (the links' data already is).
       for (const d of made) await fsyncDir(d);
-      const final = join(this.dir, digestHex(manifestDigest));
-      await rename(temp, final);
+      try {
+        await rename(temp, this.treeDir(manifestDigest));
+      } catch (err) {
+        // Another process (an import beside the daemon) made the same tree first: as good.
+        if (errnoCode(err) !== 'ENOTEMPTY' && errnoCode(err) !== 'EEXIST') throw err;
+      }
       await fsyncDir(this.dir);
     } finally {
       await rm(temp, { recursive: true, force: true });
     }
-  }
-
-  async remove(manifestDigest: Digest): Promise<void> {
-    const final = join(this.dir, digestHex(manifestDigest));
-    // Renamed out of the way first: a half-removed tree must not look complete.
-    const doomed = join(this.dir, `.${tempName(`${digestHex(manifestDigest)}-removed`)}`);
-    try {
-      await rename(final, doomed);
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return;
-      throw err;
-    }
-    await rm(doomed, { recursive: true, force: true });
-  }
-
-  /** Manifest digests of every complete artifact tree. */
-  async list(): Promise<Digest[]> {
-    return (await readdir(this.dir)).filter((n) => /^[a-f0-9]{64}$/.test(n)).map((n) => `sha256:${n}`);
   }
 }

@@ -6,7 +6,7 @@
  * the same layer share one unpack.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { errnoCode } from '../../errors.js';
 import type { Logger } from '../../log.js';
@@ -15,7 +15,7 @@ import { FilesystemFlusher, sameFilesystem } from '../../util/syncfs.js';
 import { runIngest, type BlobSpec, type IngestSource } from '../layer/ingest.js';
 import type { Digest, LayerRecord } from '../types.js';
 import { digestHex } from './blobs.js';
-import { leftBehind, tempName } from './temp.js';
+import { DigestDirs } from './digest-dirs.js';
 
 /** chainID per the OCI image spec. */
 export function chainIdOf(parent: Digest | undefined, diffId: Digest): Digest {
@@ -57,42 +57,27 @@ export interface LayerStoreOptions {
   syncLayers: boolean;
 }
 
-export class LayerStore {
+export class LayerStore extends DigestDirs {
   private readonly inflight = new Map<Digest, Promise<string>>();
   /** Layers finishing together share one syncfs (every temp dir is on this dir's filesystem). */
   private readonly flusher: FilesystemFlusher;
 
   constructor(
-    readonly dir: string,
-    private readonly log: Logger,
+    dir: string,
+    log: Logger,
     private readonly options: LayerStoreOptions = { syncLayers: true },
   ) {
+    super(dir, log, 'layer');
     this.flusher = new FilesystemFlusher(dir);
-  }
-
-  async init(): Promise<void> {
-    await mkdir(this.dir, { recursive: true, mode: 0o700 });
-    // Half-unpacked or half-removed layers of dead processes.
-    for (const name of await readdir(this.dir)) {
-      if (name.startsWith('.') && leftBehind(name)) {
-        this.log.info({ dir: name }, 'removing an incomplete layer directory left by an earlier run');
-        await rm(join(this.dir, name), { recursive: true, force: true });
-      }
-    }
   }
 
   /** The overlay lower directory of a layer. */
   diffDir(chainId: Digest): string {
-    return join(this.dir, digestHex(chainId), 'diff');
+    return join(this.treeDir(chainId), 'diff');
   }
 
-  async has(chainId: Digest): Promise<boolean> {
-    try {
-      return (await stat(this.diffDir(chainId))).isDirectory();
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return false;
-      throw err;
-    }
+  has(chainId: Digest): Promise<boolean> {
+    return this.isDir(this.diffDir(chainId));
   }
 
   /** True while this process is unpacking the layer. */
@@ -135,13 +120,12 @@ export class LayerStore {
     open: () => IngestSource,
     options: UnpackOptions,
   ): Promise<string> {
-    const hex = digestHex(chainId);
-    const final = join(this.dir, hex);
+    const final = this.treeDir(chainId);
     if (await this.has(chainId)) {
       if (options.blob) await this.storeBlob(open(), options.blob, options);
       return this.diffDir(chainId);
     }
-    const temp = join(this.dir, `.${tempName(hex.slice(0, 16))}`);
+    const temp = this.tempDir(digestHex(chainId).slice(0, 16));
     const started = Date.now();
     try {
       await mkdir(join(temp, 'diff'), { recursive: true, mode: 0o755 });
@@ -200,22 +184,5 @@ export class LayerStore {
       await rm(temp, { recursive: true, force: true });
       throw err;
     }
-  }
-
-  /** Removes a layer: renamed away first, so a half-removed layer never looks whole. */
-  async remove(chainId: Digest): Promise<void> {
-    const final = join(this.dir, digestHex(chainId));
-    const doomed = join(this.dir, `.${tempName(`rm-${digestHex(chainId).slice(0, 16)}`)}`);
-    try {
-      await rename(final, doomed);
-    } catch (err) {
-      if (errnoCode(err) === 'ENOENT') return;
-      throw err;
-    }
-    await rm(doomed, { recursive: true, force: true });
-  }
-
-  async list(): Promise<Digest[]> {
-    return (await readdir(this.dir)).filter((n) => /^[a-f0-9]{64}$/.test(n)).map((n) => `sha256:${n}`);
   }
 }
