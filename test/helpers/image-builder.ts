@@ -166,6 +166,8 @@ export interface BuiltLayer {
   data: Buffer;
   /** The uncompressed tar (for docker-save archives). */
   tar: Buffer;
+  /** An artifact layer's annotations (its file name), written into the manifest. */
+  annotations?: Record<string, string>;
 }
 
 export interface LayerSpec {
@@ -400,6 +402,59 @@ export async function buildImage(spec: ImageSpec = {}): Promise<BuiltImage> {
  * by default, small fake images for arm64 and arm/v7 whose single layer holds
  * a marker file (they cannot run here; they exist for platform selection).
  */
+/**
+ * An OCI artifact as `oras push` makes one: the empty config, one layer per
+ * file, org.opencontainers.image.title naming each (a file without `name` gets
+ * no title), and the manifest's artifactType.
+ */
+export function buildArtifact(
+  files: readonly { name?: string; content: string | Buffer }[],
+  artifactType: string,
+): BuiltImage {
+  const config = Buffer.from('{}');
+  const layers: BuiltLayer[] = files.map(({ name, content }) => {
+    const data = Buffer.from(content);
+    return {
+      digest: sha256(data),
+      diffId: sha256(data),
+      size: data.length,
+      mediaType: 'text/plain',
+      data,
+      tar: data,
+      ...(name === undefined ? {} : { annotations: { 'org.opencontainers.image.title': name } }),
+    };
+  });
+  const manifest = json({
+    schemaVersion: 2,
+    mediaType: MEDIA.ociManifest,
+    artifactType,
+    config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: sha256(config), size: config.length },
+    layers: layers.map((l) => ({
+      mediaType: l.mediaType,
+      digest: l.digest,
+      size: l.size,
+      ...(l.annotations ? { annotations: l.annotations } : {}),
+    })),
+  });
+  const manifestDigest = sha256(manifest);
+  const blobs: Blobs = new Map([
+    [sha256(config), config],
+    [manifestDigest, manifest],
+    ...layers.map((l) => [l.digest, l.data] as [string, Buffer]),
+  ]);
+  return {
+    kind: 'image',
+    manifest,
+    manifestDigest,
+    mediaType: MEDIA.ociManifest,
+    config,
+    configDigest: sha256(config),
+    layers,
+    platform: { architecture: 'amd64', os: 'linux' },
+    blobs,
+  };
+}
+
 export async function buildIndex(
   images: readonly BuiltImage[],
   options: {

@@ -10,7 +10,7 @@ import { after, before, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { stat } from 'node:fs/promises';
 import { status } from '@grpc/grpc-js';
-import { json, sha256, type BuiltImage } from '../helpers/image-builder.js';
+import { buildArtifact, type BuiltImage } from '../helpers/image-builder.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { ContainerState, ImageSpec } from '../../src/generated/api.js';
 import {
@@ -23,49 +23,6 @@ import {
   waitForState,
   type Env,
 } from './container-fixture.js';
-
-const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
-const TITLE = 'org.opencontainers.image.title';
-
-/** An artifact as `oras push` makes one: the empty config, one layer per file, titles naming them. */
-function buildArtifact(files: { name?: string; content: string }[], artifactType: string): BuiltImage {
-  const config = Buffer.from('{}');
-  const layers = files.map(({ name, content }) => {
-    const data = Buffer.from(content);
-    return {
-      digest: sha256(data),
-      diffId: sha256(data),
-      size: data.length,
-      mediaType: 'text/plain',
-      data,
-      tar: data,
-      annotations: name === undefined ? undefined : { [TITLE]: name },
-    };
-  });
-  const manifest = json({
-    schemaVersion: 2,
-    mediaType: OCI_MANIFEST,
-    artifactType,
-    config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: sha256(config), size: config.length },
-    layers: layers.map((l) => ({
-      mediaType: l.mediaType,
-      digest: l.digest,
-      size: l.size,
-      ...(l.annotations ? { annotations: l.annotations } : {}),
-    })),
-  });
-  return {
-    kind: 'image',
-    manifest,
-    manifestDigest: sha256(manifest),
-    mediaType: OCI_MANIFEST,
-    config,
-    configDigest: sha256(config),
-    layers,
-    platform: { architecture: 'amd64', os: 'linux' },
-    blobs: new Map(),
-  };
-}
 
 let registry: TestRegistry;
 let env: Env;

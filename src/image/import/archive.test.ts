@@ -8,6 +8,7 @@ import { silentLogger } from '../../log.js';
 import { ImageStore } from '../store/store.js';
 import { importArchive } from './archive.js';
 import {
+  buildArtifact,
   buildImage,
   file,
   writeDirectoryTar,
@@ -130,4 +131,46 @@ test('import: layers larger than the stream buffers come in whole; an archive cu
   assert.deepEqual(result.repoTags, ['example.com/big:1']);
   const [record] = await store.list();
   assert.ok((await readFile(join(store.layerDirs(record)[0], 'big'))).equals(big));
+});
+
+test('import: an OCI layout holding an artifact brings it in as one, its titled files shown', async () => {
+  const work = await temp();
+  const artifact = buildArtifact(
+    [{ name: 'model/weights.bin', content: 'W'.repeat(300) }, { content: 'untitled' }],
+    'application/vnd.example.model.v1',
+  );
+  const image = await buildImage({ base: false, layers: [{ entries: [file('a', 'a')] }] });
+  const layout = join(work, 'layout');
+  await writeOciLayout(layout, [
+    { tag: 'example.com/models/m:1', image: artifact },
+    { tag: 'example.com/app:1', image },
+  ]);
+  await writeDirectoryTar(layout, join(work, 'layout.tar'));
+  const store = await ImageStore.open(join(work, 'root'), silentLogger);
+  const results = await importArchive(join(work, 'layout.tar'), store, { log: silentLogger });
+  assert.deepEqual(
+    results.map((r) => [r.id, r.repoTags]),
+    [
+      [artifact.manifestDigest, ['example.com/models/m:1']],
+      [image.configDigest, ['example.com/app:1']],
+    ],
+  );
+  const record = (await store.list()).find((r) => r.id === artifact.manifestDigest);
+  assert.equal(record?.artifact?.artifactType, 'application/vnd.example.model.v1');
+  assert.equal(
+    await readFile(join(store.artifactFilesDir(record!), 'model', 'weights.bin'), 'utf8'),
+    'W'.repeat(300),
+  );
+
+  // A layout missing one of the artifact's blobs is refused naming it, committing nothing of it.
+  const broken = join(work, 'broken');
+  const other = buildArtifact([{ name: 'x', content: 'lost' }], 'application/vnd.example.x');
+  await writeOciLayout(broken, [{ tag: 'example.com/models/x:1', image: other }]);
+  await rm(join(broken, 'blobs', 'sha256', other.layers[0].digest.slice(7)));
+  await writeDirectoryTar(broken, join(work, 'broken.tar'));
+  await assert.rejects(
+    importArchive(join(work, 'broken.tar'), store, { log: silentLogger }),
+    new RegExp(`blob ${other.layers[0].digest} of artifact ${other.manifestDigest} is missing`),
+  );
+  assert.equal((await store.list()).length, 2);
 });

@@ -18,7 +18,9 @@ import { TarReader, displayName, type TarBody, type TarEntryResult, type TarHead
 import { normalizeReference, parseReference, repositoryName, taggedName } from '../reference.js';
 import { sha256Of } from '../store/blobs.js';
 import type { ImageStore } from '../store/store.js';
-import type { Digest, ImageConfigFile, ImageRecord } from '../types.js';
+import { parseManifest, type ParsedManifest } from '../pull/manifest.js';
+import { artifactFileName, artifactNamesProblem } from '../store/artifacts.js';
+import type { ArtifactInfo, Digest, ImageConfigFile, ImageRecord } from '../types.js';
 
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 const OCI_INDEX = 'application/vnd.oci.image.index.v1+json';
@@ -330,6 +332,21 @@ async function importOciLayout(
     if (!(await store.blobs.has(top.digest)))
       throw bad(file, `blob ${top.digest} named by index.json is missing`);
     const { descriptor, manifest, bytes } = await selectManifest(file, store, top);
+    const { tag, repository } = layoutReference(file, top, options);
+    const artifact = await artifactIn(file, store, descriptor, bytes);
+    if (artifact) {
+      const record = await store.commitArtifact({
+        manifestDigest: descriptor.digest,
+        manifestMediaType: descriptor.mediaType ?? OCI_MANIFEST,
+        manifest: bytes,
+        artifact,
+        tag,
+        repository,
+      });
+      options.log.info({ image: record.id, tag }, 'imported an OCI artifact from an OCI image layout');
+      results.push(imported(record.id, tag, top));
+      continue;
+    }
     const config = parseJson<ImageConfigFile>(
       file,
       `config ${manifest.config.digest}`,
@@ -341,19 +358,6 @@ async function importOciLayout(
         file,
         `manifest ${descriptor.digest} has ${manifest.layers.length} layers, its config ${diffIds.length}`,
       );
-    }
-    const name = layoutName(top.annotations, options.repository);
-    let tag: string | undefined;
-    let repository: string | undefined;
-    if (name) {
-      try {
-        parseReference(name);
-        const ref = normalizeReference(name);
-        tag = taggedName(ref);
-        repository = repositoryName(ref);
-      } catch (err) {
-        throw bad(file, `reference ${JSON.stringify(name)} in index.json: ${errorMessage(err)}`);
-      }
     }
     const record = await store.commitImage({
       configDigest: manifest.config.digest,
@@ -370,17 +374,78 @@ async function importOciLayout(
       repository,
     });
     options.log.info({ image: record.id, tag }, 'imported from an OCI image layout');
-    results.push({
-      id: record.id,
-      repoTags: tag ? [tag] : [],
-      ...(tag
-        ? {}
-        : {
-            warning: top.annotations?.['org.opencontainers.image.ref.name']
-              ? `index.json names only the tag "${top.annotations['org.opencontainers.image.ref.name']}"; pass --repository to name the image`
-              : 'index.json names no reference; use the image ID',
-          }),
-    });
+    results.push(imported(record.id, tag, top));
   }
   return results;
+}
+
+/** The tag and repository an index.json entry names, if any. */
+function layoutReference(
+  file: string,
+  top: Descriptor,
+  options: ImportOptions,
+): { tag?: string; repository?: string } {
+  const name = layoutName(top.annotations, options.repository);
+  if (!name) return {};
+  try {
+    parseReference(name);
+    const ref = normalizeReference(name);
+    return { tag: taggedName(ref), repository: repositoryName(ref) };
+  } catch (err) {
+    throw bad(file, `reference ${JSON.stringify(name)} in index.json: ${errorMessage(err)}`);
+  }
+}
+
+function imported(id: Digest, tag: string | undefined, top: Descriptor): ImportedImage {
+  if (tag) return { id, repoTags: [tag] };
+  const bareTag = top.annotations?.['org.opencontainers.image.ref.name'];
+  return {
+    id,
+    repoTags: [],
+    warning: bareTag
+      ? `index.json names only the tag "${bareTag}"; pass --repository to name the image`
+      : 'index.json names no reference; use the image ID',
+  };
+}
+
+/**
+ * The artifact a layout's manifest describes (by the pull's rules), with its
+ * blobs checked present and whole; undefined for a container image.
+ */
+async function artifactIn(
+  file: string,
+  store: ImageStore,
+  descriptor: Descriptor,
+  bytes: Buffer,
+): Promise<ArtifactInfo | undefined> {
+  let parsed: ParsedManifest;
+  try {
+    parsed = parseManifest(bytes, descriptor.mediaType ?? OCI_MANIFEST, `manifest ${descriptor.digest}`);
+  } catch (err) {
+    throw bad(file, errorMessage(err));
+  }
+  if (parsed.kind !== 'manifest' || parsed.artifactType === undefined) return undefined;
+  for (const d of [parsed.config, ...parsed.layers]) {
+    const size = (await store.blobs.has(d.digest)) ? await store.blobs.size(d.digest) : undefined;
+    if (size !== d.size) {
+      throw bad(
+        file,
+        `blob ${d.digest} of artifact ${descriptor.digest} is ${size === undefined ? 'missing' : `${size} bytes, the manifest says ${d.size}`}`,
+      );
+    }
+  }
+  const files = parsed.layers.map((l) => ({
+    blobDigest: l.digest,
+    mediaType: l.mediaType,
+    size: l.size,
+    name: artifactFileName(l.annotations),
+  }));
+  const problem = artifactNamesProblem(files);
+  if (problem) throw bad(file, `artifact ${descriptor.digest}: ${problem}`);
+  return {
+    artifactType: parsed.artifactType,
+    configDigest: parsed.config.digest,
+    configMediaType: parsed.config.mediaType,
+    files,
+  };
 }
