@@ -21,17 +21,20 @@ import {
 } from '../../src/generated/api.js';
 import { run } from '../../src/util/run.js';
 import { startBerth, type RunningBerth } from '../helpers/berth-process.js';
+import { buildArtifact, writeDirectoryTar, writeOciLayout } from '../helpers/image-builder.js';
 import {
   IMAGE,
   cleanupBerth,
   containerConfig,
   grpcCode,
+  importArchive,
   importImages,
   podConfig,
   writeBridgeConflist,
 } from './container-fixture.js';
 
 const INVALID_ARGUMENT = 3;
+const ARTIFACT = 'example.com/berth-test/artifact:1';
 /** critest's mapping: container 0..99999 are host 1000..100999. */
 const MAPPING: IDMapping[] = [{ containerId: 0, hostId: 1000, length: 100000 }];
 
@@ -172,6 +175,16 @@ describe('user namespaces', () => {
 
   it("an image volume in a POD user namespace: its root-owned files are the pod root's, read-only", async () => {
     const rt = berth.cri.runtime;
+    // An OCI artifact's files too (imported from an OCI layout, as on an air-gapped node).
+    const layout = join(work, 'artifact-layout');
+    await writeOciLayout(layout, [
+      {
+        tag: ARTIFACT,
+        image: buildArtifact([{ name: 'data/readme.txt', content: 'mapped\n' }], 'application/vnd.example'),
+      },
+    ]);
+    await writeDirectoryTar(layout, `${layout}.tar`);
+    await importArchive(berth.configFile, `${layout}.tar`);
     const pod = usernsPod({ mode: NamespaceMode.POD, uids: MAPPING, gids: MAPPING });
     const { podSandboxId } = await rt.runPodSandbox({ config: pod, runtimeHandler: '' });
     const { containerId } = await rt.createContainer({
@@ -185,6 +198,7 @@ describe('user namespaces', () => {
             image: { image: IMAGE },
             imageSubPath: 'bin',
           },
+          { containerPath: '/art', hostPath: '', readonly: true, image: { image: ARTIFACT } },
         ],
       }),
       sandboxConfig: pod,
@@ -192,13 +206,19 @@ describe('user namespaces', () => {
     await rt.startContainer({ containerId });
     // Without the ID mapping they would show as the overflow ID (65534).
     assert.deepEqual(words(await exec(containerId, ['stat', '-c', '%u %g', '/vol/busybox'])), ['0', '0']);
+    assert.deepEqual(words(await exec(containerId, ['stat', '-c', '%u %g %a', '/art/data/readme.txt'])), [
+      '0',
+      '0',
+      '444',
+    ]);
+    assert.equal(await exec(containerId, ['cat', '/art/data/readme.txt']), 'mapped\n');
     const write = await rt.execSync({ containerId, cmd: ['touch', '/vol/new'], timeout: 10n });
     assert.notEqual(write.exitCode, 0);
     // The mapped clones of the layers went once the overlay held them: the volume's overlay,
     // and the container's root, stay mounted.
     const mounts = await mountsMentioning(containerId);
     assert.equal(mounts.filter((m) => m.includes('/idmap/')).length, 0, mounts.join('\n'));
-    assert.equal(mounts.filter((m) => m.includes('/image-volumes/')).length, 1, mounts.join('\n'));
+    assert.equal(mounts.filter((m) => m.includes('/image-volumes/')).length, 2, mounts.join('\n'));
     await rt.stopPodSandbox({ podSandboxId });
     await rt.removePodSandbox({ podSandboxId });
     assert.deepEqual(await mountsMentioning(containerId), []);
