@@ -43,8 +43,10 @@ export function artifactNamesProblem(files: readonly ArtifactFile[]): string | u
     if (f.name.includes('\0') || parts.some((p) => p === '' || p === '.' || p === '..')) {
       return `${what}: not a relative path inside the artifact`;
     }
-    const same = fileOf.get(f.name) ?? dirOf.get(f.name);
-    if (same !== undefined) return `${what}, as is (or lies under it) layer ${same}`;
+    const twin = fileOf.get(f.name);
+    if (twin !== undefined) return `${what}, as is layer ${twin}`;
+    const inside = dirOf.get(f.name);
+    if (inside !== undefined) return `${what}, the directory layer ${inside}'s file lies in`;
     for (let k = 1; k < parts.length; k++) {
       const above = parts.slice(0, k).join('/');
       const file = fileOf.get(above);
