@@ -18,8 +18,8 @@ import { TarReader, displayName, type TarBody, type TarEntryResult, type TarHead
 import { normalizeReference, parseReference, repositoryName, taggedName } from '../reference.js';
 import { sha256Of } from '../store/blobs.js';
 import type { ImageStore } from '../store/store.js';
-import { parseManifest, type ParsedManifest } from '../pull/manifest.js';
-import { artifactFileName, artifactNamesProblem } from '../store/artifacts.js';
+import { artifactInfoOf, parseManifest, type ParsedManifest } from '../pull/manifest.js';
+import { artifactNamesProblem } from '../store/artifacts.js';
 import type { ArtifactInfo, Digest, ImageConfigFile, ImageRecord } from '../types.js';
 
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
@@ -434,18 +434,8 @@ async function artifactIn(
       );
     }
   }
-  const files = parsed.layers.map((l) => ({
-    blobDigest: l.digest,
-    mediaType: l.mediaType,
-    size: l.size,
-    name: artifactFileName(l.annotations),
-  }));
-  const problem = artifactNamesProblem(files);
+  const artifact = artifactInfoOf(parsed, parsed.artifactType);
+  const problem = artifactNamesProblem(artifact.files);
   if (problem) throw bad(file, `artifact ${descriptor.digest}: ${problem}`);
-  return {
-    artifactType: parsed.artifactType,
-    configDigest: parsed.config.digest,
-    configMediaType: parsed.config.mediaType,
-    files,
-  };
+  return artifact;
 }

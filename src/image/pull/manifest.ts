@@ -5,6 +5,8 @@
  */
 import { FailedPreconditionError, NotFoundError, UnavailableError, errorMessage } from '../../errors.js';
 import { compressionOfMediaType } from '../layer/decompress.js';
+import { artifactFileName } from '../store/artifacts.js';
+import type { ArtifactInfo } from '../types.js';
 
 export const MEDIA_TYPES = {
   ociManifest: 'application/vnd.oci.image.manifest.v1+json',
@@ -169,6 +171,21 @@ export function parseManifest(bytes: Uint8Array, contentType: string, what: stri
     }
   }
   return { kind: 'manifest', mediaType, config, layers };
+}
+
+/** What the store records of an artifact's manifest: its type, its config, its layers as files. */
+export function artifactInfoOf(manifest: ImageManifest, artifactType: string): ArtifactInfo {
+  return {
+    artifactType,
+    configDigest: manifest.config.digest,
+    configMediaType: manifest.config.mediaType,
+    files: manifest.layers.map((l) => ({
+      blobDigest: l.digest,
+      mediaType: l.mediaType,
+      size: l.size,
+      name: artifactFileName(l.annotations),
+    })),
+  };
 }
 
 /**

@@ -42,13 +42,14 @@ import {
 } from '../registry/auth.js';
 import { RepositoryClient, type FetchedManifest } from '../registry/client.js';
 import { Endpoints } from '../registry/hosts.js';
-import { artifactFileName, artifactNamesProblem } from '../store/artifacts.js';
+import { artifactNamesProblem } from '../store/artifacts.js';
 import { chainIdOf } from '../store/layers.js';
 import { sha256Of } from '../store/blobs.js';
 import type { ImageStore } from '../store/store.js';
 import type { Digest, ImageConfigFile, ImageRecord, LayerRecord } from '../types.js';
 import {
   MANIFEST_ACCEPT,
+  artifactInfoOf,
   nodePlatform,
   parseManifest,
   selectPlatform,
@@ -260,11 +261,19 @@ export class Puller {
         }
       }
       if (manifest.artifactType !== undefined) {
-        const record = await this.pullArtifact(client, ref, manifest, watchdog, controller, {
-          bytes: manifestBytes,
-          digest: manifestDigest,
-          index,
-        });
+        const record = await this.pullArtifact(
+          client,
+          ref,
+          manifest,
+          manifest.artifactType,
+          watchdog,
+          controller,
+          {
+            bytes: manifestBytes,
+            digest: manifestDigest,
+            index,
+          },
+        );
         this.log.info(
           { image, id: record.id, endpoint: client.name, ms: Date.now() - started },
           'artifact pulled',
@@ -373,18 +382,14 @@ export class Puller {
     client: RepositoryClient,
     ref: ImageReference,
     manifest: ImageManifest,
+    artifactType: string,
     watchdog: Watchdog,
     controller: AbortController,
     found: { bytes: Buffer; digest: Digest; index?: { digest: Digest; bytes: Buffer } },
   ): Promise<ImageRecord> {
     const image = formatReference(ref);
-    const files = manifest.layers.map((l) => ({
-      blobDigest: l.digest,
-      mediaType: l.mediaType,
-      size: l.size,
-      name: artifactFileName(l.annotations),
-    }));
-    const problem = artifactNamesProblem(files);
+    const artifact = artifactInfoOf(manifest, artifactType);
+    const problem = artifactNamesProblem(artifact.files);
     if (problem) throw new FailedPreconditionError(`artifact ${image}: ${problem}`);
     const blobs = [manifest.config, ...manifest.layers];
     await eachLimited(blobs, this.config().image.max_concurrent_downloads, controller, (d) =>
@@ -394,12 +399,7 @@ export class Puller {
       manifestDigest: found.digest,
       manifestMediaType: manifest.mediaType,
       manifest: found.bytes,
-      artifact: {
-        artifactType: manifest.artifactType ?? manifest.config.mediaType,
-        configDigest: manifest.config.digest,
-        configMediaType: manifest.config.mediaType,
-        files,
-      },
+      artifact,
       index: found.index,
       tag: ref.digest ? undefined : taggedName(ref),
       repository: repositoryName(ref),
