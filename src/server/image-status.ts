@@ -26,6 +26,15 @@ export async function toCriImage(images: ImageManager, record: ImageRecord): Pro
   });
 }
 
+/** An artifact's config must fit the reply: most are `{}` or a small JSON; a big one is named, not sent. */
+const MAX_ARTIFACT_CONFIG_BYTES = 1024 * 1024;
+
+async function artifactConfigText(ctx: ServerContext, digest: string): Promise<string> {
+  const size = await ctx.images.store.blobs.size(digest);
+  if (size > MAX_ARTIFACT_CONFIG_BYTES) return `(config ${digest}: ${size} bytes, not shown)`;
+  return Buffer.from(await ctx.images.store.readBlob(digest)).toString('utf8');
+}
+
 export function imageStatusRpcs(ctx: ServerContext): ImageImpl {
   return {
     imageStatus: async (request) => {
@@ -41,7 +50,7 @@ export function imageStatusRpcs(ctx: ServerContext): ImageImpl {
         info.manifest = manifest;
         const { artifact } = record;
         info.config = artifact
-          ? Buffer.from(await ctx.images.store.readBlob(artifact.configDigest)).toString('utf8')
+          ? await artifactConfigText(ctx, artifact.configDigest)
           : JSON.stringify(record.config);
         info.info = JSON.stringify({
           id: record.id,
