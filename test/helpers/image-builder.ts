@@ -410,8 +410,8 @@ export async function buildImage(spec: ImageSpec = {}): Promise<BuiltImage> {
 export function buildArtifact(
   files: readonly { name?: string; content: string | Buffer }[],
   artifactType: string,
+  config = Buffer.from('{}'),
 ): BuiltImage {
-  const config = Buffer.from('{}');
   const layers: BuiltLayer[] = files.map(({ name, content }) => {
     const data = Buffer.from(content);
     return {
@@ -428,7 +428,11 @@ export function buildArtifact(
     schemaVersion: 2,
     mediaType: MEDIA.ociManifest,
     artifactType,
-    config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: sha256(config), size: config.length },
+    config: {
+      mediaType: config.equals(Buffer.from('{}')) ? 'application/vnd.oci.empty.v1+json' : 'application/json',
+      digest: sha256(config),
+      size: config.length,
+    },
     layers: layers.map((l) => ({
       mediaType: l.mediaType,
       digest: l.digest,

@@ -152,3 +152,18 @@ it('an artifact whose titles leave it or clash is refused at pull, and nothing o
   const ids = (await images.listImages({ filter: undefined })).images.map((i) => i.repoTags.join());
   assert.ok(!ids.some((t) => t.includes('berth-test/bad')), ids.join('; '));
 });
+
+it('ImageStatus verbose names an artifact config over 1 MiB instead of sending it', async () => {
+  const images = env.berth.cri.image;
+  const big = buildArtifact(
+    [{ name: 'f', content: 'x' }],
+    'application/vnd.example.big',
+    Buffer.alloc(1536 * 1024, 'a'),
+  );
+  await registry.push('berth-test/big-config', 'v1', big);
+  const image = ImageSpec.fromPartial({ image: `${registry.host}/berth-test/big-config:v1` });
+  await images.pullImage({ image, auth: undefined, sandboxConfig: undefined });
+  const st = await images.imageStatus({ image, verbose: true });
+  assert.equal(st.info.config, `(config ${big.configDigest}: ${1536 * 1024} bytes, not shown)`);
+  await images.removeImage({ image });
+});
