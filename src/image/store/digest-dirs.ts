@@ -61,6 +61,17 @@ export class DigestDirs {
     await rm(doomed, { recursive: true, force: true });
   }
 
+  /** Trees not in `keep` whose directory was last changed before `cutoff` (ms since the epoch). */
+  async staleTrees(keep: ReadonlySet<string>, cutoff: number): Promise<Digest[]> {
+    const stale: Digest[] = [];
+    for (const digest of await this.list()) {
+      if (keep.has(digest)) continue;
+      const changed = (await stat(this.treeDir(digest)).catch(() => undefined))?.mtimeMs ?? Infinity;
+      if (changed < cutoff) stale.push(digest);
+    }
+    return stale;
+  }
+
   /** The digests of every complete tree. */
   async list(): Promise<Digest[]> {
     return (await readdir(this.dir)).filter((n) => /^[a-f0-9]{64}$/.test(n)).map((n) => `sha256:${n}`);

@@ -327,14 +327,11 @@ export class ImageStore implements BlobSink {
         throw new UnavailableError(`artifact ${id}: its files were removed meanwhile; pull again`);
       }
       claimTag(images, id, commit.tag);
-      const names = [
-        ...(commit.tag ? [commit.tag] : []),
-        ...(commit.repository ? [`${commit.repository}@${id}`] : []),
-        ...(commit.repository && commit.index ? [`${commit.repository}@${commit.index.digest}`] : []),
-      ];
-      for (const name of names) {
-        const list = name.includes('@') ? stored.repoDigests : stored.repoTags;
-        if (!list.includes(name)) list.push(name);
+      if (commit.tag && !stored.repoTags.includes(commit.tag)) stored.repoTags.push(commit.tag);
+      // The index it came from names it too (kubelet pulls and looks up repo@index).
+      for (const digest of commit.repository ? [id, commit.index?.digest] : []) {
+        const name = digest && `${commit.repository}@${digest}`;
+        if (name && !stored.repoDigests.includes(name)) stored.repoDigests.push(name);
       }
       images.set(id, stored);
       return stored;
@@ -606,7 +603,8 @@ export class ImageStore implements BlobSink {
    */
   private async sweepOrphans(): Promise<void> {
     const cutoff = Date.now() - ORPHAN_GRACE_MS;
-    const doomedLayers: Digest[] = [];
+    let doomedLayers: Digest[] = [];
+    let doomedArtifacts: Digest[] = [];
     let blobsRemoved = 0;
     await this.lock.with(async () => {
       const images = await this.readIndex();
@@ -618,27 +616,24 @@ export class ImageStore implements BlobSink {
         for (const l of image.layers) layers.add(l.chainId);
         if (image.artifact) artifacts.add(image.id);
       }
-      const old = async (path: string) => (await stat(path).catch(() => undefined))?.mtimeMs ?? Infinity;
       for (const d of await this.blobs.list()) {
-        if (!blobs.has(d) && (await old(this.blobs.path(d))) < cutoff) {
+        const changed = (await stat(this.blobs.path(d)).catch(() => undefined))?.mtimeMs ?? Infinity;
+        if (!blobs.has(d) && changed < cutoff) {
           await this.blobs.remove(d);
           blobsRemoved++;
         }
       }
-      for (const c of await this.layers.list()) {
-        if (!layers.has(c) && (await old(join(this.layers.dir, digestHex(c)))) < cutoff) doomedLayers.push(c);
-      }
-      for (const a of await this.artifacts.list()) {
-        if (!artifacts.has(a) && (await old(join(this.artifacts.dir, digestHex(a)))) < cutoff) {
-          await this.artifacts.remove(a);
-        }
-      }
+      doomedLayers = await this.layers.staleTrees(layers, cutoff);
+      // An artifact's tree is only links: removed under the lock, as its blobs are.
+      doomedArtifacts = await this.artifacts.staleTrees(artifacts, cutoff);
+      for (const a of doomedArtifacts) await this.artifacts.remove(a);
     });
+    // Layer trees can be large: removed once the lock is given back.
     for (const c of doomedLayers) await this.layers.remove(c);
-    if (blobsRemoved + doomedLayers.length > 0) {
+    if (blobsRemoved + doomedLayers.length + doomedArtifacts.length > 0) {
       this.log.info(
-        { blobsRemoved, layersRemoved: doomedLayers.length },
-        'removed unreferenced old blobs and layers',
+        { blobsRemoved, layersRemoved: doomedLayers.length, artifactsRemoved: doomedArtifacts.length },
+        'removed unreferenced old blobs, layers and artifact trees',
       );
     }
   }
