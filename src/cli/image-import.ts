@@ -38,6 +38,7 @@ export async function importImageCommand(args: ParsedArgs): Promise<void> {
   const store = await ImageStore.open(config.root, log, {
     sweepOrphans: !daemonRunning,
     syncLayers: config.image.sync_layers,
+    discardLayerBlobs: config.image.discard_unpacked_layers,
   });
   let images;
   try {

@@ -165,6 +165,11 @@ export const SCHEMA: SectionSpec = {
           true,
           'Flush each unpacked layer to disk (syncfs) before it is committed, so a power loss cannot leave a layer that looks whole but holds empty files.',
         ),
+        discard_unpacked_layers: leaf(
+          'boolean',
+          true,
+          'Keep no compressed layer blob once its layer is unpacked (as CRI-O): a third less image disk and less to write per pull; a layer directory lost later comes back by pulling again, not from a kept blob.',
+        ),
         pull_progress_timeout_seconds: leaf('integer', 60, 'A pull receiving no bytes for this long fails.', {
           min: 1,
           reloadable: true,
@@ -256,6 +261,7 @@ export interface BerthConfig {
     max_concurrent_downloads: number;
     unpack_threads: number;
     sync_layers: boolean;
+    discard_unpacked_layers: boolean;
     pull_progress_timeout_seconds: number;
     pinned_images: string[];
     registries: Record<string, RegistryConfig>;

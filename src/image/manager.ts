@@ -55,6 +55,7 @@ export class ImageManager {
   static async open(config: () => BerthConfig, log: Logger): Promise<ImageManager> {
     const store = await ImageStore.open(config().root, log.child({ component: 'image-store' }), {
       syncLayers: config().image.sync_layers,
+      discardLayerBlobs: config().image.discard_unpacked_layers,
     });
     return new ImageManager(store, config, log);
   }

@@ -122,7 +122,9 @@ export interface BlobSink {
     signal?: AbortSignal,
   ): Promise<void>;
   readBlob(digest: Digest): Promise<Uint8Array>;
-  /** Unpacks a stored layer blob once (idempotent); returns its directory. */
+  /** True when the layer need not be fetched: its blob is stored, or the layer unpacked with its blob discarded. */
+  hasLayerSource(layer: Omit<LayerRecord, 'chainId'>, parentChainId: Digest | undefined): Promise<boolean>;
+  /** Unpacks a layer once from its stored blob (idempotent: an unpacked layer needs none); returns its directory. */
   unpackLayer(layer: Omit<LayerRecord, 'chainId'>, parentChainId: Digest | undefined): Promise<string>;
   /** Atomically records a complete image; returns it. */
   commitImage(commit: ImageCommit): Promise<ImageRecord>;

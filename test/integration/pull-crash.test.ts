@@ -15,6 +15,7 @@ import { startBerth, type RunningBerth } from '../helpers/berth-process.js';
 import { run, runChecked } from '../../src/util/run.js';
 import { startRegistry, type TestRegistry } from '../helpers/registry.js';
 import { buildImage, file, type BuiltImage } from '../helpers/image-builder.js';
+import { chainIds } from '../../src/image/store/layers.js';
 import {
   ImageSpec,
   ImageStatusRequest,
@@ -25,10 +26,12 @@ import {
 let registry: TestRegistry;
 const started: RunningBerth[] = [];
 
-const toml = (host: string, timeout = 60) => `
+/** `image`: more [image] keys. */
+const toml = (host: string, timeout = 60, image = '') => `
 [image]
 max_concurrent_downloads = 4
 pull_progress_timeout_seconds = ${timeout}
+${image}
 
 [image.registries."${host}"]
 insecure = true
@@ -57,7 +60,11 @@ after(async () => {
   await registry?.stop();
 });
 
-test('SIGKILL mid-pull: after the restart no image looks complete; pulling again gives the whole image', async () => {
+/**
+ * Kills berth while the big layer streams in. Kept blobs (`discard = false`)
+ * or unpacked layers (`true`) that finished before the kill are not fetched again.
+ */
+async function sigkillMidPull(discard: boolean): Promise<void> {
   const big = randomBytes(6 * 1024 * 1024);
   const image: BuiltImage = await buildImage({
     layers: [
@@ -66,33 +73,45 @@ test('SIGKILL mid-pull: after the restart no image looks complete; pulling again
       { entries: [file('top', 'top layer')], compression: 'zstd' },
     ],
   });
-  await registry.push('crash/app', 'v1', image);
+  const repo = `crash/${discard ? 'discard' : 'keep'}`;
+  await registry.push(repo, 'v1', image);
   const bigBlob = image.layers[2].digest;
   registry.stallBlob(bigBlob, 2 * 1024 * 1024);
-  let berth = await startBerth({ toml: toml(registry.host) });
+  const settings = toml(registry.host, 60, `discard_unpacked_layers = ${discard}`);
+  let berth = await startBerth({ toml: settings });
   started.push(berth);
-  const blobsDir = join(berth.dir, 'root', 'images', 'blobs', 'sha256');
-  const ref = `${registry.host}/crash/app:v1`;
+  const imagesDir = join(berth.dir, 'root', 'images');
+  const blobsDir = join(imagesDir, 'blobs', 'sha256');
+  const diffIds = (JSON.parse(image.config.toString('utf8')) as { rootfs: { diff_ids: string[] } }).rootfs
+    .diff_ids;
+  const layerDirs = chainIds(diffIds).map((c) => c.slice(7));
+  const ref = `${registry.host}/${repo}:v1`;
   const pulling = pull(berth, ref).then(
     () => 'finished',
     (err: Error) => err.message,
   );
   await registry.stalled();
   // The other layers finish while the big one is held half-way.
-  const others = image.layers.filter((l) => l.digest !== bigBlob).map((l) => l.digest.slice(7));
+  const others = image.layers.map((l, i) => i).filter((i) => i !== 2);
   await waitUntil(async () => {
-    const have = await readdir(blobsDir);
-    return others.every((d) => have.includes(d));
+    const have = discard ? await readdir(join(imagesDir, 'layers')) : await readdir(blobsDir);
+    return others.every((i) => have.includes(discard ? layerDirs[i] : image.layers[i].digest.slice(7)));
   }, 'the other layers to be stored');
-  const ingest = await readdir(join(berth.dir, 'root', 'images', 'ingest'));
-  assert.equal(ingest.length, 1, 'the big layer is half-written in the ingest dir');
+  if (discard) {
+    const halfMade = (await readdir(join(imagesDir, 'layers'))).filter((n) => n.startsWith('.'));
+    assert.equal(halfMade.length, 1, 'the big layer is half-unpacked in a temp dir');
+  } else {
+    const ingest = await readdir(join(imagesDir, 'ingest'));
+    assert.equal(ingest.length, 1, 'the big layer is half-written in the ingest dir');
+  }
   await berth.kill();
   assert.notEqual(await pulling, 'finished');
   assert.ok(!(await readdir(blobsDir)).includes(bigBlob.slice(7)));
+  assert.ok(!(await readdir(join(imagesDir, 'layers'))).includes(layerDirs[2]));
 
   registry.release();
   const before = (await registry.requests()).length;
-  berth = await startBerth({ dir: berth.dir, toml: toml(registry.host) });
+  berth = await startBerth({ dir: berth.dir, toml: settings });
   started.push(berth);
   const list = await berth.cri.image.listImages(ListImagesRequest.fromPartial({}));
   assert.deepEqual(list.images, []);
@@ -100,14 +119,15 @@ test('SIGKILL mid-pull: after the restart no image looks complete; pulling again
     ImageStatusRequest.fromPartial({ image: ImageSpec.fromPartial({ image: ref }) }),
   );
   assert.equal(st.image, undefined);
+  assert.deepEqual(await readdir(join(imagesDir, 'ingest')), [], 'start-up dropped the partial blob');
   assert.deepEqual(
-    await readdir(join(berth.dir, 'root', 'images', 'ingest')),
+    (await readdir(join(imagesDir, 'layers'))).filter((n) => n.startsWith('.')),
     [],
-    'start-up dropped the partial blob',
+    'start-up dropped the partial layer',
   );
 
   assert.equal(await pull(berth, ref), image.configDigest);
-  // Blobs stored before the kill were not fetched again.
+  // What was stored before the kill was not fetched again.
   const fetched = (await registry.requests())
     .slice(before)
     .filter((r) => r.method === 'GET' && r.path.includes('/blobs/'))
@@ -120,7 +140,22 @@ test('SIGKILL mid-pull: after the restart no image looks complete; pulling again
   assert.equal(dirs.length, 4);
   assert.deepEqual(await readFile(join(dirs[2], 'big.bin')), big);
   assert.equal(await readFile(join(dirs[3], 'top'), 'utf8'), 'top layer');
-});
+  const blobs = await readdir(blobsDir);
+  for (const layer of image.layers) {
+    assert.equal(
+      blobs.includes(layer.digest.slice(7)),
+      !discard,
+      `layer blob ${layer.digest} kept: ${!discard}`,
+    );
+  }
+  assert.ok(blobs.includes(image.configDigest.slice(7)) && blobs.includes(image.manifestDigest.slice(7)));
+}
+
+test('SIGKILL mid-pull (layer blobs kept): after the restart no image looks complete; pulling again gives the whole image', () =>
+  sigkillMidPull(false));
+
+test('SIGKILL mid-pull (layer blobs discarded): after the restart no image looks complete; pulling again gives the whole image', () =>
+  sigkillMidPull(true));
 
 test('a registry that stops sending: the pull is cancelled after the progress timeout, naming image and blob', async () => {
   const image = await buildImage({
@@ -156,13 +191,13 @@ test('a full disk: the pull fails with RESOURCE_EXHAUSTED naming the image, bert
   let berth: RunningBerth | undefined;
   try {
     berth = await startBerth({ dir, toml: toml(registry.host) });
-    // Incompressible: two 9 MiB layers are stored twice over (blob, unpacked) and cannot fit.
+    // Incompressible: three 9 MiB layers cannot fit (their blobs are not kept).
     const big = await buildImage({
       base: false,
-      layers: [
-        { entries: [file('a.bin', randomBytes(9 << 20))], compression: 'gzip' },
-        { entries: [file('b.bin', randomBytes(9 << 20))], compression: 'gzip' },
-      ],
+      layers: ['a', 'b', 'c'].map((name) => ({
+        entries: [file(`${name}.bin`, randomBytes(9 << 20))],
+        compression: 'gzip' as const,
+      })),
     });
     const small = await buildImage({
       base: false,

@@ -54,6 +54,7 @@ function wire(err: unknown): WireError {
  * comes with the end of the job (the main thread hashes what it sends).
  */
 class BlobSink {
+  /** -1: verify only, nothing written. */
   private readonly fd: number;
   bytes = 0;
   /** sha256 of everything sent, as the sender computed it. */
@@ -61,7 +62,7 @@ class BlobSink {
   private open = true;
 
   constructor(private readonly spec: NonNullable<IngestSpec['blob']>) {
-    this.fd = openSync(spec.temp, 'wx', 0o600);
+    this.fd = spec.temp === undefined ? -1 : openSync(spec.temp, 'wx', 0o600);
   }
 
   write(chunk: Uint8Array): void {
@@ -72,6 +73,7 @@ class BlobSink {
         `blob ${this.spec.digest}: more than the announced ${this.spec.size} bytes arrived`,
       );
     }
+    if (this.fd < 0) return;
     for (let off = 0; off < chunk.length;) off += writeSync(this.fd, chunk, off, chunk.length - off);
   }
 
@@ -89,18 +91,19 @@ class BlobSink {
     if (actual !== this.spec.digest) {
       throw new LayerFault('mismatch', `blob ${this.spec.digest}: the content has digest ${actual}`);
     }
-    if (this.spec.fsync !== false) await fsyncAsync(this.fd);
+    if (this.fd >= 0 && this.spec.fsync !== false) await fsyncAsync(this.fd);
     this.close();
   }
 
   close(): void {
     if (!this.open) return;
     this.open = false;
-    closeSync(this.fd);
+    if (this.fd >= 0) closeSync(this.fd);
   }
 
   discard(): void {
     this.close();
+    if (this.spec.temp === undefined) return;
     try {
       unlinkSync(this.spec.temp);
     } catch {

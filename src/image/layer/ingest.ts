@@ -18,9 +18,13 @@ import type { LayerLog, UnpackResult } from './writer.js';
 import { gcPacer } from '../../util/gc-pacer.js';
 import type { DirectSink, DirectSource } from '../registry/http1.js';
 
-/** Write the compressed bytes to `temp`, verifying size and digest; fsync when whole. */
+/**
+ * Verify the compressed bytes' size and digest and, with `temp`, write them
+ * there (fsync when whole). Without `temp` nothing is kept: the layer is
+ * unpacked from verified bytes and its blob discarded.
+ */
 export interface BlobSpec {
-  temp: string;
+  temp?: string;
   digest: string;
   size?: number;
   /**

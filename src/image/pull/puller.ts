@@ -493,7 +493,7 @@ export class Puller {
     return config;
   }
 
-  /** Stores a blob unless present; joins another pull's download of it. */
+  /** Stores a blob (or unpacks a layer) unless present; joins another pull's download of it. */
   private async ensureBlob(
     client: RepositoryClient,
     d: Descriptor,
@@ -503,7 +503,10 @@ export class Puller {
     layer?: LayerToUnpack,
   ): Promise<void> {
     for (let attempt = 0; ; attempt++) {
-      if (await this.store.hasBlob(d.digest)) return;
+      const present = layer
+        ? await this.store.hasLayerSource(layer.layer, layer.parent)
+        : await this.store.hasBlob(d.digest);
+      if (present) return;
       const running = this.blobs.get(d.digest);
       if (!running) break;
       const done = watchdog.watch(running.transfer);

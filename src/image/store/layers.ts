@@ -40,10 +40,10 @@ export interface UnpackOptions {
   onWritten?: () => void;
 }
 
-/** A blob to store from the bytes a layer is unpacked from. */
+/** A blob to verify (and, with `spec.temp`, store) from the bytes a layer is unpacked from. */
 export interface LayerBlob {
   spec: BlobSpec;
-  /** Moves the verified temp file into the blob store. */
+  /** Moves the verified temp file into the blob store (nothing when there is none). */
   commit(): Promise<void>;
 }
 
@@ -89,7 +89,8 @@ export class LayerStore extends DigestDirs {
    * Ensures the layer is unpacked; `open` supplies the blob (a stream, or
    * the stored blob file) when it must be. With `blob`, the same bytes are
    * also stored as that blob (verified, fsynced, then `blob.commit`ted)
-   * before the layer becomes visible, whether or not it needs unpacking.
+   * before the layer becomes visible, whether or not it needs unpacking;
+   * a `blob` without a temp file is only verified, and only when unpacked.
    * Resolves to the diff directory.
    */
   unpack(
@@ -100,7 +101,8 @@ export class LayerStore extends DigestDirs {
   ): Promise<string> {
     const running = this.inflight.get(chainId);
     if (running) {
-      if (!options.blob) return running;
+      // Nothing to keep: the bytes are not needed, the running unpack verifies its own.
+      if (options.blob?.spec.temp === undefined) return running;
       return Promise.all([this.storeBlob(open(), options.blob, options), running]).then(([, dir]) => dir);
     }
     const pending = this.doUnpack(layer, chainId, open, options).finally(() => this.inflight.delete(chainId));
@@ -122,7 +124,7 @@ export class LayerStore extends DigestDirs {
   ): Promise<string> {
     const final = this.treeDir(chainId);
     if (await this.has(chainId)) {
-      if (options.blob) await this.storeBlob(open(), options.blob, options);
+      if (options.blob?.spec.temp !== undefined) await this.storeBlob(open(), options.blob, options);
       return this.diffDir(chainId);
     }
     const temp = this.tempDir(digestHex(chainId).slice(0, 16));
@@ -132,10 +134,9 @@ export class LayerStore extends DigestDirs {
       await mkdir(join(temp, 'scratch'), { mode: 0o700 });
       // The layer's syncfs below flushes the blob's temp file too when both live on one
       // filesystem: the blob then waits for it instead of an fsync of its own.
+      const blobTemp = options.blob?.spec.temp;
       const blobFlushedWithLayer =
-        options.blob !== undefined &&
-        this.options.syncLayers &&
-        (await sameFilesystem(dirname(options.blob.spec.temp), temp));
+        blobTemp !== undefined && this.options.syncLayers && (await sameFilesystem(dirname(blobTemp), temp));
       const { unpack: result } = await runIngest(
         {
           blob:

@@ -302,6 +302,90 @@ test('crash safety: an image whose blobs are gone is dropped at start-up', async
   assert.deepEqual(await reopened.list(), []);
 });
 
+test('discarding layer blobs: a pulled layer is verified and unpacked, its blob not kept; a corrupt one leaves nothing', async () => {
+  const root = await tempRoot();
+  const store = await ImageStore.open(root, silentLogger, { discardLayerBlobs: true });
+  const { layer, rec } = await bigLayer();
+  const corrupt = Buffer.from(layer.data);
+  corrupt[corrupt.length - 100] ^= 0xff;
+  await assert.rejects(
+    store.pullLayer(rec, undefined, layer.size, Readable.from(chunksOf(corrupt, 64 * 1024))),
+    (err: Error) => err instanceof ContentMismatchError && err.message.includes(layer.digest),
+  );
+  await assertNothingStored(root);
+  // Other bytes that unpack to the same layer are not the blob the manifest names.
+  const { gzipSync } = await import('node:zlib');
+  const recompressed = gzipSync(layer.tar, { level: 1 });
+  await assert.rejects(
+    store.pullLayer(rec, undefined, recompressed.length, Readable.from(chunksOf(recompressed, 64 * 1024))),
+    (err: Error) => err instanceof ContentMismatchError && err.message.includes(`blob ${layer.digest}`),
+  );
+  await assertNothingStored(root);
+  assert.equal(await store.hasLayerSource(rec, undefined), false);
+
+  await store.pullLayer(rec, undefined, layer.size, Readable.from(chunksOf(layer.data, 64 * 1024)));
+  assert.deepEqual(await readdir(join(root, 'images', 'layers')), [layer.diffId.slice(7)]);
+  assert.deepEqual(await readdir(join(root, 'images', 'blobs', 'sha256')), [], 'the blob is not kept');
+  assert.deepEqual(await readdir(join(root, 'images', 'ingest')), []);
+  assert.equal(await store.hasLayerSource(rec, undefined), true, 'the unpacked layer need not be fetched');
+  assert.equal((await store.unpackLayer(rec, undefined)).startsWith(join(root, 'images', 'layers')), true);
+  // A store that keeps blobs wants the blob itself.
+  const keeping = await ImageStore.open(root, silentLogger);
+  assert.equal(await keeping.hasLayerSource(rec, undefined), false);
+});
+
+test('discarding layer blobs: blobs kept before go at start-up, those of an import once it is committed; config and manifest stay', async () => {
+  const root = await tempRoot();
+  const blobsDir = join(root, 'images', 'blobs', 'sha256');
+  const keeping = await ImageStore.open(root, silentLogger);
+  const old = await buildImage({
+    base: false,
+    layers: [{ entries: [file('a', 'a')] }, { entries: [file('b', 'b')] }],
+  });
+  await putImage(keeping, old);
+  await keeping.commitImage(commitOf(old, 'example.com/old:1'));
+  assert.equal((await readdir(blobsDir)).length, 4, 'kept: config, manifest, two layers');
+
+  const store = await ImageStore.open(root, silentLogger, { discardLayerBlobs: true });
+  const hexes = (digests: string[]) => digests.map((d) => d.slice(7)).sort();
+  assert.deepEqual((await readdir(blobsDir)).sort(), hexes([old.configDigest, old.manifestDigest]));
+  const [listed] = await store.list();
+  assert.equal(listed.id, old.configDigest);
+  assert.equal(await readFile(join(store.layerDirs(listed)[1], 'b'), 'utf8'), 'b');
+
+  // An import stores blobs, then unpacks them; the commit lets the layer blobs go.
+  const imported = await buildImage({ base: false, layers: [{ entries: [file('c', 'c')] }] });
+  await putImage(store, imported);
+  assert.equal(await store.hasBlob(imported.layers[0].digest), true);
+  await store.commitImage(commitOf(imported, 'example.com/imported:1'));
+  assert.deepEqual(
+    (await readdir(blobsDir)).sort(),
+    hexes([old.configDigest, old.manifestDigest, imported.configDigest, imported.manifestDigest]),
+  );
+  // Removing an image whose layer blobs are gone removes the rest.
+  assert.equal(await store.deleteImage(old.configDigest), true);
+  assert.deepEqual((await readdir(blobsDir)).sort(), hexes([imported.configDigest, imported.manifestDigest]));
+  assert.deepEqual(await readdir(join(root, 'images', 'layers')), [imported.layers[0].diffId.slice(7)]);
+});
+
+test('discarding layer blobs: a lost layer directory drops its image at start-up (nothing to unpack it from)', async () => {
+  const root = await tempRoot();
+  const store = await ImageStore.open(root, silentLogger, { discardLayerBlobs: true });
+  const lost = await buildImage({ base: false, layers: [{ entries: [file('l', 'l')] }] });
+  const kept = await buildImage({ base: false, layers: [{ entries: [file('k', 'k')] }] });
+  for (const image of [lost, kept]) {
+    await putImage(store, image);
+    await store.commitImage(commitOf(image, `example.com/${image === lost ? 'lost' : 'kept'}:1`));
+  }
+  const record = await store.get(lost.configDigest);
+  await rm(join(store.layerDirs(record!)[0], '..'), { recursive: true });
+  const reopened = await ImageStore.open(root, silentLogger, { discardLayerBlobs: true });
+  assert.deepEqual(
+    (await reopened.list()).map((i) => i.id),
+    [kept.configDigest],
+  );
+});
+
 test('tags move between images; the index reloads when another process changes it', async () => {
   const root = await tempRoot();
   const a = await ImageStore.open(root, silentLogger);

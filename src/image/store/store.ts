@@ -9,6 +9,12 @@
  * instant leaves at most temp files (removed at the next start) and complete
  * blobs/layers that the next pull reuses.
  *
+ * An image needs its config and manifest blobs and every layer unpacked.
+ * With `discardLayerBlobs` (CRI-O's way; containerd's `discard_unpacked_layers`)
+ * no layer blob is kept: a pull verifies the bytes and unpacks them without
+ * writing the blob, and a layer lost later comes back only by pulling again.
+ * Without it every layer keeps its blob, from which a lost layer is unpacked.
+ *
  * Several processes may use one store (the daemon, `berth image import`):
  * the index is read-modify-written under a lock file, and readers reload it
  * when its inode or mtime changes.
@@ -56,11 +62,16 @@ const ARTIFACT_CONFIG: ImageConfigFile = Object.freeze({
   rootfs: Object.freeze({ type: 'layers', diff_ids: [] }),
 }) as ImageConfigFile;
 
-/** Every blob an image needs: config, manifest, layers (an artifact's config and files). */
-function blobsOf(image: StoredImage): Digest[] {
-  const all = [image.id, image.manifestDigest, ...image.layers.map((l) => l.blobDigest)];
+/** The blobs an image cannot be without: config, manifest (an artifact's config and files). */
+function requiredBlobsOf(image: StoredImage): Digest[] {
+  const all = [image.id, image.manifestDigest];
   if (image.artifact) all.push(image.artifact.configDigest, ...image.artifact.files.map((f) => f.blobDigest));
   return [...new Set(all)];
+}
+
+/** Every blob an image names: the required ones and its layers' (present or discarded). */
+function blobsOf(image: StoredImage): Digest[] {
+  return [...new Set([...requiredBlobsOf(image), ...image.layers.map((l) => l.blobDigest)])];
 }
 
 /**
@@ -114,6 +125,7 @@ export class ImageStore implements BlobSink {
     root: string,
     private readonly log: Logger,
     syncLayers: boolean,
+    private readonly discardLayerBlobs: boolean,
   ) {
     this.imagesDir = join(root, 'images');
     this.blobs = new BlobStore(this.imagesDir);
@@ -127,14 +139,15 @@ export class ImageStore implements BlobSink {
    * Opens (creating) the store under `<root>/images` and reconciles it.
    * `sweepOrphans: false` keeps old unreferenced blobs (an import beside a
    * running daemon must not collect what the daemon's pulls may reuse).
-   * `syncLayers` (default true): see LayerStoreOptions.
+   * `syncLayers` (default true): see LayerStoreOptions. `discardLayerBlobs`
+   * (default false): keep no compressed layer blob once its layer is unpacked.
    */
   static async open(
     root: string,
     log: Logger,
-    options: { sweepOrphans?: boolean; syncLayers?: boolean } = {},
+    options: { sweepOrphans?: boolean; syncLayers?: boolean; discardLayerBlobs?: boolean } = {},
   ): Promise<ImageStore> {
-    const store = new ImageStore(root, log, options.syncLayers ?? true);
+    const store = new ImageStore(root, log, options.syncLayers ?? true, options.discardLayerBlobs ?? false);
     await mkdir(store.imagesDir, { recursive: true, mode: 0o700 });
     store.watchIndex();
     await store.blobs.init();
@@ -170,16 +183,37 @@ export class ImageStore implements BlobSink {
     return this.blobs.read(digest);
   }
 
+  /**
+   * True when a pull need not fetch the layer's blob: it is stored, or (its
+   * blob being discarded once unpacked) the layer is.
+   */
+  async hasLayerSource(
+    layer: Omit<LayerRecord, 'chainId'>,
+    parentChainId: Digest | undefined,
+  ): Promise<boolean> {
+    if (await this.hasBlob(layer.blobDigest)) return true;
+    if (!this.discardLayerBlobs) return false;
+    const chainId = chainIdOf(parentChainId, layer.diffId);
+    if (!(await this.layers.has(chainId))) return false;
+    this.touch(chainId);
+    return true;
+  }
+
   async unpackLayer(layer: Omit<LayerRecord, 'chainId'>, parentChainId: Digest | undefined): Promise<string> {
     const chainId = chainIdOf(parentChainId, layer.diffId);
     this.touch(layer.blobDigest);
     this.touch(chainId);
+    const fromBlob = () => ({ file: this.blobs.path(layer.blobDigest) });
+    // Unpacked or being unpacked: its blob is not needed (and may have been discarded).
+    if (this.layers.busy(chainId) || (await this.layers.has(chainId))) {
+      return this.layers.unpack(layer, chainId, fromBlob);
+    }
     if (!(await this.blobs.has(layer.blobDigest))) {
       throw new NotFoundError(
         `layer blob ${layer.blobDigest} is not in the image store; it must be stored first`,
       );
     }
-    return this.layers.unpack(layer, chainId, () => ({ file: this.blobs.path(layer.blobDigest) }));
+    return this.layers.unpack(layer, chainId, fromBlob);
   }
 
   /**
@@ -200,6 +234,18 @@ export class ImageStore implements BlobSink {
     this.touch(chainId);
     if (await this.blobs.has(digest)) {
       body.destroy();
+      return;
+    }
+    if (this.discardLayerBlobs) {
+      try {
+        // Verified as it streams, unpacked, not kept.
+        await this.layers.unpack(layer, chainId, () => body, {
+          ...options,
+          blob: { spec: { digest, size }, commit: () => Promise.resolve() },
+        });
+      } finally {
+        body.destroy();
+      }
       return;
     }
     const temp = this.blobs.tempPath(digest);
@@ -246,7 +292,9 @@ export class ImageStore implements BlobSink {
     const configSize = await this.blobs.size(commit.configDigest);
     const record = await this.update(async (images) => {
       // Re-check under the lock: a concurrent removal may have collected them.
-      for (const d of [commit.configDigest, commit.manifestDigest, ...layers.map((l) => l.blobDigest)]) {
+      const needed = [commit.configDigest, commit.manifestDigest];
+      if (!this.discardLayerBlobs) needed.push(...layers.map((l) => l.blobDigest));
+      for (const d of needed) {
         if (!(await this.blobs.has(d))) {
           throw new UnavailableError(
             `image ${commit.configDigest}: blob ${d} was removed meanwhile; pull again`,
@@ -284,6 +332,12 @@ export class ImageStore implements BlobSink {
       ...layers.flatMap((l) => [l.blobDigest, l.chainId]),
     ]) {
       this.touched.delete(d);
+    }
+    // An import stores the layer blobs before it unpacks them (a pull stores none).
+    if (this.discardLayerBlobs) {
+      const stored: Digest[] = [];
+      for (const l of layers) if (await this.blobs.has(l.blobDigest)) stored.push(l.blobDigest);
+      if (stored.length > 0) await this.discardUnpackedLayerBlobs(stored);
     }
     this.log.info({ image: record.id, tags: record.repoTags }, 'image committed');
     return { ...record, config };
@@ -411,6 +465,31 @@ export class ImageStore implements BlobSink {
   }
 
   // ---- internals ----
+
+  /**
+   * Removes the stored blobs among `digests` whose layers every image has
+   * unpacked, unless an image needs one as a config, manifest or artifact
+   * file, or a pull or import of this process still relies on it.
+   */
+  private async discardUnpackedLayerBlobs(digests: readonly Digest[]): Promise<void> {
+    let discarded = 0;
+    await this.lock.with(async () => {
+      const images = await this.readIndex();
+      const required = new Set(images.flatMap(requiredBlobsOf));
+      const doomed = new Set(digests.filter((d) => !required.has(d) && !this.isTouched(d)));
+      for (const image of images) {
+        for (const l of image.layers) {
+          if (doomed.has(l.blobDigest) && !(await this.layers.has(l.chainId))) doomed.delete(l.blobDigest);
+        }
+      }
+      for (const d of doomed) {
+        if (!(await this.blobs.has(d))) continue;
+        await this.blobs.remove(d);
+        discarded++;
+      }
+    });
+    if (discarded > 0) this.log.debug({ discarded }, 'discarded the blobs of unpacked layers');
+  }
 
   private touch(key: string): void {
     this.touched.set(key, Date.now());
@@ -554,7 +633,8 @@ export class ImageStore implements BlobSink {
     const dropped: string[] = [];
     for (const image of await this.readIndex()) {
       const missing: string[] = [];
-      for (const d of blobsOf(image)) {
+      // Kept layer blobs are part of the image; discarded ones are not missed.
+      for (const d of this.discardLayerBlobs ? requiredBlobsOf(image) : blobsOf(image)) {
         if (!(await this.blobs.has(d))) missing.push(d);
       }
       if (missing.length > 0) {
@@ -571,13 +651,17 @@ export class ImageStore implements BlobSink {
           await this.artifacts.materialize(image.id, image.artifact.files);
         }
         for (const [i, layer] of image.layers.entries()) {
-          if (!(await this.layers.has(layer.chainId))) {
-            this.log.warn(
-              { image: image.id, layer: layer.chainId },
-              'layer directory missing; unpacking it again',
+          if (await this.layers.has(layer.chainId)) continue;
+          if (!(await this.blobs.has(layer.blobDigest))) {
+            throw new NotFoundError(
+              `layer directory ${layer.chainId} is missing and its blob ${layer.blobDigest} is not kept`,
             );
-            await this.unpackLayer(layer, image.layers[i - 1]?.chainId);
           }
+          this.log.warn(
+            { image: image.id, layer: layer.chainId },
+            'layer directory missing; unpacking it again',
+          );
+          await this.unpackLayer(layer, image.layers[i - 1]?.chainId);
         }
       } catch (err) {
         this.log.warn(
@@ -591,6 +675,11 @@ export class ImageStore implements BlobSink {
       await this.update(async (images) => {
         for (const id of dropped) images.delete(id);
       });
+    }
+    // Kept before the option was set, or left by a crash between unpack and discard.
+    if (this.discardLayerBlobs) {
+      const layerBlobs = (await this.readIndex()).flatMap((image) => image.layers.map((l) => l.blobDigest));
+      await this.discardUnpackedLayerBlobs(layerBlobs);
     }
     if (sweepOrphans) await this.sweepOrphans();
     await this.refresh();
