@@ -291,15 +291,34 @@ test('crash safety: start-up removes what a killed process left and keeps the in
   assert.equal(record.id, partial.configDigest);
 });
 
-test('crash safety: an image whose blobs are gone is dropped at start-up', async () => {
+test('crash safety: an image whose config, or a lost layer and its blob, are gone is dropped at start-up; one missing only a layer blob stays', async () => {
   const root = await tempRoot();
   const store = await ImageStore.open(root, silentLogger);
-  const image = await buildImage({ base: false, layers: [{ entries: [file('a', 'a')] }] });
-  await putImage(store, image);
-  await store.commitImage(commitOf(image, 'example.com/a:1'));
-  await rm(store.blobs.path(image.layers[0].digest));
+  const images = await Promise.all(
+    ['config', 'layer', 'blob'].map((name) =>
+      buildImage({ base: false, layers: [{ entries: [file(name, name)] }] }),
+    ),
+  );
+  for (const image of images) {
+    await putImage(store, image);
+    await store.commitImage(commitOf(image));
+  }
+  const [noConfig, noLayer, noBlob] = images;
+  await rm(store.blobs.path(noConfig.configDigest));
+  await rm(join(store.layerDirs((await store.get(noLayer.configDigest))!)[0], '..'), { recursive: true });
+  await rm(store.blobs.path(noLayer.layers[0].digest));
+  // As after the option to discard layer blobs was on and then turned off.
+  await rm(store.blobs.path(noBlob.layers[0].digest));
   const reopened = await ImageStore.open(root, silentLogger);
-  assert.deepEqual(await reopened.list(), []);
+  assert.deepEqual(
+    (await reopened.list()).map((i) => i.id),
+    [noBlob.configDigest],
+  );
+  // Pulled again, the layer's blob is kept again.
+  const layer = commitOf(noBlob).layers[0];
+  assert.equal(await reopened.hasLayerSource(layer, undefined), false);
+  await reopened.pullLayer(layer, undefined, layer.size, Readable.from([noBlob.layers[0].data]));
+  assert.equal(await reopened.hasBlob(layer.blobDigest), true);
 });
 
 test('discarding layer blobs: a pulled layer is verified and unpacked, its blob not kept; a corrupt one leaves nothing', async () => {

@@ -633,8 +633,9 @@ export class ImageStore implements BlobSink {
     const dropped: string[] = [];
     for (const image of await this.readIndex()) {
       const missing: string[] = [];
-      // Kept layer blobs are part of the image; discarded ones are not missed.
-      for (const d of this.discardLayerBlobs ? requiredBlobsOf(image) : blobsOf(image)) {
+      // Not its layers' blobs: an unpacked layer needs none (they may have been
+      // discarded before the option was turned off; a pull fetches them again).
+      for (const d of requiredBlobsOf(image)) {
         if (!(await this.blobs.has(d))) missing.push(d);
       }
       if (missing.length > 0) {
