@@ -280,6 +280,79 @@ test('unpack: a later entry replaces what an earlier one of the same layer put a
   assert.deepEqual((await readdir(target)).sort(), ['a', 'b', 'c', 'd', 'e', 'f', 'h']);
 });
 
+test('unpack: owners and modes are exact whether the create gives them or chown/chmod must: set-group-ID dirs, set-ID bits, any umask', async () => {
+  const entries = [
+    file('top', 'x', { mode: 0o644 }),
+    dir('g', { mode: 0o2775, uid: 0, gid: 5 }),
+    file('g/root-owned', 'x', { mode: 0o644 }),
+    file('g/implicit/deep', 'x', { mode: 0o644 }),
+    file('g/group-owned', 'x', { mode: 0o640, uid: 0, gid: 5 }),
+    dir('k', { mode: 0o755, gid: 9 }),
+    dir('k', { mode: 0o2755, gid: 9 }),
+    file('k/root-owned', 'x', { mode: 0o644 }),
+    file('plain/a', 'x', { mode: 0o644 }),
+    file('plain/read-only', 'x', { mode: 0o444 }),
+    file('plain/owner-read', 'x', { mode: 0o400 }),
+    file('plain/exec', 'x', { mode: 0o755 }),
+    file('plain/setgid', 'x', { mode: 0o2755, gid: 7 }),
+    file('plain/setuid', 'x', { mode: 0o4750, uid: 3 }),
+    file('plain/sticky', 'x', { mode: 0o1644 }),
+    file('plain/user', 'x', { mode: 0o600, uid: 1000, gid: 1000 }),
+    file('plain/group-write', 'x', { mode: 0o664 }),
+  ];
+  // Directories no entry names are made as mkdir makes them (0755 less the umask).
+  const expected = (rootGid: number, umask: number) => {
+    const implicit = ((0o755 & ~umask) | 0o2000).toString(8);
+    return [
+      `top 644 0:0`,
+      `g 2775 0:5`,
+      `g/root-owned 644 0:0`,
+      // Made by mkdir for the file below it: inherits the bit and the group.
+      `g/implicit ${implicit} 0:5`,
+      `g/implicit/deep 644 0:0`,
+      `g/group-owned 640 0:5`,
+      `k 2755 0:9`,
+      `k/root-owned 644 0:0`,
+      `plain ${implicit} 0:${rootGid}`,
+      `plain/a 644 0:0`,
+      `plain/read-only 444 0:0`,
+      `plain/owner-read 400 0:0`,
+      `plain/exec 755 0:0`,
+      `plain/setgid 2755 0:7`,
+      `plain/setuid 4750 3:0`,
+      `plain/sticky 1644 0:0`,
+      `plain/user 600 1000:1000`,
+      `plain/group-write 664 0:0`,
+    ];
+  };
+  const previous = process.umask();
+  try {
+    for (const umask of [0o022, 0o077, 0o000]) {
+      process.umask(umask);
+      const work = await mkdtemp(join(tmpdir(), 'berth-unpack-'));
+      dirs.push(work);
+      const target = join(work, 'diff');
+      const scratch = join(work, 'scratch');
+      await mkdir(target);
+      await mkdir(scratch);
+      // The target itself carries the bit (as under a set-group-ID store dir): what is made in it takes group 4.
+      await lchown(target, 0, 4);
+      await chmod(target, 0o2755);
+      await unpackLayerStream(Readable.from([await tarEntries(entries)]), { target, scratch, name: 'modes' });
+      const seen: string[] = [];
+      for (const line of expected(4, umask)) {
+        const path = line.split(' ')[0];
+        const info = await lstat(join(target, path));
+        seen.push(`${path} ${(info.mode & 0o7777).toString(8)} ${info.uid}:${info.gid}`);
+        if (info.isFile()) assert.equal(await readFile(join(target, path), 'utf8'), 'x', path);
+      }
+      assert.deepEqual(seen, expected(4, umask), `umask ${umask.toString(8)}`);
+    }
+  } finally {
+    process.umask(previous);
+  }
+});
+
 /**
  * What a tree holds, as comparable lines: types, modes, owners, times, data,
  * links, user xattrs. Names are read as bytes (some are not UTF-8).

@@ -20,6 +20,7 @@ import {
   lutimesSync as lutimes,
   mkdirSync as mkdir,
   openSync,
+  readFileSync,
   readlinkSync as readlink,
   rmSync as rm,
   symlinkSync as symlink,
@@ -92,6 +93,22 @@ function quote(bytes: Buffer): string {
   return out;
 }
 
+const SET_GROUP_ID = 0o2000;
+
+/**
+ * The process umask, read where it does not change it (process.umask() sets
+ * it twice, racing other threads); 0o777 when unknown, so that only a file
+ * of mode 0 is trusted to be created with its final mode.
+ */
+function currentUmask(): number {
+  try {
+    const m = /^Umask:\s*([0-7]+)$/m.exec(readFileSync('/proc/self/status', 'latin1'));
+    return m ? parseInt(m[1], 8) : 0o777;
+  } catch {
+    return 0o777;
+  }
+}
+
 class LayerWriter {
   private whiteoutTemplate?: string;
   private readonly dirTimes: { rel: string; mtime: number }[] = [];
@@ -108,6 +125,16 @@ class LayerWriter {
    * with EEXIST rather than write through what was there.)
    */
   private readonly made = new Set<string>();
+  /**
+   * Directories (relative paths) with the set-group-ID bit: what is made in
+   * them takes their group, not this process's, so a file there is always
+   * chowned. (Made outside them by this process, a file already has the
+   * owner 0:0 that most entries want, and no chown is needed.)
+   */
+  private readonly setgidDirs = new Set<string>();
+  /** A file whose mode has no bit this umask clears is created with that mode: no chmod. */
+  private readonly umask = currentUmask();
+  private readonly creator = { uid: process.geteuid?.() ?? -1, gid: process.getegid?.() ?? -1 };
   /** The file whose data is being written (closed if unpacking stops). */
   private openFile?: number;
   entries = 0;
@@ -121,6 +148,21 @@ class LayerWriter {
     private readonly log?: LayerLog,
   ) {
     this.root = Buffer.from(posix.resolve(root), 'utf8').toString('latin1');
+    // The target's own bit comes from where the caller made it.
+    this.noteDirMode('', lstat(this.abs('')).mode);
+  }
+
+  private noteDirMode(rel: string, mode: number): void {
+    if (mode & SET_GROUP_ID) this.setgidDirs.add(rel);
+    else this.setgidDirs.delete(rel);
+  }
+
+  /** A directory made by mkdir inherits its parent's set-group-ID bit. */
+  private noteMadeDir(rel: string): void {
+    const slash = rel.lastIndexOf('/');
+    const parent = slash < 0 ? '' : rel.slice(0, slash);
+    if (this.setgidDirs.has(parent)) this.setgidDirs.add(rel);
+    else this.setgidDirs.delete(rel);
   }
 
   private reject(entry: string, why: string): LayerFault {
@@ -184,6 +226,7 @@ class LayerWriter {
         mkdir(path, { mode: 0o755 });
         this.made.add(candidate);
         this.knownDirs.add(candidate);
+        this.noteMadeDir(candidate);
         resolved.push(part);
         continue;
       }
@@ -223,6 +266,7 @@ class LayerWriter {
     mkdir(this.abs(rel), { mode: 0o755 });
     this.made.add(rel);
     this.knownDirs.add(rel);
+    this.noteMadeDir(rel);
     this.opaques.push(rel);
   }
 
@@ -235,8 +279,10 @@ class LayerWriter {
     if (info.isDirectory()) {
       if (keepDir) return true;
       rm(path, { recursive: true, force: true });
-      for (const known of this.knownDirs) {
-        if (known === rel || known.startsWith(`${rel}/`)) this.knownDirs.delete(known);
+      for (const dirs of [this.knownDirs, this.setgidDirs]) {
+        for (const known of dirs) {
+          if (known === rel || known.startsWith(`${rel}/`)) dirs.delete(known);
+        }
       }
     } else {
       unlink(path);
@@ -322,6 +368,7 @@ class LayerWriter {
       if (type !== 'directory') throw this.reject(entry, 'names the layer root but is not a directory');
       lchown(this.abs(''), uid, gid);
       chmod(this.abs(''), mode);
+      this.noteDirMode('', mode);
       this.dirTimes.push({ rel: '', mtime });
       this.collectXattrs(header, '');
       return undefined;
@@ -347,6 +394,7 @@ class LayerWriter {
         this.knownDirs.add(rel);
         lchown(path, uid, gid);
         chmod(path, mode);
+        this.noteDirMode(rel, mode);
         this.dirTimes.push({ rel, mtime });
         break;
       }
@@ -354,14 +402,24 @@ class LayerWriter {
       case 'contiguous-file': {
         this.clear(rel, false);
         this.made.add(rel);
+        // Two syscalls of the six a small file costs are saved when the create
+        // itself gives the final owner and mode (set-ID bits always need chmod).
+        const modeOnCreate = (mode & 0o7000) === 0 && (mode & this.umask) === 0;
+        const chownNeeded =
+          uid !== this.creator.uid || gid !== this.creator.gid || this.setgidDirs.has(parentRel);
         const fd = openSync(
           path,
           constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-          0o600,
+          modeOnCreate ? mode & 0o777 : 0o600,
         );
         this.openFile = fd;
         this.collectXattrs(header, rel);
-        return this.fileBody(fd, uid, gid, mode, mtime);
+        return this.fileBody(
+          fd,
+          chownNeeded ? { uid, gid } : undefined,
+          modeOnCreate ? undefined : mode,
+          mtime,
+        );
       }
       case 'symlink': {
         this.clear(rel, false);
@@ -412,7 +470,13 @@ class LayerWriter {
     return undefined;
   }
 
-  private fileBody(fd: number, uid: number, gid: number, mode: number, mtime: number): TarBody {
+  /** `owner`/`mode` undefined: the file was created with them. */
+  private fileBody(
+    fd: number,
+    owner: { uid: number; gid: number } | undefined,
+    mode: number | undefined,
+    mtime: number,
+  ): TarBody {
     return {
       // Synchronous writes: this runs in a layer worker thread, where a
       // thread-pool round trip per chunk would only add latency.
@@ -422,9 +486,9 @@ class LayerWriter {
       end: () => {
         this.openFile = undefined;
         try {
-          fchownSync(fd, uid, gid);
+          if (owner) fchownSync(fd, owner.uid, owner.gid);
           // After chown, which clears set-id bits.
-          fchmodSync(fd, mode);
+          if (mode !== undefined) fchmodSync(fd, mode);
           futimesSync(fd, mtime, mtime);
         } finally {
           closeSync(fd);
