@@ -20,7 +20,8 @@ export class LoopFilesystem {
     readonly mountPoint: string,
   ) {}
 
-  static async create(sizeMiB = 64): Promise<LoopFilesystem> {
+  /** `mountOptions`: more for the live mount (e.g. `grpid`). */
+  static async create(sizeMiB = 64, mountOptions: readonly string[] = []): Promise<LoopFilesystem> {
     const work = await mkdtemp(join(tmpdir(), 'berth-power-loss-'));
     const fs = new LoopFilesystem(work, join(work, 'live'));
     try {
@@ -30,7 +31,12 @@ export class LoopFilesystem {
       await mkdir(fs.mountPoint);
       // noauto_da_alloc: ext4 otherwise starts writeback at close of a file truncated to zero
       // first (copyFile does that), which hides a missing fsync without guaranteeing anything.
-      await runChecked('mount', ['-o', 'loop,noauto_da_alloc', fs.image, fs.mountPoint]);
+      await runChecked('mount', [
+        '-o',
+        ['loop', 'noauto_da_alloc', ...mountOptions].join(','),
+        fs.image,
+        fs.mountPoint,
+      ]);
       fs.mounted.push(fs.mountPoint);
     } catch (err) {
       await fs.close();

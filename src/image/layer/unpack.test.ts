@@ -19,6 +19,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { run } from '../../util/run.js';
+import { LoopFilesystem } from '../../../test/helpers/power-loss.js';
 import {
   compress,
   dir,
@@ -280,13 +281,16 @@ test('unpack: a later entry replaces what an earlier one of the same layer put a
   assert.deepEqual((await readdir(target)).sort(), ['a', 'b', 'c', 'd', 'e', 'f', 'h']);
 });
 
-test('unpack: owners and modes are exact whether the create gives them or chown/chmod must: set-group-ID dirs, set-ID bits, any umask', async () => {
+test('unpack: owners and modes are exact whether the create gives them or chown/chmod must: set-group-ID dirs, grpid mounts, set-ID bits, any umask', async () => {
   const entries = [
     file('top', 'x', { mode: 0o644 }),
     dir('g', { mode: 0o2775, uid: 0, gid: 5 }),
     file('g/root-owned', 'x', { mode: 0o644 }),
     file('g/implicit/deep', 'x', { mode: 0o644 }),
     file('g/group-owned', 'x', { mode: 0o640, uid: 0, gid: 5 }),
+    // Not set-group-ID: only a `grpid` mount gives its files its group.
+    dir('h', { mode: 0o755, gid: 6 }),
+    file('h/root-owned', 'x', { mode: 0o644 }),
     dir('k', { mode: 0o755, gid: 9 }),
     dir('k', { mode: 0o2755, gid: 9 }),
     file('k/root-owned', 'x', { mode: 0o644 }),
@@ -300,9 +304,10 @@ test('unpack: owners and modes are exact whether the create gives them or chown/
     file('plain/user', 'x', { mode: 0o600, uid: 1000, gid: 1000 }),
     file('plain/group-write', 'x', { mode: 0o664 }),
   ];
-  // Directories no entry names are made as mkdir makes them (0755 less the umask).
-  const expected = (rootGid: number, umask: number) => {
-    const implicit = ((0o755 & ~umask) | 0o2000).toString(8);
+  // Directories no entry names are made as mkdir makes them: 0755 less the umask, and
+  // the set-group-ID bit of their parent (not on a `grpid` mount).
+  const expected = (rootGid: number, umask: number, grpidMount: boolean) => {
+    const implicit = ((0o755 & ~umask) | (grpidMount ? 0 : 0o2000)).toString(8);
     return [
       `top 644 0:0`,
       `g 2775 0:5`,
@@ -311,6 +316,8 @@ test('unpack: owners and modes are exact whether the create gives them or chown/
       `g/implicit ${implicit} 0:5`,
       `g/implicit/deep 644 0:0`,
       `g/group-owned 640 0:5`,
+      `h 755 0:6`,
+      `h/root-owned 644 0:0`,
       `k 2755 0:9`,
       `k/root-owned 644 0:0`,
       `plain ${implicit} 0:${rootGid}`,
@@ -326,10 +333,17 @@ test('unpack: owners and modes are exact whether the create gives them or chown/
     ];
   };
   const previous = process.umask();
+  // Where a file takes its directory's group even without the set-group-ID bit.
+  const grpid = await LoopFilesystem.create(16, ['grpid']);
   try {
-    for (const umask of [0o022, 0o077, 0o000]) {
+    for (const [umask, where] of [
+      [0o022, tmpdir()],
+      [0o077, tmpdir()],
+      [0o000, tmpdir()],
+      [0o022, grpid.mountPoint],
+    ] as const) {
       process.umask(umask);
-      const work = await mkdtemp(join(tmpdir(), 'berth-unpack-'));
+      const work = await mkdtemp(join(where, 'berth-unpack-'));
       dirs.push(work);
       const target = join(work, 'diff');
       const scratch = join(work, 'scratch');
@@ -340,16 +354,19 @@ test('unpack: owners and modes are exact whether the create gives them or chown/
       await chmod(target, 0o2755);
       await unpackLayerStream(Readable.from([await tarEntries(entries)]), { target, scratch, name: 'modes' });
       const seen: string[] = [];
-      for (const line of expected(4, umask)) {
+      const want = expected(4, umask, where === grpid.mountPoint);
+      for (const line of want) {
         const path = line.split(' ')[0];
         const info = await lstat(join(target, path));
         seen.push(`${path} ${(info.mode & 0o7777).toString(8)} ${info.uid}:${info.gid}`);
         if (info.isFile()) assert.equal(await readFile(join(target, path), 'utf8'), 'x', path);
       }
-      assert.deepEqual(seen, expected(4, umask), `umask ${umask.toString(8)}`);
+      assert.deepEqual(seen, want, `umask ${umask.toString(8)} in ${where}`);
     }
   } finally {
     process.umask(previous);
+    await rm(grpid.mountPoint, { recursive: true, force: true }).catch(() => undefined);
+    await grpid.close();
   }
 });
 

@@ -93,8 +93,6 @@ function quote(bytes: Buffer): string {
   return out;
 }
 
-const SET_GROUP_ID = 0o2000;
-
 /**
  * The process umask, read where it does not change it (process.umask() sets
  * it twice, racing other threads); 0o777 when unknown, so that only a file
@@ -126,12 +124,13 @@ class LayerWriter {
    */
   private readonly made = new Set<string>();
   /**
-   * Directories (relative paths) with the set-group-ID bit: what is made in
-   * them takes their group, not this process's, so a file there is always
-   * chowned. (Made outside them by this process, a file already has the
-   * owner 0:0 that most entries want, and no chown is needed.)
+   * The group of each directory made or chowned here, where known. A file
+   * made in a directory of this process's group has this process's group,
+   * whatever the directory's set-group-ID bit or the filesystem's `grpid`
+   * option; elsewhere its group is chowned. (Most entries want 0:0, which a
+   * file made by root in a root-group directory already has.)
    */
-  private readonly setgidDirs = new Set<string>();
+  private readonly dirGroups = new Map<string, number>();
   /** A file whose mode has no bit this umask clears is created with that mode: no chmod. */
   private readonly umask = currentUmask();
   private readonly creator = { uid: process.geteuid?.() ?? -1, gid: process.getegid?.() ?? -1 };
@@ -148,21 +147,16 @@ class LayerWriter {
     private readonly log?: LayerLog,
   ) {
     this.root = Buffer.from(posix.resolve(root), 'utf8').toString('latin1');
-    // The target's own bit comes from where the caller made it.
-    this.noteDirMode('', lstat(this.abs('')).mode);
+    // The target's group is whatever the caller's mkdir gave it.
+    this.dirGroups.set('', lstat(this.abs('')).gid);
   }
 
-  private noteDirMode(rel: string, mode: number): void {
-    if (mode & SET_GROUP_ID) this.setgidDirs.add(rel);
-    else this.setgidDirs.delete(rel);
-  }
-
-  /** A directory made by mkdir inherits its parent's set-group-ID bit. */
+  /** A directory mkdir made (and nobody chowned): this process's group if its parent's is. */
   private noteMadeDir(rel: string): void {
     const slash = rel.lastIndexOf('/');
     const parent = slash < 0 ? '' : rel.slice(0, slash);
-    if (this.setgidDirs.has(parent)) this.setgidDirs.add(rel);
-    else this.setgidDirs.delete(rel);
+    if (this.dirGroups.get(parent) === this.creator.gid) this.dirGroups.set(rel, this.creator.gid);
+    else this.dirGroups.delete(rel);
   }
 
   private reject(entry: string, why: string): LayerFault {
@@ -279,10 +273,11 @@ class LayerWriter {
     if (info.isDirectory()) {
       if (keepDir) return true;
       rm(path, { recursive: true, force: true });
-      for (const dirs of [this.knownDirs, this.setgidDirs]) {
-        for (const known of dirs) {
-          if (known === rel || known.startsWith(`${rel}/`)) dirs.delete(known);
-        }
+      for (const known of this.knownDirs) {
+        if (known === rel || known.startsWith(`${rel}/`)) this.knownDirs.delete(known);
+      }
+      for (const known of this.dirGroups.keys()) {
+        if (known === rel || known.startsWith(`${rel}/`)) this.dirGroups.delete(known);
       }
     } else {
       unlink(path);
@@ -368,7 +363,7 @@ class LayerWriter {
       if (type !== 'directory') throw this.reject(entry, 'names the layer root but is not a directory');
       lchown(this.abs(''), uid, gid);
       chmod(this.abs(''), mode);
-      this.noteDirMode('', mode);
+      this.dirGroups.set('', gid);
       this.dirTimes.push({ rel: '', mtime });
       this.collectXattrs(header, '');
       return undefined;
@@ -394,7 +389,7 @@ class LayerWriter {
         this.knownDirs.add(rel);
         lchown(path, uid, gid);
         chmod(path, mode);
-        this.noteDirMode(rel, mode);
+        this.dirGroups.set(rel, gid);
         this.dirTimes.push({ rel, mtime });
         break;
       }
@@ -406,7 +401,9 @@ class LayerWriter {
         // itself gives the final owner and mode (set-ID bits always need chmod).
         const modeOnCreate = (mode & 0o7000) === 0 && (mode & this.umask) === 0;
         const chownNeeded =
-          uid !== this.creator.uid || gid !== this.creator.gid || this.setgidDirs.has(parentRel);
+          uid !== this.creator.uid ||
+          gid !== this.creator.gid ||
+          this.dirGroups.get(parentRel) !== this.creator.gid;
         const fd = openSync(
           path,
           constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
