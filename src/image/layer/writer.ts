@@ -151,6 +151,15 @@ class LayerWriter {
     this.dirGroups.set('', lstat(this.abs('')).gid);
   }
 
+  /** Whether something this process just made in `parentRel` lacks the owner uid:gid. */
+  private needsChown(uid: number, gid: number, parentRel: string): boolean {
+    return (
+      uid !== this.creator.uid ||
+      gid !== this.creator.gid ||
+      this.dirGroups.get(parentRel) !== this.creator.gid
+    );
+  }
+
   /** A directory mkdir made (and nobody chowned): this process's group if its parent's is. */
   private noteMadeDir(rel: string): void {
     const slash = rel.lastIndexOf('/');
@@ -400,10 +409,7 @@ class LayerWriter {
         // Two syscalls of the six a small file costs are saved when the create
         // itself gives the final owner and mode (set-ID bits always need chmod).
         const modeOnCreate = (mode & 0o7000) === 0 && (mode & this.umask) === 0;
-        const chownNeeded =
-          uid !== this.creator.uid ||
-          gid !== this.creator.gid ||
-          this.dirGroups.get(parentRel) !== this.creator.gid;
+        const chownNeeded = this.needsChown(uid, gid, parentRel);
         const fd = openSync(
           path,
           constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
@@ -422,7 +428,7 @@ class LayerWriter {
         this.clear(rel, false);
         this.made.add(rel);
         symlink(Buffer.from(header.linkname, 'latin1'), path);
-        lchown(path, uid, gid);
+        if (this.needsChown(uid, gid, parentRel)) lchown(path, uid, gid);
         lutimes(path, mtime, mtime);
         break;
       }
