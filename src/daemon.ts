@@ -5,7 +5,7 @@ import { loadConfig, reloadableChanges, type LoadOptions } from './config/load.j
 import type { BerthConfig } from './config/schema.js';
 import { createLogger, flushLog, type Logger } from './log.js';
 import { bindUnix, createGrpcServer, InFlight } from './server/grpc-server.js';
-import type { RpcMetrics } from './server/metrics.js';
+import type { DaemonMetrics } from './server/metrics.js';
 import { prepareSocketPath, restrictSocket } from './server/socket.js';
 import type { ServerContext } from './server/context.js';
 import type { ImageImpl, RuntimeImpl } from './server/rpc.js';
@@ -34,6 +34,7 @@ import { SandboxManager } from './sandbox/manager.js';
 import { podLifecycleRpcs } from './server/pod-lifecycle.js';
 import { podStatusRpcs } from './server/pod-status.js';
 import { ContainerManager } from './container/manager.js';
+import { stateOf } from './container/record.js';
 import { buildContainerSpec, linuxResources } from './oci/spec/index.js';
 import { containerLifecycleRpcs } from './server/container-lifecycle.js';
 import { containerStatusRpcs } from './server/container-status.js';
@@ -71,7 +72,7 @@ export class Daemon {
   /** GetContainerEvents subscribers; built with the handlers. */
   private events?: ContainerEventHub;
   /** Only with server.metrics_address: prom-client and its collectors cost memory and CPU. */
-  private metrics?: RpcMetrics;
+  private metrics?: DaemonMetrics;
   private readonly inFlight = new InFlight();
 
   private constructor(
@@ -186,16 +187,18 @@ export class Daemon {
     await mkdir(config.run_root, { recursive: true, mode: 0o711 });
     await prepareSocketPath(config.server.socket);
     setLayerWorkerCount(config.image.unpack_threads);
+    if (config.server.metrics_address)
+      this.metrics = new (await import('./server/metrics.js')).DaemonMetrics();
     // Reconciles the image store (temp files, half-made layers) before serving.
-    this.imageManager = await ImageManager.open(() => this.current, this.log);
+    this.imageManager = await ImageManager.open(() => this.current, this.log, this.metrics?.counters);
     await this.startPods();
+    this.watchForMetrics();
     this.streamServer = new StreamServer({
       config: () => this.current.streaming,
       backend: criStreamBackend(this.ctx),
       log: this.log.child({ component: 'stream' }),
     });
     await this.streamServer.start();
-    if (config.server.metrics_address) this.metrics = new (await import('./server/metrics.js')).RpcMetrics();
     this.grpc = createGrpcServer(this.handlers(), {
       log: this.log,
       maxMessageBytes: config.server.max_message_bytes,
@@ -243,8 +246,19 @@ export class Daemon {
       specHost,
       buildSpec: buildContainerSpec,
       resources: linuxResources,
+      counters: this.metrics?.counters,
     });
     await this.sweepRunscRoots(config, sandboxes, this.containers);
+  }
+
+  /** The state gauges read the container and pod records at each scrape. */
+  private watchForMetrics(): void {
+    const { containers, pods } = this;
+    if (!this.metrics || !containers || !pods) return;
+    this.metrics.watch({
+      containers: () => containers.list().map(stateOf),
+      pods: () => pods.sandboxes.list().map((r) => (r.phase === 'ready' ? 'ready' : 'notready')),
+    });
   }
 
   /** Lock files runsc left behind for containers no record names any more (see sweepStaleRunscLocks). */
@@ -310,7 +324,7 @@ export class Daemon {
     // CA files and the system store may have changed even where the config has not.
     if (this.imageManager) {
       Puller.for(
-        this.imageManager.store,
+        this.imageManager,
         () => this.current,
         this.log.child({ component: 'pull' }),
       ).renewConnections();

@@ -39,6 +39,7 @@ import { resendWhenCaught, signalNumber } from './late-handler.js';
 import { mountRootfs, rootfsPaths } from './rootfs.js';
 import { mountIdmappedRootfs, removeContainerRootfs } from './idmap.js';
 import { mountImageVolumes, planImageVolumes } from './image-volumes.js';
+import type { RuntimeCounters } from '../util/runtime-counters.js';
 import {
   CONTAINER_NAME_RE,
   containerName,
@@ -63,6 +64,8 @@ export interface ContainerManagerDeps {
   buildSpec: (input: ContainerSpecInput) => Promise<ContainerSpecResult>;
   /** CRI resources → linux.resources (UpdateContainerResources). */
   resources: (linux: LinuxContainerResources | undefined, host: SpecHost, what: string) => OciResources;
+  /** What exits count (Prometheus); nothing by default. */
+  counters?: RuntimeCounters;
 }
 
 /** ExecSync output cap per stream (CRI-O and containerd use 16 MiB). */
@@ -684,6 +687,7 @@ export class ContainerManager {
       reason,
       message,
     });
+    this.deps.counters?.containerExited(reason);
     this.watching.get(id)?.abort();
     this.watching.delete(id);
     this.unmonitored.delete(id);

@@ -18,6 +18,7 @@ import {
 import { ImageStore } from './store/store.js';
 import { diskUsage, mountpointOf, type DiskUsage } from './store/usage.js';
 import type { Digest, ImageRecord } from './types.js';
+import { NO_COUNTERS, type RuntimeCounters } from '../util/runtime-counters.js';
 
 /**
  * Answers whether a container uses an image: the holder's name or ID, or
@@ -49,15 +50,21 @@ export class ImageManager {
     readonly store: ImageStore,
     private readonly config: () => BerthConfig,
     private readonly log: Logger,
+    /** What pulls count (Prometheus). */
+    readonly counters: RuntimeCounters,
   ) {}
 
   /** Opens the store under `config().root` and reconciles it (start-up). */
-  static async open(config: () => BerthConfig, log: Logger): Promise<ImageManager> {
+  static async open(
+    config: () => BerthConfig,
+    log: Logger,
+    counters: RuntimeCounters = NO_COUNTERS,
+  ): Promise<ImageManager> {
     const store = await ImageStore.open(config().root, log.child({ component: 'image-store' }), {
       syncLayers: config().image.sync_layers,
       discardLayerBlobs: config().image.discard_unpacked_layers,
     });
-    return new ImageManager(store, config, log);
+    return new ImageManager(store, config, log, counters);
   }
 
   /** Registers the in-use check of one kind of image holder (containers, pod sandboxes) for RemoveImage. */

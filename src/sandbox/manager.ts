@@ -565,7 +565,7 @@ export class SandboxManager implements SandboxAccess {
   /** Pulls runtime.pause_image through the daemon's puller, so pods and PullImage share downloads and pools. */
   private pullPause(ref: string): Promise<unknown> {
     const images = this.options.images();
-    return Puller.for(images.store, () => this.config, this.log.child({ component: 'pull' })).pull(ref);
+    return Puller.for(images, () => this.config, this.log.child({ component: 'pull' })).pull(ref);
   }
 
   /** The built-in pause rootfs, built once per daemon. */

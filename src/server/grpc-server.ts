@@ -12,7 +12,7 @@ import { RuntimeServiceService, ImageServiceService } from '../generated/api.js'
 import { BerthError, errnoCode } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { CallInfo, ImageImpl, RuntimeImpl, StreamImpl, UnaryImpl } from './rpc.js';
-import type { RpcMetrics } from './metrics.js';
+import type { DaemonMetrics } from './metrics.js';
 import { serializeListContainers } from './list-encoding.js';
 
 export interface ServiceImpls {
@@ -110,7 +110,7 @@ function wrapService(
   definition: ServiceDefinition,
   impls: Record<string, UnaryImpl<unknown, unknown> | StreamImpl<unknown, unknown> | undefined>,
   log: Logger,
-  metrics: RpcMetrics | undefined,
+  metrics: DaemonMetrics | undefined,
   inFlight: InFlight | undefined,
 ): UntypedServiceImplementation {
   const wrapped: UntypedServiceImplementation = {};
@@ -199,7 +199,7 @@ function wrapService(
 
 export function createGrpcServer(
   impls: ServiceImpls,
-  options: { log: Logger; maxMessageBytes: number; metrics?: RpcMetrics; inFlight?: InFlight },
+  options: { log: Logger; maxMessageBytes: number; metrics?: DaemonMetrics; inFlight?: InFlight },
 ): Server {
   const server = new Server({
     'grpc.max_receive_message_length': options.maxMessageBytes,

@@ -14,7 +14,7 @@ export function imagePullRpcs(ctx: ServerContext): ImageImpl {
     pullImage: async (request, call) => {
       const ref = request.image?.image ?? '';
       if (ref === '') throw new InvalidArgumentError('PullImage: image reference is empty');
-      const puller = Puller.for(ctx.images.store, ctx.config, ctx.log.child({ component: 'pull' }));
+      const puller = Puller.for(ctx.images, ctx.config, ctx.log.child({ component: 'pull' }));
       const record = await puller.pull(ref, { auth: request.auth, signal: call.signal });
       return PullImageResponse.fromPartial({ imageRef: record.id });
     },

@@ -98,12 +98,12 @@ export async function writeBridgeConflist(
  * Starts berth with a CNI bridge network of its own (unique bridge name and
  * subnet) and imports the test images.
  */
-export async function startEnv(prefix: string, toml = ''): Promise<Env> {
+export async function startEnv(prefix: string, toml = '', args: string[] = []): Promise<Env> {
   const work = await mkdtemp(join(tmpdir(), `berth-${prefix}-`));
   const bridge = `bt${randomBytes(4).toString('hex')}`;
   const berthDir = join(work, 'berth');
   await writeBridgeConflist(join(berthDir, 'cni'), bridge, join(work, 'ipam'));
-  const berth = await startBerth({ dir: berthDir, toml });
+  const berth = await startBerth({ dir: berthDir, toml, args });
   await importImages(berth.configFile, work);
   const env: Env = {
     work,

@@ -58,6 +58,7 @@ import {
   type Platform,
 } from './manifest.js';
 import { Watchdog, type Transfer } from './progress.js';
+import { NO_COUNTERS, type RuntimeCounters } from '../../util/runtime-counters.js';
 
 const MAX_CONFIG_BYTES = 16 * 1024 * 1024;
 
@@ -123,11 +124,15 @@ export class Puller {
    * pull (PullImage, the pause image) should use this rather than `new`, so
    * that concurrent pulls of one image share a download.
    */
-  static for(store: ImageStore, config: () => BerthConfig, log: Logger): Puller {
-    let puller = perStore.get(store);
+  static for(
+    images: { store: ImageStore; counters: RuntimeCounters },
+    config: () => BerthConfig,
+    log: Logger,
+  ): Puller {
+    let puller = perStore.get(images.store);
     if (!puller) {
-      puller = new Puller(store, config, log);
-      perStore.set(store, puller);
+      puller = new Puller(images.store, config, log, { counters: images.counters });
+      perStore.set(images.store, puller);
     }
     return puller;
   }
@@ -137,15 +142,17 @@ export class Puller {
   private readonly pulls = new Map<string, SharedPull>();
   private readonly blobs = new Map<Digest, SharedBlob>();
   private readonly platform: Platform;
+  private readonly counters: RuntimeCounters;
 
   constructor(
     private readonly store: ImageStore,
     private readonly config: () => BerthConfig,
     private readonly log: Logger,
-    options: { platform?: Platform } = {},
+    options: { platform?: Platform; counters?: RuntimeCounters } = {},
   ) {
     this.endpoints = new Endpoints(() => this.config().image.registries);
     this.platform = options.platform ?? nodePlatform();
+    this.counters = options.counters ?? NO_COUNTERS;
   }
 
   /** Pulls `input` (a reference as kubelet sends it) and returns the committed image. */
@@ -311,16 +318,17 @@ export class Puller {
           parent: parents[i],
           onWritten: () => written(),
         });
-        const unpack = stored.then(() =>
+        const unpack = stored.then((source) => {
+          this.counters.pulledLayer(source);
           // Present by now unless the blob was already stored or came from another pull's download.
-          this.store.unpackLayer(layer, parents[i]).catch((err: unknown) => {
+          return this.store.unpackLayer(layer, parents[i]).catch((err: unknown) => {
             if (signal.aborted) throw err;
             if (err instanceof ContentMismatchError) {
               throw new ContentMismatchError(`pull of ${image}: ${err.message}`, { cause: err });
             }
             throw namedLayerError(err, `pull of ${image}`);
-          }),
-        );
+          });
+        });
         unpack.catch((err: unknown) => {
           if (!signal.aborted) controller.abort(err);
         });
@@ -392,9 +400,9 @@ export class Puller {
     const problem = artifactNamesProblem(artifact.files);
     if (problem) throw new FailedPreconditionError(`artifact ${image}: ${problem}`);
     const blobs = [manifest.config, ...manifest.layers];
-    await eachLimited(blobs, this.config().image.max_concurrent_downloads, controller, (d) =>
-      this.ensureBlob(client, d, `pull of ${image}`, watchdog, controller.signal),
-    );
+    await eachLimited(blobs, this.config().image.max_concurrent_downloads, controller, async (d) => {
+      await this.ensureBlob(client, d, `pull of ${image}`, watchdog, controller.signal);
+    });
     return this.store.commitArtifact({
       manifestDigest: found.digest,
       manifestMediaType: manifest.mediaType,
@@ -493,7 +501,10 @@ export class Puller {
     return config;
   }
 
-  /** Stores a blob (or unpacks a layer) unless present; joins another pull's download of it. */
+  /**
+   * Stores a blob (or unpacks a layer) unless present; joins another pull's
+   * download of it. Says where it came from.
+   */
   private async ensureBlob(
     client: RepositoryClient,
     d: Descriptor,
@@ -501,18 +512,18 @@ export class Puller {
     watchdog: Watchdog,
     signal: AbortSignal,
     layer?: LayerToUnpack,
-  ): Promise<void> {
+  ): Promise<'local' | 'shared' | 'registry'> {
     for (let attempt = 0; ; attempt++) {
       const present = layer
         ? await this.store.hasLayerSource(layer.layer, layer.parent)
         : await this.store.hasBlob(d.digest);
-      if (present) return;
+      if (present) return 'local';
       const running = this.blobs.get(d.digest);
       if (!running) break;
       const done = watchdog.watch(running.transfer);
       try {
         await abortable(running.promise, signal);
-        return;
+        return 'shared';
       } catch (err) {
         // Their download failed (or they were cancelled): fetch it ourselves, once.
         if (signal.aborted || attempt > 0) throw err;
@@ -526,6 +537,7 @@ export class Puller {
     this.blobs.set(d.digest, entry);
     try {
       await promise;
+      return 'registry';
     } finally {
       if (this.blobs.get(d.digest) === entry) this.blobs.delete(d.digest);
     }
@@ -567,6 +579,7 @@ export class Puller {
             throw signal.aborted ? err : namedLayerError(err, what);
           });
       }
+      this.counters.pulledBytes(transfer.bytes);
       this.log.debug({ blob: d.digest, bytes: transfer.bytes, ms: Date.now() - started }, 'blob stored');
     } catch (err) {
       if (err instanceof ContentMismatchError) {
