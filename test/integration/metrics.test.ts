@@ -111,18 +111,19 @@ test('metrics count pulled bytes and layers by source, container exits by reason
       3,
     );
 
-    // A container that fails, one that completes.
+    // A container that fails, one that completes, one the kernel kills for memory.
     const rt = env.berth.cri.runtime;
     const config = podConfig(env.work, { hostNetwork: true });
     const { podSandboxId } = await rt.runPodSandbox({ config, runtimeHandler: '' });
-    for (const [name, code] of [
-      ['fails', 3],
-      ['completes', 0],
+    for (const [name, script, linux] of [
+      ['fails', 'exit 3', {}],
+      ['completes', 'exit 0', {}],
+      ['oom', 'x=a; while true; do x="$x$x"; done', { resources: { memoryLimitInBytes: 16n << 20n } }],
     ] as const) {
       const { containerId } = await rt.createContainer({
         podSandboxId,
         sandboxConfig: config,
-        config: containerConfig(name, { command: ['sh', '-c', `exit ${code}`] }),
+        config: containerConfig(name, { command: ['sh', '-c', script], linux }),
       });
       await rt.startContainer({ containerId });
       await waitForState(env.berth, containerId, (s) => s.state === ContainerState.CONTAINER_EXITED);
@@ -135,7 +136,8 @@ test('metrics count pulled bytes and layers by source, container exits by reason
     body = await scrape();
     assert.equal(sample(body, 'berth_container_exits_total{reason="Error"}'), 1);
     assert.equal(sample(body, 'berth_container_exits_total{reason="Completed"}'), 1);
-    assert.equal(sample(body, 'berth_containers{state="exited"}'), 2);
+    assert.equal(sample(body, 'berth_container_exits_total{reason="OOMKilled"}'), 1);
+    assert.equal(sample(body, 'berth_containers{state="exited"}'), 3);
     assert.equal(sample(body, 'berth_containers{state="created"}'), 1);
     assert.equal(sample(body, 'berth_containers{state="running"}'), 0);
     assert.equal(sample(body, 'berth_pod_sandboxes{state="ready"}'), 1);
