@@ -1,8 +1,9 @@
 /**
  * Pulls that stop half-way: berth killed with SIGKILL while a layer streams
  * in (nothing looks complete after the restart, and the next pull finishes
- * the image, reusing the blobs already stored), and a registry that stops
- * sending (the progress timeout cancels the pull naming image and blob).
+ * the image, reusing the blobs already stored), a registry that stops
+ * sending (the progress timeout cancels the pull naming image and blob), a
+ * held download that another pull joins, a full disk, a client giving up.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -156,6 +157,44 @@ test('SIGKILL mid-pull (layer blobs kept): after the restart no image looks comp
 
 test('SIGKILL mid-pull (layer blobs discarded): after the restart no image looks complete; pulling again gives the whole image', () =>
   sigkillMidPull(true));
+
+test('two images with one layer blob on different parents, pulled at once while that blob is held: both whole, whether blobs are kept or not', async () => {
+  for (const discard of [true, false]) {
+    const shared = {
+      entries: [file('same.bin', randomBytes(3 * 1024 * 1024))],
+      compression: 'none' as const,
+    };
+    const images = await Promise.all(
+      ['p', 'q'].map((name) =>
+        buildImage({ base: false, layers: [{ entries: [file(name, `${name}-${discard}`)] }, shared] }),
+      ),
+    );
+    assert.equal(images[0].layers[1].digest, images[1].layers[1].digest, 'one blob');
+    const repos = images.map((image, i) => `parents/${discard ? 'discard' : 'keep'}-${i}`);
+    for (const [i, image] of images.entries()) await registry.push(repos[i], 'v1', image);
+    registry.stallBlob(images[0].layers[1].digest, 1024 * 1024);
+    const berth = await startBerth({ toml: toml(registry.host, 60, `discard_unpacked_layers = ${discard}`) });
+    started.push(berth);
+    const first = pull(berth, `${registry.host}/${repos[0]}:v1`);
+    await registry.stalled();
+    // The second pull reaches the held blob (a manifest and a config away) and joins the first one's download.
+    const second = pull(berth, `${registry.host}/${repos[1]}:v1`);
+    await new Promise((r) => setTimeout(r, 500));
+    registry.release();
+    assert.deepEqual(await Promise.all([first, second]), [images[0].configDigest, images[1].configDigest]);
+    for (const [i, image] of images.entries()) {
+      const verbose = await berth.cri.image.imageStatus(
+        ImageStatusRequest.fromPartial({
+          image: ImageSpec.fromPartial({ image: `${registry.host}/${repos[i]}:v1` }),
+          verbose: true,
+        }),
+      );
+      const dirs = (JSON.parse(verbose.info.info) as { layerDirs: string[] }).layerDirs;
+      assert.deepEqual(await readFile(join(dirs[1], 'same.bin')), shared.entries[0].content, `image ${i}`);
+    }
+    await berth.stop();
+  }
+});
 
 test('a registry that stops sending: the pull is cancelled after the progress timeout, naming image and blob', async () => {
   const image = await buildImage({

@@ -513,17 +513,20 @@ export class Puller {
     signal: AbortSignal,
     layer?: LayerToUnpack,
   ): Promise<'local' | 'shared' | 'registry'> {
+    let joined = false;
     for (let attempt = 0; ; attempt++) {
       const present = layer
         ? await this.store.hasLayerSource(layer.layer, layer.parent)
         : await this.store.hasBlob(d.digest);
-      if (present) return 'local';
+      if (present) return joined ? 'shared' : 'local';
       const running = this.blobs.get(d.digest);
-      if (!running) break;
+      // A download joined may leave nothing for this layer: its blob is not kept and
+      // it unpacked the same bytes on another parent (another chain). Fetched again, then.
+      if (!running || joined) break;
       const done = watchdog.watch(running.transfer);
       try {
         await abortable(running.promise, signal);
-        return 'shared';
+        joined = true;
       } catch (err) {
         // Their download failed (or they were cancelled): fetch it ourselves, once.
         if (signal.aborted || attempt > 0) throw err;
