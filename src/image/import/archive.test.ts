@@ -174,3 +174,30 @@ test('import: an OCI layout holding an artifact brings it in as one, its titled 
   );
   assert.equal((await store.list()).length, 2);
 });
+
+test('import: two images with one layer blob on different parents, blobs discarded: both come in whole, no layer blob is kept', async () => {
+  const work = await temp();
+  const shared = { entries: [file('same', 'the same bytes')] };
+  const p = await buildImage({ base: false, layers: [{ entries: [file('p', 'p')] }, shared] });
+  const q = await buildImage({ base: false, layers: [{ entries: [file('q', 'q')] }, shared] });
+  assert.equal(p.layers[1].digest, q.layers[1].digest);
+  await writeOciLayout(join(work, 'layout'), [
+    { tag: 'example.com/p:1', image: p },
+    { tag: 'example.com/q:1', image: q },
+  ]);
+  await writeDirectoryTar(join(work, 'layout'), join(work, 'layout.tar'));
+  const store = await ImageStore.open(join(work, 'root'), silentLogger, { discardLayerBlobs: true });
+  const result = await importArchive(join(work, 'layout.tar'), store, { log: silentLogger });
+  assert.deepEqual(
+    result.map((r) => r.id),
+    [p.configDigest, q.configDigest],
+  );
+  for (const image of [p, q]) {
+    const record = (await store.get(image.configDigest))!;
+    assert.equal(await readFile(join(store.layerDirs(record)[1], 'same'), 'utf8'), 'the same bytes');
+  }
+  const blobs = await readdir(join(work, 'root', 'images', 'blobs', 'sha256'));
+  for (const l of [...p.layers, ...q.layers])
+    assert.ok(!blobs.includes(l.digest.slice(7)), `no blob ${l.digest}`);
+  assert.ok(blobs.includes(p.configDigest.slice(7)) && blobs.includes(q.manifestDigest.slice(7)));
+});

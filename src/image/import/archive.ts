@@ -186,12 +186,20 @@ export async function importArchive(
   options: ImportOptions,
 ): Promise<ImportedImage[]> {
   const collected = await collect(file, store, options);
-  if (collected.metadata.has('manifest.json')) return importDockerSave(file, store, collected, options);
-  if (collected.metadata.has('index.json')) return importOciLayout(file, store, collected, options);
-  throw bad(
-    file,
-    'it is neither an OCI image layout (no index.json) nor a docker save archive (no manifest.json)',
-  );
+  let images: ImportedImage[];
+  if (collected.metadata.has('manifest.json'))
+    images = await importDockerSave(file, store, collected, options);
+  else if (collected.metadata.has('index.json'))
+    images = await importOciLayout(file, store, collected, options);
+  else {
+    throw bad(
+      file,
+      'it is neither an OCI image layout (no index.json) nor a docker save archive (no manifest.json)',
+    );
+  }
+  // Only now: an image committed later may need a layer blob an earlier one has unpacked.
+  await store.releaseLayerBlobs([...collected.stored.values()].map((b) => b.digest));
+  return images;
 }
 
 async function importDockerSave(

@@ -343,7 +343,7 @@ test('discarding layer blobs: a pulled layer is verified and unpacked, its blob 
   assert.equal(await keeping.hasLayerSource(rec, undefined), false);
 });
 
-test('discarding layer blobs: blobs kept before go at start-up, those of an import once it is committed; config and manifest stay', async () => {
+test('discarding layer blobs: blobs kept before go at start-up, those of an import once it has committed; config and manifest stay', async () => {
   const root = await tempRoot();
   const blobsDir = join(root, 'images', 'blobs', 'sha256');
   const keeping = await ImageStore.open(root, silentLogger);
@@ -362,11 +362,13 @@ test('discarding layer blobs: blobs kept before go at start-up, those of an impo
   assert.equal(listed.id, old.configDigest);
   assert.equal(await readFile(join(store.layerDirs(listed)[1], 'b'), 'utf8'), 'b');
 
-  // An import stores blobs, then unpacks them; the commit lets the layer blobs go.
+  // An import stores blobs, then unpacks them; once it has committed all, the layer blobs go.
   const imported = await buildImage({ base: false, layers: [{ entries: [file('c', 'c')] }] });
   await putImage(store, imported);
   assert.equal(await store.hasBlob(imported.layers[0].digest), true);
   await store.commitImage(commitOf(imported, 'example.com/imported:1'));
+  assert.equal(await store.blobs.has(imported.layers[0].digest), true, 'kept until the import is done');
+  await store.releaseLayerBlobs([imported.configDigest, imported.manifestDigest, imported.layers[0].digest]);
   assert.deepEqual(
     (await readdir(blobsDir)).sort(),
     hexes([old.configDigest, old.manifestDigest, imported.configDigest, imported.manifestDigest]),
@@ -386,6 +388,7 @@ test('discarding layer blobs: a lost layer directory drops its image at start-up
     await putImage(store, image);
     await store.commitImage(commitOf(image, `example.com/${image === lost ? 'lost' : 'kept'}:1`));
   }
+  await store.releaseLayerBlobs([lost, kept].map((image) => image.layers[0].digest));
   const record = await store.get(lost.configDigest);
   await rm(join(store.layerDirs(record!)[0], '..'), { recursive: true });
   const reopened = await ImageStore.open(root, silentLogger, { discardLayerBlobs: true });

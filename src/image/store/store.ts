@@ -333,12 +333,6 @@ export class ImageStore implements BlobSink {
     ]) {
       this.touched.delete(d);
     }
-    // An import stores the layer blobs before it unpacks them (a pull stores none).
-    if (this.discardLayerBlobs) {
-      const stored: Digest[] = [];
-      for (const l of layers) if (await this.blobs.has(l.blobDigest)) stored.push(l.blobDigest);
-      if (stored.length > 0) await this.discardUnpackedLayerBlobs(stored);
-    }
     this.log.info({ image: record.id, tags: record.repoTags }, 'image committed');
     return { ...record, config };
   }
@@ -424,6 +418,39 @@ export class ImageStore implements BlobSink {
 
   // ---- mutations ----
 
+  /**
+   * When layer blobs are discarded: removes the stored blobs among `digests`
+   * that are images' layer blobs with every such layer unpacked, unless an
+   * image needs one as a config, manifest or artifact file, or a pull or
+   * import of this process still relies on it. An import calls this once it
+   * has committed all its images (one of them may need a blob another's
+   * layers no longer do: the same bytes on another parent); a pull keeps
+   * none to begin with.
+   */
+  async releaseLayerBlobs(digests: Iterable<Digest>): Promise<void> {
+    if (!this.discardLayerBlobs) return;
+    let discarded = 0;
+    await this.lock.with(async () => {
+      const images = await this.readIndex();
+      const required = new Set(images.flatMap(requiredBlobsOf));
+      const chainsOf = new Map<Digest, Digest[]>();
+      for (const image of images) {
+        for (const l of image.layers)
+          chainsOf.set(l.blobDigest, [...(chainsOf.get(l.blobDigest) ?? []), l.chainId]);
+      }
+      for (const d of new Set(digests)) {
+        const chains = chainsOf.get(d);
+        if (!chains || required.has(d) || this.isTouched(d)) continue;
+        let unpacked = true;
+        for (const c of chains) if (!(await this.layers.has(c))) unpacked = false;
+        if (!unpacked || !(await this.blobs.has(d))) continue;
+        await this.blobs.remove(d);
+        discarded++;
+      }
+    });
+    if (discarded > 0) this.log.debug({ discarded }, 'discarded the blobs of unpacked layers');
+  }
+
   /** Removes tags and repo digests from an image, keeping the image. */
   async untag(id: Digest, names: readonly string[]): Promise<void> {
     await this.update(async (images) => {
@@ -465,31 +492,6 @@ export class ImageStore implements BlobSink {
   }
 
   // ---- internals ----
-
-  /**
-   * Removes the stored blobs among `digests` whose layers every image has
-   * unpacked, unless an image needs one as a config, manifest or artifact
-   * file, or a pull or import of this process still relies on it.
-   */
-  private async discardUnpackedLayerBlobs(digests: readonly Digest[]): Promise<void> {
-    let discarded = 0;
-    await this.lock.with(async () => {
-      const images = await this.readIndex();
-      const required = new Set(images.flatMap(requiredBlobsOf));
-      const doomed = new Set(digests.filter((d) => !required.has(d) && !this.isTouched(d)));
-      for (const image of images) {
-        for (const l of image.layers) {
-          if (doomed.has(l.blobDigest) && !(await this.layers.has(l.chainId))) doomed.delete(l.blobDigest);
-        }
-      }
-      for (const d of doomed) {
-        if (!(await this.blobs.has(d))) continue;
-        await this.blobs.remove(d);
-        discarded++;
-      }
-    });
-    if (discarded > 0) this.log.debug({ discarded }, 'discarded the blobs of unpacked layers');
-  }
 
   private touch(key: string): void {
     this.touched.set(key, Date.now());
@@ -677,11 +679,8 @@ export class ImageStore implements BlobSink {
         for (const id of dropped) images.delete(id);
       });
     }
-    // Kept before the option was set, or left by a crash between unpack and discard.
-    if (this.discardLayerBlobs) {
-      const layerBlobs = (await this.readIndex()).flatMap((image) => image.layers.map((l) => l.blobDigest));
-      await this.discardUnpackedLayerBlobs(layerBlobs);
-    }
+    // Kept before the option was set, or left by an import that stopped half-way.
+    await this.releaseLayerBlobs(await this.blobs.list());
     if (sweepOrphans) await this.sweepOrphans();
     await this.refresh();
   }
