@@ -12,7 +12,8 @@
  * An image needs its config and manifest blobs and every layer unpacked.
  * With `discardLayerBlobs` (CRI-O's way; containerd's `discard_unpacked_layers`)
  * no layer blob is kept: a pull verifies the bytes and unpacks them without
- * writing the blob, and a layer lost later comes back only by pulling again.
+ * writing the blob, an import lets its blobs go once all its images are in
+ * (`releaseLayerBlobs`), and a layer lost later comes back only by pulling again.
  * Without it every layer keeps its blob, from which a lost layer is unpacked.
  *
  * Several processes may use one store (the daemon, `berth image import`):
