@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { status } from '@grpc/grpc-js';
 import { silentLogger } from '../../log.js';
+import { runChecked } from '../../util/run.js';
 import { loadConfig } from '../../config/load.js';
 import { ImageManager } from '../manager.js';
 import { ImageStore } from './store.js';
@@ -446,12 +447,13 @@ test('manager: RemoveImage refuses an image a container uses, naming it; pinned 
   assert.deepEqual(await readdir(join(root, 'images', 'blobs', 'sha256')), []);
 });
 
-test('start-up removes unreferenced blobs and layers older than a day, keeps fresh ones', async () => {
+test('start-up removes unreferenced blobs and layers older than a day, keeps fresh ones and mounted ones', async () => {
   const root = await tempRoot();
   const store = await ImageStore.open(root, silentLogger);
   const oldLayer = await buildLayer({ entries: [file('old', 'o')] });
   const freshLayer = await buildLayer({ entries: [file('fresh', 'f')] });
-  for (const l of [oldLayer, freshLayer]) {
+  const mountedLayer = await buildLayer({ entries: [file('mounted', 'm')] });
+  for (const l of [oldLayer, freshLayer, mountedLayer]) {
     await store.putBlob(l.digest, l.size, Readable.from([l.data]));
     await store.unpackLayer(
       { blobDigest: l.digest, mediaType: l.mediaType, size: l.size, diffId: l.diffId },
@@ -459,13 +461,28 @@ test('start-up removes unreferenced blobs and layers older than a day, keeps fre
     );
   }
   const twoDaysAgo = new Date(Date.now() - 2 * 24 * 3600 * 1000);
-  await utimes(store.blobs.path(oldLayer.digest), twoDaysAgo, twoDaysAgo);
-  await utimes(join(root, 'images', 'layers', oldLayer.diffId.slice(7)), twoDaysAgo, twoDaysAgo);
-  const reopened = await ImageStore.open(root, silentLogger);
-  assert.equal(await reopened.hasBlob(oldLayer.digest), false);
-  assert.equal(await reopened.layers.has(oldLayer.diffId), false);
-  assert.equal(await reopened.hasBlob(freshLayer.digest), true);
-  assert.equal(await reopened.layers.has(freshLayer.diffId), true);
+  for (const l of [oldLayer, mountedLayer]) {
+    await utimes(store.blobs.path(l.digest), twoDaysAgo, twoDaysAgo);
+    await utimes(join(root, 'images', 'layers', l.diffId.slice(7)), twoDaysAgo, twoDaysAgo);
+  }
+  // As a container's overlay would hold it (a read-only overlay of the one layer).
+  const target = join(root, 'rootfs');
+  await mkdir(target);
+  const empty = join(root, 'empty');
+  await mkdir(empty);
+  const lower = store.layers.diffDir(mountedLayer.diffId);
+  await runChecked('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower}:${empty}`, target]);
+  try {
+    const reopened = await ImageStore.open(root, silentLogger);
+    assert.equal(await reopened.hasBlob(oldLayer.digest), false);
+    assert.equal(await reopened.layers.has(oldLayer.diffId), false);
+    assert.equal(await reopened.hasBlob(freshLayer.digest), true);
+    assert.equal(await reopened.layers.has(freshLayer.diffId), true);
+    assert.equal(await reopened.layers.has(mountedLayer.diffId), true, 'a mounted layer stays');
+    assert.equal(await readFile(join(target, 'mounted'), 'utf8'), 'm');
+  } finally {
+    await runChecked('umount', [target]);
+  }
 });
 
 test("a second process's commit and removal show in this store without a stat per query", async () => {

@@ -689,10 +689,16 @@ export class ImageStore implements BlobSink {
   /**
    * Removes blobs and layers no image names that have sat untouched for
    * ORPHAN_GRACE_MS: leftovers of pulls that failed or were abandoned. Younger
-   * ones stay so an interrupted pull, retried, reuses what it fetched.
+   * ones stay so an interrupted pull, retried, reuses what it fetched. A tree
+   * something still has mounted stays too: a container's overlay can outlive
+   * its image's record (an image dropped at start-up because its config blob
+   * was lost), and removing a lower directory under it would empty its files.
    */
   private async sweepOrphans(): Promise<void> {
     const cutoff = Date.now() - ORPHAN_GRACE_MS;
+    // Layer and artifact trees are named by a digest's hex: a mount of one shows it as `/<hex>/`.
+    const mountinfo = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+    const unmounted = (digests: Digest[]) => digests.filter((d) => !mountinfo.includes(`/${digestHex(d)}/`));
     let doomedLayers: Digest[] = [];
     let doomedArtifacts: Digest[] = [];
     let blobsRemoved = 0;
@@ -713,9 +719,9 @@ export class ImageStore implements BlobSink {
           blobsRemoved++;
         }
       }
-      doomedLayers = await this.layers.staleTrees(layers, cutoff);
+      doomedLayers = unmounted(await this.layers.staleTrees(layers, cutoff));
       // An artifact's tree is only links: removed under the lock, as its blobs are.
-      doomedArtifacts = await this.artifacts.staleTrees(artifacts, cutoff);
+      doomedArtifacts = unmounted(await this.artifacts.staleTrees(artifacts, cutoff));
       for (const a of doomedArtifacts) await this.artifacts.remove(a);
     });
     // Layer trees can be large: removed once the lock is given back.
