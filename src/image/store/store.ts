@@ -681,7 +681,7 @@ export class ImageStore implements BlobSink {
       });
     }
     // Kept before the option was set, or left by an import that stopped half-way.
-    await this.releaseLayerBlobs(await this.blobs.list());
+    if (this.discardLayerBlobs) await this.releaseLayerBlobs(await this.blobs.list());
     if (sweepOrphans) await this.sweepOrphans();
     await this.refresh();
   }
